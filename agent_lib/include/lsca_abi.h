@@ -1,0 +1,139 @@
+/*
+ * lsca_abi.h - the shared-memory ABI between the agent (C) and the workers (Python).
+ *
+ * This header alone defines the shard layout, op codes, slot states, limits and
+ * the registration messages. The agent compiles it; the Python side feeds the
+ * region between LSCA_CDEF_BEGIN and LSCA_CDEF_END to cffi's cdef(), so the two
+ * sides cannot drift. Keep that region to what cdef understands: integer
+ * #defines, enums and structs of fixed-width types.
+ *
+ * Every field written by one side and read by the other is accessed only through
+ * the acquire/release primitives in lsca_ring.h.
+ */
+#ifndef LSCA_ABI_H
+#define LSCA_ABI_H
+
+#include <stdint.h>
+
+/* LSCA_CDEF_BEGIN */
+#define LSCA_MAGIC 0x4C534341           /* "LSCA" */
+#define LSCA_ABI_VERSION 1
+
+#define LSCA_SLOTS 64                   /* client threads in a call at once; one 64-bit pending mask */
+#define LSCA_INLINE_MAX 65536           /* bytes of a buffer carried in the slot itself */
+#define LSCA_MAX_ARGS 6
+#define LSCA_OP_MAX 64                  /* size of per-op tables; op codes stay below it */
+#define LSCA_SESSION_LEN 40
+#define LSCA_HEADER_SIZE 4096           /* the header occupies the first page of a shard */
+
+/* Key prefix of every SysV object LSCA creates, so leftovers are recognisable. */
+#define LSCA_IPC_KEY_PREFIX 0x15CA0000
+#define LSCA_IPC_KEY_MASK 0xFFFF0000
+
+/* Op codes: the index into both dispatch tables (agent marshalling, worker handlers). */
+enum lsca_op {
+    LSCA_OP_NONE = 0,
+    LSCA_OP_READ = 1,        /* args: fd, count             data out: bytes read           */
+    LSCA_OP_WRITE = 2,       /* args: fd, count             data in: bytes                 */
+    LSCA_OP_PREAD = 3,       /* args: fd, count, offset     data out                       */
+    LSCA_OP_PWRITE = 4,      /* args: fd, count, offset     data in                        */
+    LSCA_OP_READV = 5,       /* args: fd, total, iovcnt     data out (scattered by agent)  */
+    LSCA_OP_WRITEV = 6,      /* args: fd, total, iovcnt     data in (gathered by agent)    */
+    LSCA_OP_LSEEK = 7,       /* args: fd, offset, whence                                   */
+    LSCA_OP_FSYNC = 8,       /* args: fd                                                   */
+    LSCA_OP_FDATASYNC = 9,   /* args: fd                                                   */
+    LSCA_OP_FTRUNCATE = 10,  /* args: fd, length                                           */
+    LSCA_OP_FSTAT = 11,      /* args: fd                    data out: native struct stat   */
+    LSCA_OP_CLOSE = 12,      /* args: fd, native result, native errno (already closed)     */
+    LSCA_OP_COUNT = 13
+};
+
+/* Slot states. FREE -> SUBMITTED (client) -> RUNNING (worker) -> DONE (worker) -> FREE (client). */
+enum lsca_slot_state {
+    LSCA_SLOT_FREE = 0,
+    LSCA_SLOT_SUBMITTED = 1,
+    LSCA_SLOT_RUNNING = 2,
+    LSCA_SLOT_DONE = 3
+};
+
+/* How a worker answered a call. */
+enum lsca_status {
+    LSCA_STATUS_DONE = 0,         /* result/err hold the call's outcome                     */
+    LSCA_STATUS_PASSTHROUGH = 1   /* the worker declines (would block, no access): run it natively */
+};
+
+/* Where the bytes of a buffer travel (arg flags). */
+enum lsca_xfer {
+    LSCA_XFER_INLINE = 0,         /* in slot->data                                           */
+    LSCA_XFER_REMOTE = 1          /* in client memory at slot->remote_addr: process_vm_readv/writev */
+};
+
+struct lsca_slot {
+    uint32_t state;               /* enum lsca_slot_state; acquire/release hand-off           */
+    uint32_t client_sleeping;     /* 1 while the client thread sleeps on its semaphore        */
+    int32_t owner_tid;            /* 0: free slot; else the client thread that owns it        */
+    uint32_t op;                  /* enum lsca_op                                             */
+    uint32_t xfer;                /* enum lsca_xfer                                           */
+    uint32_t status;              /* enum lsca_status, written by the worker                  */
+    int32_t err;                  /* errno when result == -1                                  */
+    uint32_t data_len;            /* bytes of data[] the request or the answer uses           */
+    int64_t result;
+    uint64_t remote_addr;         /* client address of the buffer when xfer is REMOTE         */
+    uint64_t args[LSCA_MAX_ARGS];
+    uint64_t seq;                 /* per-shard call number, for traces                        */
+    uint8_t pad[24];                  /* keeps data[] and the slot size 64-byte aligned */
+    uint8_t data[LSCA_INLINE_MAX];
+};
+
+struct lsca_shard_header {
+    uint32_t magic;
+    uint32_t abi_version;
+    uint32_t shard_size;
+    uint32_t nslots;
+    int32_t client_pid;
+    int32_t completion_semid;     /* SysV set: semaphore i wakes the thread waiting on slot i  */
+    int32_t doorbell_semid;       /* SysV set of the owning worker                            */
+    int32_t doorbell_semnum;
+    uint32_t worker_sleeping;     /* worker announced it sleeps: the submitter must ring      */
+    uint32_t worker_id;
+    uint64_t pending_mask;        /* bit i: slot i was submitted (a hint; states are the truth) */
+    uint64_t next_seq;
+    uint64_t passthrough[LSCA_OP_MAX]; /* per op: calls the agent executed natively         */
+    uint64_t declined[LSCA_OP_MAX];    /* per op: of those, calls a worker handed back        */
+};
+
+/* Registration over the supervisor's Unix socket: agent sends hello, gets welcome. */
+struct lsca_hello {
+    uint32_t magic;
+    uint32_t abi_version;
+    int32_t pid;
+    uint32_t flags;
+    char session[LSCA_SESSION_LEN];
+};
+
+struct lsca_welcome {
+    uint32_t magic;
+    uint32_t abi_version;
+    int32_t status;               /* 0, or an errno saying why the client is refused          */
+    int32_t supervisor_pid;       /* the client checks it is alive while it sleeps            */
+    int32_t shmid;
+    uint32_t shard_size;
+    uint32_t nslots;
+};
+/* LSCA_CDEF_END */
+
+#define LSCA_SHARD_SIZE (LSCA_HEADER_SIZE + LSCA_SLOTS * sizeof(struct lsca_slot))
+
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(sizeof(struct lsca_shard_header) <= LSCA_HEADER_SIZE, "header fits its page");
+_Static_assert(sizeof(struct lsca_slot) % 64 == 0, "slots are cache-line aligned");
+_Static_assert(LSCA_OP_COUNT <= LSCA_OP_MAX, "op tables are large enough");
+_Static_assert(LSCA_SLOTS <= 64, "pending_mask has a bit per slot");
+#endif
+
+static inline struct lsca_slot *lsca_shard_slot(void *shard, unsigned i)
+{
+    return (struct lsca_slot *)((char *)shard + LSCA_HEADER_SIZE) + i;
+}
+
+#endif /* LSCA_ABI_H */

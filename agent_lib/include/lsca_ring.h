@@ -1,0 +1,66 @@
+/*
+ * lsca_ring.h - the slot hand-off protocol, shared by the agent (client side) and
+ * the workers' cffi module (worker side). Memory ordering lives in the few named
+ * primitives below; every use says what it orders.
+ */
+#ifndef LSCA_RING_H
+#define LSCA_RING_H
+
+#include <stdint.h>
+#include "lsca_abi.h"
+
+#define smp_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define smp_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+/* The sleep/wake handshakes are Dekker-style (store one flag, load the other): seq_cst. */
+#define smp_load_sc(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define smp_store_sc(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define smp_xchg_sc(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
+
+static inline void lsca_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause" ::: "memory");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* LSCA_CDEF_BEGIN */
+uint64_t lsca_now_ns(void);
+
+/* ---- client side (agent) ---- */
+
+/* Publish a filled slot and ring the worker if it announced that it sleeps. */
+void lsca_ring_submit(void *shard, unsigned slot_index);
+
+/* Wait until the worker finished the slot: spin for spin_ns, then sleep on the
+ * slot's completion semaphore. Returns 0, or -1 with errno when the semaphore set
+ * is gone (supervisor stopped) or the supervisor pid has died. */
+int lsca_ring_wait(void *shard, unsigned slot_index, int completion_semid,
+                   uint64_t spin_ns, int supervisor_pid);
+
+/* ---- worker side (cffi module) ---- */
+
+#define LSCA_WORKER_MAX_SHARDS 1024
+
+struct lsca_worker_ctx {
+    int doorbell_semid;
+    int doorbell_semnum;
+    unsigned cursor;                              /* round-robin start among shards */
+    void *shards[LSCA_WORKER_MAX_SHARDS];         /* NULL: unused entry */
+    uint64_t pending[LSCA_WORKER_MAX_SHARDS];     /* hints taken from shard masks, not yet served */
+};
+
+/* Claim the next submitted slot of any owned shard (state SUBMITTED -> RUNNING).
+ * Spins for spin_ns, then sleeps on the doorbell for at most timeout_ms.
+ * Returns 1 with the shard and slot indices set, 0 when nothing was found. */
+int lsca_worker_next(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_index,
+                     uint64_t spin_ns, int timeout_ms);
+
+/* Publish the slot's result (RUNNING -> DONE) and wake its client thread if it sleeps. */
+void lsca_worker_complete(void *shard, unsigned slot_index, int completion_semid);
+/* LSCA_CDEF_END */
+
+#endif /* LSCA_RING_H */

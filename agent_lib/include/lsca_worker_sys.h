@@ -1,0 +1,40 @@
+/*
+ * lsca_worker_sys.h - the kernel interfaces a worker or the supervisor needs and
+ * Python's os module lacks (pidfd_getfd, kcmp, process_vm_*, multi-semaphore SysV
+ * sets). Compiled into the cffi module; syscall numbers come from this arch's headers.
+ */
+#ifndef LSCA_WORKER_SYS_H
+#define LSCA_WORKER_SYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* LSCA_CDEF_BEGIN */
+int lsca_pidfd_open(int pid);
+/* A duplicate (close-on-exec) of descriptor fd of the process behind pidfd. */
+int lsca_pidfd_getfd(int pidfd, int fd);
+/* 0 when fd1 of pid1 and fd2 of pid2 are the same open file description. */
+int lsca_kcmp_file(int pid1, int pid2, int fd1, int fd2);
+
+/* Whole-buffer moves between this process and a client; -1 with errno (EFAULT...). */
+int64_t lsca_remote_read(int pid, void *local, uint64_t remote, size_t len);
+int64_t lsca_remote_write(int pid, const void *local, uint64_t remote, size_t len);
+/* The same over a client iovec list (struct iovec[iovcnt] copied into this process). */
+int64_t lsca_remote_gather(int pid, void *local, size_t len, const void *remote_iov, int iovcnt);
+int64_t lsca_remote_scatter(int pid, const void *local, size_t len, const void *remote_iov, int iovcnt);
+
+/* fstat into a native struct stat at out; its size for the slot's data_len. */
+int lsca_fstat_into(int fd, void *out);
+size_t lsca_stat_size(void);
+/* File type bits and, for character devices, the major number. */
+int lsca_fd_kind(int fd, unsigned *mode, unsigned *dev_major);
+/* 1 when a blocking read/write of count bytes on fd could wait (pipe, socket, tty). */
+int lsca_would_block(int fd, unsigned mode, unsigned dev_major, int for_write, size_t count);
+
+/* SysV semaphore sets with many semaphores (sysv_ipc's sets have one). */
+int lsca_sem_create(int key, int nsems, int mode, int uid, int gid);
+int lsca_sem_remove(int semid);
+int lsca_sem_post(int semid, int num);
+/* LSCA_CDEF_END */
+
+#endif /* LSCA_WORKER_SYS_H */

@@ -1,0 +1,333 @@
+/*
+ * agent.c - the agent core: registration with the supervisor, the shard of this
+ * process, one slot per thread, fork/exec handling and the exchange with the worker.
+ * Interposed libc functions live in interpose_*.c and use only agent.h.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/shm.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "lsca_ring.h"
+
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* Default client spin before sleeping: long enough to cover a worker's busy round trip. */
+#define DEFAULT_SPIN_NS 50000
+
+struct agent_state {
+    void *shard;                 /* attached shard, NULL while not registered */
+    int completion_semid;
+    int supervisor_pid;
+    pid_t pid;                   /* process the shard belongs to */
+    unsigned generation;         /* bumped by fork: thread slots of older generations are void */
+    int attempted;               /* registration tried in this process (no retry storm) */
+    uint64_t spin_ns;
+    char socket_path[108];
+    char session[LSCA_SESSION_LEN];
+};
+
+struct thread_state {
+    int slot;                    /* index + 1 of this thread's slot, 0 when none */
+    unsigned generation;
+    int in_call;                 /* re-entrancy guard: a signal handler's calls run natively */
+    pid_t tid;
+};
+
+static struct agent_state agent;
+static pthread_mutex_t register_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t slot_key;
+static TLS struct thread_state self;
+
+void *lsca_real(const char *name, void **cache)
+{
+    void *p = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
+    if (!p) {
+        p = dlsym(RTLD_NEXT, name);
+        __atomic_store_n(cache, p, __ATOMIC_RELEASE);
+    }
+    return p;
+}
+
+/* ---- registration ---- */
+
+/* Raw syscalls only: the agent must not re-enter its own interposers. */
+static int connect_supervisor(const char *path)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    struct timeval timeout = { .tv_sec = 5, .tv_usec = 0 };
+    int fd = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return -1;
+    memcpy(addr.sun_path, path, strnlen(path, sizeof(addr.sun_path) - 1));
+    syscall(SYS_setsockopt, fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    syscall(SYS_setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+    if (syscall(SYS_connect, fd, &addr, sizeof(addr)) == 0)
+        return fd;
+    int saved = errno;
+    syscall(SYS_close, fd);
+    errno = saved;
+    return -1;
+}
+
+static int exchange_hello(int fd, struct lsca_welcome *w)
+{
+    struct lsca_hello hello = { .magic = LSCA_MAGIC, .abi_version = LSCA_ABI_VERSION,
+                                .pid = (int32_t)getpid() };
+    size_t got = 0;
+
+    memcpy(hello.session, agent.session, sizeof(hello.session));
+    if (syscall(SYS_sendto, fd, &hello, sizeof(hello), MSG_NOSIGNAL, NULL, 0) != (long)sizeof(hello))
+        return -1;
+    while (got < sizeof(*w)) {
+        long n = syscall(SYS_recvfrom, fd, (char *)w + got, sizeof(*w) - got, 0, NULL, NULL);
+        if (n <= 0) {
+            if (n == 0)
+                errno = ECONNRESET;
+            if (n < 0 && errno == EINTR)
+                continue;
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    if (w->magic != LSCA_MAGIC || w->abi_version != LSCA_ABI_VERSION) {
+        errno = EPROTO;
+        return -1;
+    }
+    if (w->status != 0) {
+        errno = w->status;
+        return -1;
+    }
+    return 0;
+}
+
+/* Register this process; on failure the agent stays inactive (native calls). */
+static int register_process(void)
+{
+    struct lsca_welcome w;
+    int fd, rc;
+    void *shard;
+    struct lsca_shard_header *h;
+
+    fd = connect_supervisor(agent.socket_path);
+    if (fd < 0)
+        return -1;
+    rc = exchange_hello(fd, &w);
+    int saved = errno;
+    syscall(SYS_close, fd);
+    if (rc < 0) {
+        errno = saved;
+        return -1;
+    }
+    shard = shmat(w.shmid, NULL, 0);
+    if (shard == (void *)-1)
+        return -1;
+    h = shard;
+    if (h->magic != LSCA_MAGIC || h->abi_version != LSCA_ABI_VERSION || h->nslots > LSCA_SLOTS ||
+        h->shard_size != w.shard_size) {
+        shmdt(shard);
+        errno = EPROTO;
+        return -1;
+    }
+    agent.completion_semid = h->completion_semid;
+    agent.supervisor_pid = w.supervisor_pid;
+    agent.pid = getpid();
+    /* The shard pointer is published last: threads that see it see the rest. */
+    __atomic_store_n(&agent.shard, shard, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* Lazily (re-)register: after fork the child registers on its first call. */
+static void *current_shard(void)
+{
+    void *shard = __atomic_load_n(&agent.shard, __ATOMIC_ACQUIRE);
+
+    if (shard || agent.socket_path[0] == '\0' || __atomic_load_n(&agent.attempted, __ATOMIC_ACQUIRE))
+        return shard;
+    pthread_mutex_lock(&register_lock);
+    if (!agent.shard && !agent.attempted) {
+        register_process();
+        __atomic_store_n(&agent.attempted, 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&register_lock);
+    return __atomic_load_n(&agent.shard, __ATOMIC_ACQUIRE);
+}
+
+/* ---- thread slots ---- */
+
+static void release_slot(void *value)
+{
+    void *shard = agent.shard;
+    uintptr_t slot = (uintptr_t)value;
+
+    /* Only a slot of this process's current shard is given back. */
+    if (shard && slot && self.generation == agent.generation && slot <= LSCA_SLOTS)
+        __atomic_store_n(&lsca_shard_slot(shard, (unsigned)slot - 1)->owner_tid, 0, __ATOMIC_RELEASE);
+    self.slot = 0;
+}
+
+static struct lsca_slot *thread_slot(void *shard)
+{
+    unsigned i;
+
+    if (self.slot && self.generation == agent.generation)
+        return lsca_shard_slot(shard, (unsigned)self.slot - 1);
+    self.slot = 0;
+    self.generation = agent.generation;
+    self.tid = (pid_t)syscall(SYS_gettid);
+    for (i = 0; i < LSCA_SLOTS; i++) {
+        int32_t expected = 0;
+        struct lsca_slot *slot = lsca_shard_slot(shard, i);
+        if (__atomic_compare_exchange_n(&slot->owner_tid, &expected, self.tid, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            self.slot = (int)i + 1;
+            pthread_setspecific(slot_key, (void *)(uintptr_t)self.slot);
+            return slot;
+        }
+    }
+    return NULL;                 /* more threads than slots: this thread runs natively */
+}
+
+/* ---- the call path ---- */
+
+void lsca_count_passthrough(enum lsca_op op)
+{
+    struct lsca_shard_header *h = __atomic_load_n(&agent.shard, __ATOMIC_ACQUIRE);
+    if (h && (unsigned)op < LSCA_OP_MAX)
+        __atomic_fetch_add(&h->passthrough[op], 1, __ATOMIC_RELAXED);
+}
+
+int lsca_begin(struct lsca_call *c, enum lsca_op op)
+{
+    void *shard;
+
+    c->slot = NULL;
+    c->op = op;
+    if (self.in_call)
+        return 0;                /* re-entered from a signal handler during a call: native */
+    shard = current_shard();
+    if (!shard)
+        return 0;
+    c->slot = thread_slot(shard);
+    if (!c->slot) {
+        lsca_count_passthrough(op);
+        return 0;
+    }
+    c->saved_errno = errno;
+    self.in_call = 1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    c->slot->op = op;
+    c->slot->xfer = LSCA_XFER_INLINE;
+    c->slot->data_len = 0;
+    c->slot->remote_addr = 0;
+    return 1;
+}
+
+int lsca_exchange(struct lsca_call *c)
+{
+    struct lsca_shard_header *h = agent.shard;
+    unsigned i = (unsigned)(c->slot - lsca_shard_slot(h, 0));
+
+    c->slot->seq = __atomic_fetch_add(&h->next_seq, 1, __ATOMIC_RELAXED);
+    lsca_ring_submit(h, i);
+    if (lsca_ring_wait(h, i, agent.completion_semid, agent.spin_ns, agent.supervisor_pid) < 0) {
+        /* The supervisor is gone mid-call: the outcome is unknown, so say EIO (never guess). */
+        c->slot->status = LSCA_STATUS_DONE;
+        c->slot->result = -1;
+        c->slot->err = EIO;
+        __atomic_store_n(&agent.shard, NULL, __ATOMIC_RELEASE);
+        __atomic_store_n(&agent.attempted, 1, __ATOMIC_RELEASE);
+        return 1;
+    }
+    if (c->slot->status == LSCA_STATUS_DONE)
+        return 1;
+    __atomic_fetch_add(&h->declined[c->op], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->passthrough[c->op], 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+long lsca_end(struct lsca_call *c)
+{
+    long result = (long)c->slot->result;
+    int err = c->slot->err;
+
+    /* The slot is free for this thread's next call once the answer is read. */
+    __atomic_store_n(&c->slot->state, LSCA_SLOT_FREE, __ATOMIC_RELEASE);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    self.in_call = 0;
+    errno = result == -1 ? err : c->saved_errno;
+    return result;
+}
+
+void lsca_abandon(struct lsca_call *c)
+{
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    self.in_call = 0;
+    errno = c->saved_errno;
+    lsca_count_passthrough(c->op);
+}
+
+/* ---- process life ---- */
+
+static void after_fork_in_child(void)
+{
+    void *shard = agent.shard;
+
+    /* The inherited shard is the parent's: detach it and register anew on first use. */
+    agent.shard = NULL;
+    agent.attempted = 0;
+    agent.generation++;
+    pthread_mutex_init(&register_lock, NULL);
+    self.slot = 0;
+    self.in_call = 0;
+    if (shard)
+        shmdt(shard);
+}
+
+static int env_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v && v[0] && strcmp(v, "0") != 0;
+}
+
+__attribute__((constructor)) static void lsca_agent_init(void)
+{
+    const char *path = getenv("LSCA_SOCKET");
+    const char *session = getenv("LSCA_SESSION");
+    const char *spin = getenv("LSCA_SPIN_NS");
+
+    pthread_key_create(&slot_key, release_slot);
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+    agent.spin_ns = spin ? strtoull(spin, NULL, 10) : DEFAULT_SPIN_NS;
+    if (session)
+        memcpy(agent.session, session, strnlen(session, sizeof(agent.session) - 1));
+    if (!path || !path[0] || env_flag("LSCA_AGENT_DISABLE"))
+        return;
+    if (strlen(path) >= sizeof(agent.socket_path)) {
+        fprintf(stderr, "lsca: LSCA_SOCKET path is too long (max %zu bytes): %s\n",
+                sizeof(agent.socket_path) - 1, path);
+        if (env_flag("LSCA_REQUIRED"))
+            _exit(126);
+        return;
+    }
+    strcpy(agent.socket_path, path);
+    agent.attempted = 1;
+    if (register_process() == 0)
+        return;
+    if (env_flag("LSCA_REQUIRED")) {
+        fprintf(stderr, "lsca: cannot register with the supervisor at %s: %s "
+                        "(LSCA_REQUIRED=1, not starting the program)\n", path, strerror(errno));
+        _exit(126);
+    }
+}

@@ -1,0 +1,53 @@
+/*
+ * agent.h - what the interposers need from the agent core: a slot to fill, the
+ * exchange with the worker, passthrough accounting and the real libc functions.
+ */
+#ifndef LSCA_AGENT_H
+#define LSCA_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lsca_abi.h"
+
+/* One proxied call in progress on the calling thread. */
+struct lsca_call {
+    struct lsca_slot *slot;
+    enum lsca_op op;
+    int saved_errno;
+};
+
+/* Take this thread's slot for op. Returns 0 when the call must run natively
+ * (agent inactive, re-entered from a signal handler, no free slot); the
+ * passthrough is then already counted. */
+int lsca_begin(struct lsca_call *c, enum lsca_op op);
+
+/* Hand the filled slot to the worker and wait. Returns 1 when the worker
+ * answered (slot->result/err hold the outcome), 0 when the call must run
+ * natively (the worker declined it; counted). The slot stays owned until lsca_end. */
+int lsca_exchange(struct lsca_call *c);
+
+/* Release the slot; sets errno from the worker's answer when result == -1,
+ * otherwise restores the caller's errno. Returns slot->result. */
+long lsca_end(struct lsca_call *c);
+
+/* Give up a begun call before the exchange (e.g. arguments the agent will not
+ * marshal); the call then runs natively and is counted as passthrough. */
+void lsca_abandon(struct lsca_call *c);
+
+/* Count a call the agent decided to run natively without taking a slot. */
+void lsca_count_passthrough(enum lsca_op op);
+
+/* Pointers that fault in every process: handed to the kernel natively so it says EFAULT. */
+static inline int lsca_bad_pointer(const void *p, size_t len)
+{
+    return len > 0 && (uintptr_t)p < 4096;
+}
+
+/* The next definition of a symbol (libc's), resolved once. */
+void *lsca_real(const char *name, void **cache);
+#define REAL(name) ((__typeof__(&name))lsca_real(#name, &real_##name##_ptr))
+#define DECLARE_REAL(name) static void *real_##name##_ptr
+
+#endif /* LSCA_AGENT_H */

@@ -1,0 +1,376 @@
+/*
+ * interpose_io.c - libc I/O calls on descriptors the program already has:
+ * write read pread pwrite readv writev lseek fsync fdatasync ftruncate fstat close,
+ * with the 64-bit, __-prefixed and fortified (__*_chk) names glibc exports.
+ *
+ * Each function marshals its call into the thread's slot; anything the agent
+ * cannot carry exactly runs natively instead (and is counted).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#ifndef IOV_MAX
+#define IOV_MAX 1024
+#endif
+
+/* glibc's __fxstat version number for the native struct stat of this arch. */
+#if defined(__x86_64__)
+#define NATIVE_STAT_VER 1
+#else
+#define NATIVE_STAT_VER 0
+#endif
+
+extern void __chk_fail(void) __attribute__((noreturn));
+extern int __fxstat(int ver, int fd, struct stat *buf);
+
+DECLARE_REAL(write);
+DECLARE_REAL(read);
+DECLARE_REAL(pread);
+DECLARE_REAL(pwrite);
+DECLARE_REAL(readv);
+DECLARE_REAL(writev);
+DECLARE_REAL(lseek);
+DECLARE_REAL(fsync);
+DECLARE_REAL(fdatasync);
+DECLARE_REAL(ftruncate);
+DECLARE_REAL(fstat);
+DECLARE_REAL(__fxstat);
+DECLARE_REAL(close);
+
+/* Put an outgoing buffer in the slot: inline when it fits, else by address. */
+static void put_buffer(struct lsca_call *c, const void *buf, size_t count)
+{
+    if (count <= LSCA_INLINE_MAX) {
+        if (count)
+            memcpy(c->slot->data, buf, count);
+        c->slot->data_len = (uint32_t)count;
+    } else {
+        c->slot->xfer = LSCA_XFER_REMOTE;
+        c->slot->remote_addr = (uint64_t)(uintptr_t)buf;
+    }
+}
+
+/* Prepare an incoming buffer: the worker fills data[] or writes the address itself. */
+static void want_buffer(struct lsca_call *c, void *buf, size_t count)
+{
+    if (count > LSCA_INLINE_MAX) {
+        c->slot->xfer = LSCA_XFER_REMOTE;
+        c->slot->remote_addr = (uint64_t)(uintptr_t)buf;
+    }
+}
+
+/* Copy an inline answer out to the caller's buffer. */
+static void take_buffer(struct lsca_call *c, void *buf, size_t count)
+{
+    long n = (long)c->slot->result;
+    if (c->slot->xfer == LSCA_XFER_INLINE && n > 0 && (size_t)n <= count && n <= LSCA_INLINE_MAX)
+        memcpy(buf, c->slot->data, (size_t)n);
+}
+
+/* ---- write / pwrite ---- */
+
+static ssize_t proxy_write(enum lsca_op op, int fd, const void *buf, size_t count, off_t offset)
+{
+    struct lsca_call c;
+
+    if (lsca_bad_pointer(buf, count)) {
+        lsca_count_passthrough(op);
+    } else if (lsca_begin(&c, op)) {
+        c.slot->args[0] = (uint64_t)(int64_t)fd;
+        c.slot->args[1] = count;
+        c.slot->args[2] = (uint64_t)(int64_t)offset;
+        put_buffer(&c, buf, count);
+        if (lsca_exchange(&c))
+            return lsca_end(&c);
+        lsca_end(&c);
+    }
+    return op == LSCA_OP_PWRITE ? REAL(pwrite)(fd, buf, count, offset) : REAL(write)(fd, buf, count);
+}
+
+ssize_t write(int fd, const void *buf, size_t count)
+{
+    return proxy_write(LSCA_OP_WRITE, fd, buf, count, 0);
+}
+
+ssize_t __write(int fd, const void *buf, size_t count) __attribute__((alias("write")));
+
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
+{
+    return proxy_write(LSCA_OP_PWRITE, fd, buf, count, offset);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset) __attribute__((alias("pwrite")));
+ssize_t __pwrite64(int fd, const void *buf, size_t count, off_t offset) __attribute__((alias("pwrite")));
+
+/* ---- read / pread ---- */
+
+static ssize_t proxy_read(enum lsca_op op, int fd, void *buf, size_t count, off_t offset)
+{
+    struct lsca_call c;
+
+    if (lsca_bad_pointer(buf, count)) {
+        lsca_count_passthrough(op);
+    } else if (lsca_begin(&c, op)) {
+        c.slot->args[0] = (uint64_t)(int64_t)fd;
+        c.slot->args[1] = count;
+        c.slot->args[2] = (uint64_t)(int64_t)offset;
+        want_buffer(&c, buf, count);
+        if (lsca_exchange(&c)) {
+            take_buffer(&c, buf, count);
+            return lsca_end(&c);
+        }
+        lsca_end(&c);
+    }
+    return op == LSCA_OP_PREAD ? REAL(pread)(fd, buf, count, offset) : REAL(read)(fd, buf, count);
+}
+
+ssize_t read(int fd, void *buf, size_t count)
+{
+    return proxy_read(LSCA_OP_READ, fd, buf, count, 0);
+}
+
+ssize_t __read(int fd, void *buf, size_t count) __attribute__((alias("read")));
+
+ssize_t __read_chk(int fd, void *buf, size_t count, size_t buflen)
+{
+    if (count > buflen)
+        __chk_fail();
+    return read(fd, buf, count);
+}
+
+ssize_t pread(int fd, void *buf, size_t count, off_t offset)
+{
+    return proxy_read(LSCA_OP_PREAD, fd, buf, count, offset);
+}
+
+ssize_t pread64(int fd, void *buf, size_t count, off_t offset) __attribute__((alias("pread")));
+ssize_t __pread64(int fd, void *buf, size_t count, off_t offset) __attribute__((alias("pread")));
+
+ssize_t __pread_chk(int fd, void *buf, size_t count, off_t offset, size_t buflen)
+{
+    if (count > buflen)
+        __chk_fail();
+    return pread(fd, buf, count, offset);
+}
+
+ssize_t __pread64_chk(int fd, void *buf, size_t count, off_t offset, size_t buflen)
+    __attribute__((alias("__pread_chk")));
+
+/* ---- readv / writev ---- */
+
+/* Total length of an iovec array, or -1 when the kernel would refuse it (EINVAL) or a
+ * base pointer would fault: such calls run natively so the kernel gives the errno. */
+static ssize_t iov_total(const struct iovec *iov, int iovcnt)
+{
+    size_t total = 0;
+    int i;
+
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt > 0 && lsca_bad_pointer(iov, 1)))
+        return -1;
+    for (i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len > (size_t)SSIZE_MAX - total || lsca_bad_pointer(iov[i].iov_base, iov[i].iov_len))
+            return -1;
+        total += iov[i].iov_len;
+    }
+    return (ssize_t)total;
+}
+
+static void put_iovec_list(struct lsca_call *c, const struct iovec *iov, int iovcnt)
+{
+    /* By address: the worker moves the bytes with process_vm_readv/writev over this list. */
+    c->slot->xfer = LSCA_XFER_REMOTE;
+    memcpy(c->slot->data, iov, (size_t)iovcnt * sizeof(*iov));
+    c->slot->data_len = (uint32_t)((size_t)iovcnt * sizeof(*iov));
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    struct lsca_call c;
+    ssize_t total = iov_total(iov, iovcnt);
+
+    if (total < 0) {
+        lsca_count_passthrough(LSCA_OP_WRITEV);
+    } else if (lsca_begin(&c, LSCA_OP_WRITEV)) {
+        c.slot->args[0] = (uint64_t)(int64_t)fd;
+        c.slot->args[1] = (uint64_t)total;
+        c.slot->args[2] = (uint64_t)iovcnt;
+        if (total <= LSCA_INLINE_MAX) {
+            /* Gathered into one buffer: one write of the same bytes, equally atomic. */
+            size_t off = 0;
+            int i;
+            for (i = 0; i < iovcnt; i++) {
+                if (iov[i].iov_len)
+                    memcpy(c.slot->data + off, iov[i].iov_base, iov[i].iov_len);
+                off += iov[i].iov_len;
+            }
+            c.slot->data_len = (uint32_t)off;
+        } else {
+            put_iovec_list(&c, iov, iovcnt);
+        }
+        if (lsca_exchange(&c))
+            return lsca_end(&c);
+        lsca_end(&c);
+    }
+    return REAL(writev)(fd, iov, iovcnt);
+}
+
+ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    struct lsca_call c;
+    ssize_t total = iov_total(iov, iovcnt);
+
+    if (total < 0) {
+        lsca_count_passthrough(LSCA_OP_READV);
+    } else if (lsca_begin(&c, LSCA_OP_READV)) {
+        c.slot->args[0] = (uint64_t)(int64_t)fd;
+        c.slot->args[1] = (uint64_t)total;
+        c.slot->args[2] = (uint64_t)iovcnt;
+        if (total > LSCA_INLINE_MAX)
+            put_iovec_list(&c, iov, iovcnt);
+        if (lsca_exchange(&c)) {
+            if (c.slot->xfer == LSCA_XFER_INLINE && c.slot->result > 0) {
+                /* Scatter the bytes read over the caller's buffers, in order. */
+                size_t left = (size_t)c.slot->result, off = 0;
+                int i;
+                for (i = 0; i < iovcnt && left; i++) {
+                    size_t n = iov[i].iov_len < left ? iov[i].iov_len : left;
+                    memcpy(iov[i].iov_base, c.slot->data + off, n);
+                    off += n;
+                    left -= n;
+                }
+            }
+            return lsca_end(&c);
+        }
+        lsca_end(&c);
+    }
+    return REAL(readv)(fd, iov, iovcnt);
+}
+
+/* ---- calls with scalar arguments ---- */
+
+static long proxy_scalar(enum lsca_op op, int fd, uint64_t a1, uint64_t a2, int *answered)
+{
+    struct lsca_call c;
+
+    *answered = 0;
+    if (!lsca_begin(&c, op))
+        return 0;
+    c.slot->args[0] = (uint64_t)(int64_t)fd;
+    c.slot->args[1] = a1;
+    c.slot->args[2] = a2;
+    *answered = lsca_exchange(&c);
+    long result = lsca_end(&c);
+    return *answered ? result : 0;
+}
+
+off_t lseek(int fd, off_t offset, int whence)
+{
+    int answered;
+    long r = proxy_scalar(LSCA_OP_LSEEK, fd, (uint64_t)(int64_t)offset, (uint64_t)(int64_t)whence, &answered);
+    return answered ? (off_t)r : REAL(lseek)(fd, offset, whence);
+}
+
+off_t lseek64(int fd, off_t offset, int whence) __attribute__((alias("lseek")));
+off_t __lseek(int fd, off_t offset, int whence) __attribute__((alias("lseek")));
+
+int fsync(int fd)
+{
+    int answered;
+    long r = proxy_scalar(LSCA_OP_FSYNC, fd, 0, 0, &answered);
+    return answered ? (int)r : REAL(fsync)(fd);
+}
+
+int fdatasync(int fd)
+{
+    int answered;
+    long r = proxy_scalar(LSCA_OP_FDATASYNC, fd, 0, 0, &answered);
+    return answered ? (int)r : REAL(fdatasync)(fd);
+}
+
+int ftruncate(int fd, off_t length)
+{
+    int answered;
+    long r = proxy_scalar(LSCA_OP_FTRUNCATE, fd, (uint64_t)(int64_t)length, 0, &answered);
+    return answered ? (int)r : REAL(ftruncate)(fd, length);
+}
+
+int ftruncate64(int fd, off_t length) __attribute__((alias("ftruncate")));
+
+/* ---- fstat ---- */
+
+static int proxy_fstat(int fd, struct stat *buf, int *answered)
+{
+    struct lsca_call c;
+
+    *answered = 0;
+    if (lsca_bad_pointer(buf, sizeof(*buf))) {
+        lsca_count_passthrough(LSCA_OP_FSTAT);
+        return 0;
+    }
+    if (!lsca_begin(&c, LSCA_OP_FSTAT))
+        return 0;
+    c.slot->args[0] = (uint64_t)(int64_t)fd;
+    *answered = lsca_exchange(&c);
+    /* The worker runs on this machine: data[] holds this arch's native struct stat. */
+    if (*answered && c.slot->result == 0 && c.slot->data_len == sizeof(*buf))
+        memcpy(buf, c.slot->data, sizeof(*buf));
+    return (int)lsca_end(&c);
+}
+
+int fstat(int fd, struct stat *buf)
+{
+    int answered;
+    int r = proxy_fstat(fd, buf, &answered);
+    return answered ? r : REAL(fstat)(fd, buf);
+}
+
+int fstat64(int fd, struct stat64 *buf)
+{
+    return fstat(fd, (struct stat *)buf);    /* the same layout on 64-bit arches */
+}
+
+int __fxstat(int ver, int fd, struct stat *buf)
+{
+    int answered = 0, r = 0;
+    if (ver == NATIVE_STAT_VER)
+        r = proxy_fstat(fd, buf, &answered);
+    else
+        lsca_count_passthrough(LSCA_OP_FSTAT);
+    return answered ? r : REAL(__fxstat)(ver, fd, buf);
+}
+
+int __fxstat64(int ver, int fd, struct stat64 *buf)
+{
+    return __fxstat(ver, fd, (struct stat *)buf);
+}
+
+/* ---- close ---- */
+
+/* A process cannot close another's descriptor: the agent closes natively, then
+ * tells the worker (inside the same close()) so it drops its reference to the file
+ * before close returns: EOF on pipes and the last-close effects stay as native. */
+int close(int fd)
+{
+    int r = REAL(close)(fd);
+    int err = errno;
+    struct lsca_call c;
+
+    if (lsca_begin(&c, LSCA_OP_CLOSE)) {
+        c.slot->args[0] = (uint64_t)(int64_t)fd;
+        c.slot->args[1] = (uint64_t)(int64_t)r;
+        c.slot->args[2] = (uint64_t)(int64_t)err;
+        lsca_exchange(&c);
+        lsca_end(&c);
+    }
+    errno = err;
+    return r;
+}
+
+int __close(int fd) __attribute__((alias("close")));

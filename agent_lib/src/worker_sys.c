@@ -1,0 +1,186 @@
+/*
+ * worker_sys.c - see lsca_worker_sys.h.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <sys/ipc.h>
+#include <sys/sem.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "lsca_worker_sys.h"
+
+/* pidfd numbers are shared by every architecture (424+ block); older headers lack them. */
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#define KCMP_FILE 0
+
+union semun_arg {
+    int val;
+    struct semid_ds *buf;
+    unsigned short *array;
+};
+
+int lsca_pidfd_open(int pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int lsca_pidfd_getfd(int pidfd, int fd)
+{
+    return (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+}
+
+int lsca_kcmp_file(int pid1, int pid2, int fd1, int fd2)
+{
+    return (int)syscall(SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2);
+}
+
+/* process_vm_* may move less than asked (at a fault): go on until done or an error. */
+static int64_t remote_move(int pid, int to_remote, void *local, size_t len,
+                           const struct iovec *riov, int riovcnt)
+{
+    size_t done = 0;
+    struct iovec liov;
+    struct iovec rest[IOV_MAX];
+    int i, n = 0;
+    size_t skip = 0;
+
+    if (riovcnt < 0 || riovcnt > IOV_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    while (done < len) {
+        /* The remote list from byte `done` on. */
+        skip = done;
+        n = 0;
+        for (i = 0; i < riovcnt; i++) {
+            if (skip >= riov[i].iov_len) {
+                skip -= riov[i].iov_len;
+                continue;
+            }
+            rest[n].iov_base = (char *)riov[i].iov_base + skip;
+            rest[n].iov_len = riov[i].iov_len - skip;
+            skip = 0;
+            n++;
+        }
+        liov.iov_base = (char *)local + done;
+        liov.iov_len = len - done;
+        ssize_t r = to_remote ? process_vm_writev(pid, &liov, 1, rest, (unsigned long)n, 0)
+                              : process_vm_readv(pid, &liov, 1, rest, (unsigned long)n, 0);
+        if (r < 0)
+            return -1;
+        if (r == 0) {
+            errno = EFAULT;
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    return (int64_t)done;
+}
+
+int64_t lsca_remote_read(int pid, void *local, uint64_t remote, size_t len)
+{
+    struct iovec riov = { .iov_base = (void *)(uintptr_t)remote, .iov_len = len };
+    return remote_move(pid, 0, local, len, &riov, 1);
+}
+
+int64_t lsca_remote_write(int pid, const void *local, uint64_t remote, size_t len)
+{
+    struct iovec riov = { .iov_base = (void *)(uintptr_t)remote, .iov_len = len };
+    return remote_move(pid, 1, (void *)local, len, &riov, 1);
+}
+
+int64_t lsca_remote_gather(int pid, void *local, size_t len, const void *remote_iov, int iovcnt)
+{
+    return remote_move(pid, 0, local, len, remote_iov, iovcnt);
+}
+
+int64_t lsca_remote_scatter(int pid, const void *local, size_t len, const void *remote_iov, int iovcnt)
+{
+    return remote_move(pid, 1, (void *)local, len, remote_iov, iovcnt);
+}
+
+int lsca_fstat_into(int fd, void *out)
+{
+    return fstat(fd, (struct stat *)out);
+}
+
+size_t lsca_stat_size(void)
+{
+    return sizeof(struct stat);
+}
+
+int lsca_fd_kind(int fd, unsigned *mode, unsigned *dev_major)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -1;
+    *mode = st.st_mode;
+    *dev_major = S_ISCHR(st.st_mode) ? major(st.st_rdev) : 0;
+    return 0;
+}
+
+int lsca_would_block(int fd, unsigned mode, unsigned dev_major, int for_write, size_t count)
+{
+    struct pollfd p = { .fd = fd, .events = for_write ? POLLOUT : POLLIN };
+    int flags;
+
+    if (S_ISREG(mode) || S_ISDIR(mode) || S_ISBLK(mode))
+        return 0;
+    if (S_ISCHR(mode) && dev_major == 1)
+        return 0;                        /* /dev/null, zero, full, random, urandom */
+    flags = fcntl(fd, F_GETFL);
+    if (flags >= 0 && (flags & O_NONBLOCK))
+        return 0;                        /* answers EAGAIN instead of waiting */
+    /* A blocking write larger than one pipe buffer may wait for the reader to drain. */
+    if (for_write && count > PIPE_BUF && (S_ISFIFO(mode) || S_ISSOCK(mode)))
+        return 1;
+    if (poll(&p, 1, 0) != 1)
+        return 1;
+    return 0;                            /* ready, hung up or in error: answers at once */
+}
+
+int lsca_sem_create(int key, int nsems, int mode, int uid, int gid)
+{
+    int semid = semget((key_t)key, nsems, IPC_CREAT | IPC_EXCL | (mode & 0777));
+    struct semid_ds ds;
+    union semun_arg arg = { .buf = &ds };
+
+    if (semid < 0)
+        return -1;
+    if (semctl(semid, 0, IPC_STAT, arg) < 0)
+        goto fail;
+    ds.sem_perm.uid = (uid_t)uid;
+    ds.sem_perm.gid = (gid_t)gid;
+    ds.sem_perm.mode = (unsigned short)(mode & 0777);
+    if (semctl(semid, 0, IPC_SET, arg) < 0)
+        goto fail;
+    return semid;
+fail:;
+    int saved = errno;
+    semctl(semid, 0, IPC_RMID);
+    errno = saved;
+    return -1;
+}
+
+int lsca_sem_remove(int semid)
+{
+    return semctl(semid, 0, IPC_RMID);
+}
+
+int lsca_sem_post(int semid, int num)
+{
+    struct sembuf op = { .sem_num = (unsigned short)num, .sem_op = 1, .sem_flg = 0 };
+    return semop(semid, &op, 1);
+}
