@@ -26,6 +26,8 @@ int64_t lsca_remote_scatter(int pid, const void *local, size_t len, const void *
 /* fstat into a native struct stat at out; its size for the slot's data_len. */
 int lsca_fstat_into(int fd, void *out);
 size_t lsca_stat_size(void);
+/* st_mode and st_size of a native struct stat, for traces. */
+void lsca_stat_summary(const void *st, uint32_t *mode, int64_t *size);
 /* File type bits and, for character devices, the major number. */
 int lsca_fd_kind(int fd, unsigned *mode, unsigned *dev_major);
 /* 1 when a blocking read/write of count bytes on fd could wait (pipe, socket, tty). */

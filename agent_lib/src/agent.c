@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,6 +255,7 @@ int lsca_exchange(struct lsca_call *c)
         return 1;
     __atomic_fetch_add(&h->declined[c->op], 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->passthrough[c->op], 1, __ATOMIC_RELAXED);
+    c->slot->result = 0;         /* lsca_end must leave errno alone for the native retry */
     return 0;
 }
 
@@ -266,6 +268,10 @@ long lsca_end(struct lsca_call *c)
     __atomic_store_n(&c->slot->state, LSCA_SLOT_FREE, __ATOMIC_RELEASE);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     self.in_call = 0;
+    /* The kernel sends SIGPIPE to the writing thread; the worker's write could not. */
+    if (result == -1 && err == EPIPE &&
+        (c->op == LSCA_OP_WRITE || c->op == LSCA_OP_PWRITE || c->op == LSCA_OP_WRITEV))
+        raise(SIGPIPE);
     errno = result == -1 ? err : c->saved_errno;
     return result;
 }

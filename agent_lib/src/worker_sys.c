@@ -121,6 +121,12 @@ size_t lsca_stat_size(void)
     return sizeof(struct stat);
 }
 
+void lsca_stat_summary(const void *st, uint32_t *mode, int64_t *size)
+{
+    *mode = ((const struct stat *)st)->st_mode;
+    *size = ((const struct stat *)st)->st_size;
+}
+
 int lsca_fd_kind(int fd, unsigned *mode, unsigned *dev_major)
 {
     struct stat st;

@@ -1,0 +1,63 @@
+"""The lsca command: lsca run [options] -- CMD [ARGS...]."""
+import argparse
+import sys
+
+from lsca import __version__
+from lsca.runner import RunError, agent_path, run
+from lsca.settings import WORKERS
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="lsca",
+        description="Linux System Call Agent: run a dynamically linked program so that its system "
+                    "calls are executed by a supervised pool of worker processes.")
+    parser.add_argument("--version", action="version", version=f"lsca {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run_parser = commands.add_parser(
+        "run", help="run a program under LSCA",
+        description="Run CMD with the LSCA agent preloaded. Its proxied calls are executed by the "
+                    "supervisor named by LSCA_SOCKET, or by one started for this run only. The exit "
+                    "status and signals of CMD pass through.",
+        epilog="example: lsca run --trace -- ls /")
+    run_parser.add_argument("--workers", type=WORKERS.type, metavar="N",
+                            help="workers of the supervisor started for this run "
+                                 "(default: one per CPU core)")
+    run_parser.add_argument("--trace", action="store_true",
+                            help="print one strace-like line per proxied call to stderr")
+    run_parser.add_argument("--stats", action="store_true",
+                            help="print per-call counts of proxied and passthrough calls at exit")
+    run_parser.add_argument("--stats-file", metavar="FILE",
+                            help="write the counts as JSON to FILE at exit")
+    run_parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS]",
+                            help="the program to run and its arguments")
+
+    commands.add_parser("agent-path", help="print the path of the agent library (for LD_PRELOAD)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            if not cmd:
+                parser.error("run: no command given (lsca run [options] -- CMD [ARGS])")
+            return run(cmd, workers=args.workers, trace=args.trace, show_stats=args.stats,
+                       stats_file=args.stats_file)
+        if args.command == "agent-path":
+            print(agent_path())
+            return 0
+        parser.print_help()
+        return 2
+    except RunError as e:
+        print(f"lsca: {e}", file=sys.stderr)
+        return 127 if "not found" in str(e) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

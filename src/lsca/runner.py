@@ -1,0 +1,205 @@
+"""lsca run: start a program with the agent preloaded and serve it.
+
+Uses the supervisor named by LSCA_SOCKET, or starts one for this run only. The
+agent is preloaded into the program (and what it starts), never into the
+supervisor or its workers. Exit status and signals of the program pass through.
+"""
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import resources
+
+READY_TIMEOUT_S = 15.0
+# Signals lsca run passes on to the program; tty-generated INT/QUIT reach it directly.
+FORWARDED = [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGALRM, signal.SIGWINCH, signal.SIGCONT]
+SI_KERNEL = 0x80
+
+
+class RunError(Exception):
+    """Why lsca run cannot go on: a one-line message."""
+
+
+def agent_path():
+    path = resources.files("lsca").joinpath("liblsca_agent.so")
+    if not path.is_file():
+        raise RunError(f"the agent library is missing at {path}: reinstall lsca")
+    return str(path)
+
+
+def child_environment(socket_path, session, base=None):
+    """The program's environment: the agent first in LD_PRELOAD, the supervisor to reach."""
+    env = dict(os.environ if base is None else base)
+    agent = agent_path()
+    preload = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if p != agent]
+    env["LD_PRELOAD"] = " ".join([agent] + preload)
+    env["LSCA_SOCKET"] = socket_path
+    env["LSCA_SESSION"] = session
+    env.pop("LSCA_AGENT_DISABLE", None)
+    return env
+
+
+class EmbeddedSupervisor:
+    """A supervisor for this run only, in its own session (terminal signals do not reach it)."""
+
+    def __init__(self, workers):
+        self.directory = tempfile.mkdtemp(prefix="lsca-run-")
+        self.socket_path = os.path.join(self.directory, "supervisor.sock")
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LSCA_SOCKET")}
+        command = [sys.executable, "-m", "lsca.supervisor", "--socket", self.socket_path,
+                   "--exit-with", str(os.getpid())]
+        if workers:
+            command += ["--workers", str(workers)]
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        self._wait_ready()
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise RunError(f"the supervisor exited with status {self.process.returncode} at start")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(self.socket_path)
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                time.sleep(0.02)
+            finally:
+                probe.close()
+        self.stop()
+        raise RunError(f"the supervisor did not start listening within {READY_TIMEOUT_S:.0f} s")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class SessionClient:
+    """The control connection of one run: opens a session, later fetches its counts."""
+
+    def __init__(self, socket_path, trace_fd=None):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.connect(socket_path)
+        except OSError as e:
+            raise RunError(f"cannot reach the supervisor at {socket_path}: {e.strerror}")
+        self.reader = self.sock.makefile("rb")
+        request = json.dumps({"cmd": "session", "trace": trace_fd is not None}).encode() + b"\n"
+        socket.send_fds(self.sock, [request], [trace_fd] if trace_fd is not None else [])
+        self.token = self._answer()["session"]
+
+    def _answer(self):
+        line = self.reader.readline()
+        if not line:
+            raise RunError("the supervisor closed the connection")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RunError(f"the supervisor says: {answer['error']}")
+        return answer
+
+    def end(self):
+        """Counts of the session, once every exited process of it is accounted for."""
+        self.sock.sendall(b'{"cmd": "end"}\n')
+        return self._answer()["stats"]
+
+    def close(self):
+        self.reader.close()
+        self.sock.close()
+
+
+def spawn(command, env):
+    """Start the program with no signal blocked (lsca run blocks the ones it forwards)."""
+    try:
+        return os.posix_spawnp(command[0], command, env, setsigmask=())
+    except FileNotFoundError:
+        raise RunError(f"{command[0]}: command not found") from None
+    except PermissionError:
+        raise RunError(f"{command[0]}: permission denied") from None
+
+
+def wait_forwarding(pid):
+    """Wait for pid, passing on the signals lsca run receives; returns the wait status."""
+    watched = set(FORWARDED) | {signal.SIGCHLD}
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return status
+        info = signal.sigtimedwait(watched, 1.0)
+        if info is None or info.si_signo == signal.SIGCHLD:
+            continue
+        from_terminal = info.si_code == SI_KERNEL and info.si_signo in (signal.SIGINT, signal.SIGQUIT)
+        if not from_terminal:
+            try:
+                os.kill(pid, info.si_signo)
+            except ProcessLookupError:
+                pass
+
+
+def exit_like(status):
+    """End lsca run the way the program ended: same exit code, or death by the same signal."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))   # the program dumped core, not us
+        signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+        return 128 + sig
+    return os.WEXITSTATUS(status)
+
+
+def format_stats(stats):
+    proxied, passthrough, declined = stats["proxied"], stats["passthrough"], stats["declined"]
+    total_p, total_n, total_d = sum(proxied.values()), sum(passthrough.values()), sum(declined.values())
+    lines = [f"lsca: {stats['processes']} process(es), {total_p} calls proxied, "
+             f"{total_n} passthrough ({total_d} handed back by workers)"]
+    ops = sorted(set(proxied) | set(passthrough), key=lambda op: (-proxied.get(op, 0), op))
+    if ops:
+        lines.append(f"{'op':<12}{'proxied':>10}{'passthrough':>13}")
+        for op in ops:
+            lines.append(f"{op:<12}{proxied.get(op, 0):>10}{passthrough.get(op, 0):>13}")
+    if stats.get("running"):
+        lines.append(f"lsca: {stats['running']} process(es) of this run still running")
+    return "\n".join(lines)
+
+
+def run(command, workers=None, trace=False, show_stats=False, stats_file=None):
+    """lsca run; returns the exit code (or ends the process by the program's signal)."""
+    socket_path = os.environ.get("LSCA_SOCKET")
+    embedded = None
+    session = None
+    try:
+        if not socket_path:
+            embedded = EmbeddedSupervisor(workers)
+            socket_path = embedded.socket_path
+        elif workers:
+            print("lsca: --workers is ignored: the supervisor at LSCA_SOCKET has its own pool", file=sys.stderr)
+        session = SessionClient(socket_path, trace_fd=sys.stderr.fileno() if trace else None)
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(FORWARDED) | {signal.SIGCHLD})
+        pid = spawn(command, child_environment(socket_path, session.token))
+        status = wait_forwarding(pid)
+        stats = session.end()
+        if show_stats:
+            print(format_stats(stats), file=sys.stderr)
+        if stats_file:
+            with open(stats_file, "w") as f:
+                json.dump(stats, f, indent=2)
+    finally:
+        if session is not None:
+            session.close()
+        if embedded is not None:
+            embedded.stop()
+    return exit_like(status)

@@ -1,0 +1,1 @@
+"""The supervisor: registration socket, IPC objects, worker pool, sessions."""

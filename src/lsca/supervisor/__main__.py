@@ -1,0 +1,5 @@
+import sys
+
+from lsca.supervisor.cli import main
+
+sys.exit(main())

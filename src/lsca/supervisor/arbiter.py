@@ -1,0 +1,493 @@
+"""The supervisor: owns the IPC objects, the workers and the client registry.
+
+Modelled on gunicorn's arbiter: the OS signal handler only queues the signal;
+the main loop waits for events (with a timeout), dispatches queued signals to
+handle_<name> methods, and keeps the worker count at its target.
+"""
+import errno
+import json
+import logging
+import os
+import secrets
+import select
+import selectors
+import signal
+import socket
+import struct
+import time
+
+from lsca import ipc
+from lsca.abi import (ABI_VERSION, HELLO_SIZE, MAGIC, OP_MAX, OP_NAMES, SHARD_SIZE, SLOTS,
+                      pack_welcome, parse_hello, shard_header)
+from lsca.supervisor.session import Session
+from lsca.workers.worker import Worker, ring
+
+log = logging.getLogger("lsca.supervisor")
+
+HELLO_PREFIX = struct.pack("=I", MAGIC)   # an agent's hello starts with the magic, native order
+STOP_TIMEOUT_S = 5.0
+TICK_S = 1.0
+
+
+class SupervisorError(Exception):
+    """A reason the supervisor cannot start, meant for a one-line message."""
+
+
+class ClientRecord:
+    """A registered client process and the IPC objects of its shard."""
+
+    def __init__(self, shard_id, pid, uid, shard, semid, pidfd, worker, session):
+        self.shard_id = shard_id
+        self.pid = pid
+        self.uid = uid
+        self.shard = shard
+        self.semid = semid
+        self.pidfd = pidfd
+        self.worker = worker
+        self.session = session
+        self.releasing = False
+
+
+class Connection:
+    """A connection on the registration socket: an agent's hello or a session's JSON lines."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buffer = b""
+        self.fds = []
+        self.session = None
+
+
+class Supervisor:
+    SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD,
+               signal.SIGTTIN, signal.SIGTTOU]
+    SIG_NAMES = {sig: sig.name[3:].lower() for sig in SIGNALS}
+
+    def __init__(self, socket_path, workers, worker_spin_us=200, exit_with=None, sleep_ms=1000):
+        self.socket_path = socket_path
+        self.target_workers = workers
+        self.spin_ns = worker_spin_us * 1000
+        self.sleep_ms = sleep_ms
+        self.exit_with = exit_with
+        self.workers = {}               # pid -> Worker
+        self.clients = {}               # shard id -> ClientRecord
+        self.sessions = {}              # token -> Session
+        self.connections = {}           # socket -> Connection
+        self.next_shard_id = 1
+        self.sig_queue = []
+        self.stopping = False
+        self.listener = None
+        self.doorbells = []
+        self.selector = selectors.DefaultSelector()
+
+    # ---- start / stop ----
+
+    def start(self):
+        self.pid = os.getpid()
+        self._listen()
+        self._install_signals()
+        if self.exit_with:
+            try:
+                watched = os.pidfd_open(self.exit_with)
+            except OSError as e:
+                raise SupervisorError(f"cannot watch process {self.exit_with}: {e.strerror}")
+            self.selector.register(watched, selectors.EVENT_READ, self._on_watched_exit)
+        for _ in range(self.target_workers):
+            self.spawn_worker()
+        log.info("listening on %s with %d workers", self.socket_path, self.target_workers)
+
+    def _listen(self):
+        directory = os.path.dirname(self.socket_path) or "."
+        os.makedirs(directory, mode=0o755 if os.geteuid() == 0 else 0o700, exist_ok=True)
+        if os.path.exists(self.socket_path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(self.socket_path)
+                raise SupervisorError(f"a supervisor is already listening on {self.socket_path}")
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(self.socket_path)   # left by an instance that died
+            finally:
+                probe.close()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.listener.bind(self.socket_path)
+        except OSError as e:
+            raise SupervisorError(f"cannot listen on {self.socket_path}: {e.strerror}")
+        # A root supervisor serves every uid (SO_PEERCRED decides); a user's serves only itself.
+        os.chmod(self.socket_path, 0o666 if os.geteuid() == 0 else 0o600)
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self.selector.register(self.listener, selectors.EVENT_READ, self._on_accept)
+
+    def _install_signals(self):
+        self.sig_r, self.sig_w = socket.socketpair()
+        self.sig_r.setblocking(False)
+        self.sig_w.setblocking(False)
+        signal.set_wakeup_fd(self.sig_w.fileno(), warn_on_full_buffer=False)
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._queue_signal)
+        self.selector.register(self.sig_r, selectors.EVENT_READ, self._drain_wakeups)
+
+    def _queue_signal(self, signum, frame):
+        if len(self.sig_queue) < 16:
+            self.sig_queue.append(signum)
+
+    def stop(self):
+        """Stop workers, free every client's shard and every IPC object; idempotent."""
+        self.stopping = True
+        for worker in list(self.workers.values()):
+            try:
+                worker.sock.send(json.dumps({"op": "stop"}).encode())
+            except OSError:
+                pass
+            ring(worker)
+            try:
+                os.kill(worker.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self.workers and time.monotonic() < deadline:
+            self._reap_workers()
+            time.sleep(0.01)
+        for pid in list(self.workers):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            self.workers.pop(pid).sock.close()
+        for record in list(self.clients.values()):
+            self._free_client(record, {})
+        for semid in self.doorbells:
+            ipc.remove_semaphores(semid)
+        self.doorbells = []
+        for session in list(self.sessions.values()):
+            session.close()
+        self.sessions.clear()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+
+    # ---- main loop ----
+
+    def run(self):
+        while not self.stopping:
+            for key, _mask in self.selector.select(TICK_S):
+                key.data(key.fileobj)
+            while self.sig_queue and not self.stopping:
+                sig = self.sig_queue.pop(0)
+                getattr(self, "handle_" + self.SIG_NAMES[sig])()
+
+    def _drain_wakeups(self, sock):
+        try:
+            while sock.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # ---- signals ----
+
+    def handle_term(self):
+        log.info("TERM: stopping")
+        self.stopping = True
+
+    handle_int = handle_term
+    handle_quit = handle_term
+
+    def handle_hup(self):
+        log.info("HUP: nothing to reload yet")
+
+    def handle_ttin(self):
+        self.target_workers += 1
+        self.spawn_worker()
+
+    def handle_ttou(self):
+        log.info("TTOU: removing a worker is not supported yet")
+
+    def handle_chld(self):
+        self._reap_workers()
+
+    # ---- workers ----
+
+    def spawn_worker(self, index=None, doorbell=None):
+        if index is None:
+            index = len(self.doorbells)
+            doorbell = ipc.create_semaphores(1)
+            self.doorbells.append(doorbell)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        worker = Worker(index, doorbell, child_sock, self.spin_ns, self.sleep_ms)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                keep = child_sock.fileno()
+                os.closerange(3, keep)
+                os.closerange(keep + 1, 65536)
+                worker.init_process(self.pid)
+                worker.run()
+                code = 0
+            except BaseException:
+                log.exception("worker %d failed", index)
+            finally:
+                os._exit(code)
+        child_sock.close()
+        worker.pid = pid
+        worker.sock = parent_sock
+        self.workers[pid] = worker
+        self.selector.register(parent_sock, selectors.EVENT_READ, self._on_worker_message)
+        log.info("worker %d started, pid %d", index, pid)
+        return worker
+
+    def _reap_workers(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            self.selector.unregister(worker.sock)
+            worker.sock.close()
+            if self.stopping:
+                continue
+            log.error("worker %d (pid %d) died (status %#x): starting a new one", worker.index, pid, status)
+            replacement = self.spawn_worker(worker.index, worker.doorbell_semid)
+            for record in self.clients.values():
+                if record.worker is worker:
+                    record.worker = replacement
+                    self._assign(record)
+
+    def _on_worker_message(self, sock):
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            return                      # the worker exited; SIGCHLD handles it
+        message = json.loads(data)
+        if message.get("op") == "released":
+            record = self.clients.get(message["shard"])
+            if record is not None:
+                self._free_client(record, message.get("proxied", {}))
+
+    def _least_loaded(self):
+        load = {w: 0 for w in self.workers.values()}
+        for record in self.clients.values():
+            if record.worker in load:
+                load[record.worker] += 1
+        return min(load, key=lambda w: (load[w], w.index))
+
+    # ---- registration ----
+
+    def _on_accept(self, listener):
+        try:
+            sock, _ = listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        self.selector.register(sock, selectors.EVENT_READ, self._on_readable)
+        self.connections[sock] = Connection(sock)
+
+    def _close_connection(self, conn):
+        self.selector.unregister(conn.sock)
+        self.connections.pop(conn.sock, None)
+        for fd in conn.fds:
+            os.close(fd)
+        if conn.session is not None:
+            conn.session.conn = None
+            self._maybe_finish(conn.session)
+        conn.sock.close()
+
+    def _on_readable(self, sock):
+        conn = self.connections[sock]
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, 65536, 4)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, fds = b"", []
+        conn.fds.extend(fds)
+        if not data:
+            self._close_connection(conn)
+            return
+        conn.buffer += data
+        if conn.buffer[:1] != b"{" and len(conn.buffer) < 4:
+            return
+        if conn.buffer[:4] == HELLO_PREFIX:
+            if len(conn.buffer) >= HELLO_SIZE:
+                self._on_hello(conn, conn.buffer[:HELLO_SIZE])
+                self._close_connection(conn)
+            return
+        if conn.buffer[:1] != b"{":
+            log.warning("dropping a connection that speaks neither the agent nor the session protocol")
+            self._close_connection(conn)
+            return
+        while b"\n" in conn.buffer and conn.sock.fileno() >= 0:
+            line, conn.buffer = conn.buffer.split(b"\n", 1)
+            self._on_request(conn, line)
+
+    def _reply(self, conn, message):
+        conn.sock.setblocking(True)
+        try:
+            conn.sock.sendall(json.dumps(message).encode() + b"\n")
+        except OSError:
+            pass
+        finally:
+            conn.sock.setblocking(False)
+
+    def _on_hello(self, conn, data):
+        pid_cred, uid, gid = struct.unpack("3i", conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        try:
+            pid, session_token = parse_hello(data)
+        except ValueError as e:
+            log.warning("refusing pid %d: %s", pid_cred, e)
+            return self._send_welcome(conn, errno.EPROTO)
+        if pid != pid_cred:
+            return self._send_welcome(conn, errno.EPERM)
+        if os.geteuid() != 0 and uid != os.geteuid():
+            log.warning("refusing pid %d: uid %d is not this supervisor's", pid, uid)
+            return self._send_welcome(conn, errno.EACCES)
+        for record in list(self.clients.values()):
+            if record.pid == pid and not record.releasing:
+                self._release(record)   # the same pid again: the process exec'd
+        try:
+            record = self._new_client(pid, uid, gid, self.sessions.get(session_token))
+        except OSError as e:
+            log.warning("cannot serve pid %d: %s", pid, e)
+            return self._send_welcome(conn, e.errno or errno.EIO)
+        self._send_welcome(conn, 0, record.shard.id)
+
+    def _send_welcome(self, conn, status, shmid=-1):
+        conn.sock.setblocking(True)
+        try:
+            conn.sock.sendall(pack_welcome(status, self.pid, shmid))
+        except OSError:
+            pass
+
+    def _new_client(self, pid, uid, gid, session):
+        owner = (uid, gid) if os.geteuid() == 0 else (None, None)
+        shard = ipc.Shard(*owner)
+        try:
+            semid = ipc.create_semaphores(SLOTS, *owner)
+        except OSError:
+            shard.remove()
+            raise
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            shard.remove()
+            ipc.remove_semaphores(semid)
+            raise
+        worker = self._least_loaded()
+        header = shard_header(shard.address)
+        header.magic = MAGIC
+        header.abi_version = ABI_VERSION
+        header.shard_size = SHARD_SIZE
+        header.nslots = SLOTS
+        header.client_pid = pid
+        header.completion_semid = semid
+        header.worker_sleeping = 1      # the first submit rings: the worker may be asleep
+        record = ClientRecord(self.next_shard_id, pid, uid, shard, semid, pidfd, worker, session)
+        self.next_shard_id += 1
+        self.clients[record.shard_id] = record
+        self.selector.register(pidfd, selectors.EVENT_READ, lambda fd, r=record: self._release(r))
+        if session is not None:
+            session.add(record)
+        self._assign(record)
+        return record
+
+    def _assign(self, record):
+        header = shard_header(record.shard.address)
+        header.doorbell_semid = record.worker.doorbell_semid
+        header.doorbell_semnum = 0
+        header.worker_id = record.worker.index
+        session = record.session
+        message = {"op": "assign", "shard": record.shard_id, "shmid": record.shard.id,
+                   "semid": record.semid, "pid": record.pid,
+                   "trace_prefix": session is not None and session.first_pid != record.pid}
+        fds = [session.trace_fd] if session is not None and session.trace_fd is not None else []
+        try:
+            socket.send_fds(record.worker.sock, [json.dumps(message).encode()], fds)
+        except OSError as e:
+            log.error("cannot reach worker %d: %s", record.worker.index, e)
+        ring(record.worker)
+
+    def _release(self, record):
+        """The client is gone (or exec'd): its worker lets go, then we free the shard."""
+        if record.releasing:
+            return
+        record.releasing = True
+        self.selector.unregister(record.pidfd)
+        if record.worker.pid in self.workers:
+            try:
+                record.worker.sock.send(json.dumps({"op": "release", "shard": record.shard_id}).encode())
+                ring(record.worker)
+                return
+            except OSError:
+                pass
+        self._free_client(record, {})
+
+    def _free_client(self, record, proxied):
+        header = shard_header(record.shard.address)
+        passthrough = {OP_NAMES[op]: header.passthrough[op] for op in OP_NAMES if header.passthrough[op]}
+        declined = {OP_NAMES[op]: header.declined[op] for op in OP_NAMES if header.declined[op]}
+        if record.session is not None:
+            record.session.account(record, proxied, passthrough, declined)
+        record.shard.remove()
+        ipc.remove_semaphores(record.semid)
+        if not record.releasing:
+            self.selector.unregister(record.pidfd)
+        os.close(record.pidfd)
+        del self.clients[record.shard_id]
+        if record.session is not None:
+            self._maybe_finish(record.session)
+
+    def _on_watched_exit(self, fd):
+        log.info("the process that started this supervisor exited: stopping")
+        self.selector.unregister(fd)
+        os.close(fd)
+        self.stopping = True
+
+    # ---- sessions (lsca run) ----
+
+    def _on_request(self, conn, line):
+        try:
+            request = json.loads(line)
+            command = request["cmd"]
+        except (ValueError, KeyError, TypeError):
+            return self._reply(conn, {"error": "malformed request"})
+        if command == "session":
+            if conn.session is not None:
+                return self._reply(conn, {"error": "this connection has a session already"})
+            token = secrets.token_hex(16)
+            trace_fd = conn.fds.pop(0) if request.get("trace") and conn.fds else None
+            conn.session = self.sessions[token] = Session(token, trace_fd, conn)
+            return self._reply(conn, {"session": token})
+        if command == "end" and conn.session is not None:
+            conn.session.ending = True
+            for record in list(conn.session.records):
+                if _exited(record.pidfd):
+                    self._release(record)
+            return self._maybe_finish(conn.session)
+        return self._reply(conn, {"error": f"unknown command {command!r}"})
+
+    def _maybe_finish(self, session):
+        if session.conn is None and not session.records:
+            self.sessions.pop(session.token, None)
+            session.close()
+            return
+        if session.ending and session.conn is not None and \
+                not any(r.releasing or _exited(r.pidfd) for r in session.records):
+            self._reply(session.conn, {"stats": session.stats()})
+            session.ending = False
+
+
+def _exited(pidfd):
+    try:
+        return bool(select.select([pidfd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True

@@ -1,0 +1,47 @@
+"""lsca-supervisor: run the supervisor in the foreground until TERM/INT/QUIT."""
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from lsca.settings import SUPERVISOR_SETTINGS, add_arguments
+from lsca.supervisor.arbiter import Supervisor, SupervisorError
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="lsca-supervisor",
+        description="Supervise a pool of LSCA worker processes that execute the system calls of "
+                    "programs started with the LSCA agent (LD_PRELOAD). Clients find it through "
+                    "LSCA_SOCKET. Stops on TERM, INT or QUIT and removes every SysV object it made.")
+    add_arguments(parser, SUPERVISOR_SETTINGS)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    level = getattr(logging, args.log_level, None)
+    if not isinstance(level, int):
+        print(f"lsca-supervisor: unknown log level {args.log_level!r}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, format="lsca-supervisor[%(process)d]: %(message)s")
+    # The agent must never act inside the supervisor or its workers.
+    os.environ.pop("LD_PRELOAD", None)
+    os.environ["LSCA_AGENT_DISABLE"] = "1"
+    # A blocked TERM inherited from whoever started us would make us unstoppable.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    supervisor = Supervisor(args.socket, args.workers, args.worker_spin_us, args.exit_with)
+    try:
+        supervisor.start()
+        supervisor.run()
+    except SupervisorError as e:
+        print(f"lsca-supervisor: {e}", file=sys.stderr)
+        return 1
+    finally:
+        supervisor.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""A session: the processes of one 'lsca run', their trace sink and their counts."""
+import os
+from collections import Counter
+
+
+class Session:
+    def __init__(self, token, trace_fd, conn):
+        self.token = token
+        self.trace_fd = trace_fd        # where workers write this session's trace lines
+        self.conn = conn                # the lsca run connection; None once it closed
+        self.records = set()            # live clients of the session
+        self.first_pid = None
+        self.ending = False
+        self.processes = 0
+        self.proxied = Counter()
+        self.passthrough = Counter()
+        self.declined = Counter()
+
+    def add(self, record):
+        if self.first_pid is None:
+            self.first_pid = record.pid
+        self.records.add(record)
+
+    def account(self, record, proxied, passthrough, declined):
+        """Fold a freed client's counts into the session."""
+        self.records.discard(record)
+        self.processes += 1
+        self.proxied.update(proxied)
+        self.passthrough.update(passthrough)
+        self.declined.update(declined)
+
+    def stats(self):
+        return {"processes": self.processes, "running": len(self.records),
+                "proxied": dict(self.proxied), "passthrough": dict(self.passthrough),
+                "declined": dict(self.declined)}
+
+    def close(self):
+        if self.trace_fd is not None:
+            os.close(self.trace_fd)
+            self.trace_fd = None

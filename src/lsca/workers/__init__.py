@@ -1,0 +1,1 @@
+"""Worker processes: each drains the shards it owns and executes the calls."""

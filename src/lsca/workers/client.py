@@ -1,0 +1,51 @@
+"""What a worker knows of one client process: its shard, descriptors and counters."""
+import mmap
+import os
+
+import sysv_ipc
+
+from lsca.abi import OP_MAX, SLOTS, ffi, lib, shard_slot
+from lsca.workers.fdcache import FdCache
+
+# Scratch buffers for calls whose bytes travel by address; larger ones are mapped per call.
+SCRATCH_KEEP = 16 << 20
+
+
+class Client:
+    def __init__(self, shard_id, shmid, completion_semid, pid, session, trace_fd):
+        self.shard_id = shard_id
+        self.pid = pid
+        self.session = session
+        self.completion_semid = completion_semid
+        self.trace_fd = trace_fd
+        self.shm = sysv_ipc.attach(shmid)
+        self.address = self.shm.address
+        self.shard = ffi.cast("void *", self.address)
+        self.slots = [shard_slot(self.address, i) for i in range(SLOTS)]
+        self.pidfd = lib.lsca_pidfd_open(pid)
+        self.fds = FdCache(pid, self.pidfd) if self.pidfd >= 0 else None
+        self.proxied = [0] * OP_MAX
+        self._scratch = None
+
+    def scratch(self, size):
+        """A writable buffer of at least size bytes (cdata pointer, keep-alive object)."""
+        if size > SCRATCH_KEEP:
+            buf = mmap.mmap(-1, max(size, 1))
+            return ffi.from_buffer(buf), buf
+        if self._scratch is None:
+            self._scratch = mmap.mmap(-1, SCRATCH_KEEP)
+        return ffi.from_buffer(self._scratch), self._scratch
+
+    def close(self):
+        if self.fds is not None:
+            self.fds.clear()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        if self.trace_fd is not None:
+            os.close(self.trace_fd)
+            self.trace_fd = None
+        try:
+            self.shm.detach()
+        except sysv_ipc.Error:
+            pass

@@ -1,0 +1,174 @@
+"""The worker's system call table: one handler per op code, like sys_call_table.
+
+A handler gets the client and its slot, executes the call on the client's open
+file descriptions and returns the result; it raises OSError for the call's errno
+and Declined when the call must run natively in the client instead. Nothing in the
+slot is trusted: every length and mode is checked before use.
+"""
+import errno
+import os
+
+from lsca.abi import INLINE_MAX, OP_MAX, ffi, lib
+from lsca.workers.fdcache import Declined
+
+INLINE = lib.LSCA_XFER_INLINE
+REMOTE = lib.LSCA_XFER_REMOTE
+# Bytes moved by address in one call; a larger call runs natively (one kernel call either way).
+REMOTE_MAX = 256 << 20
+IOV_MAX = 1024
+IOVEC_SIZE = ffi.sizeof("uint64_t") * 2
+STAT_SIZE = lib.lsca_stat_size()
+
+
+def _as_int(value):
+    """A 64-bit argument as the signed C value it was marshalled from."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _fd(client, slot):
+    if client.fds is None:
+        raise Declined("no pidfd for this client")
+    return client.fds.get(_as_int(slot.args[0]))
+
+
+def _count(slot):
+    count = slot.args[1]
+    if slot.xfer == INLINE:
+        if count > INLINE_MAX:
+            raise OSError(errno.EINVAL, "inline length beyond the slot")
+    elif slot.xfer == REMOTE:
+        if count > REMOTE_MAX:
+            raise Declined("too large to move by address")
+    else:
+        raise OSError(errno.EINVAL, "bad transfer mode")
+    return count
+
+
+def _never_block(entry, for_write, count):
+    # Blocking calls would stall every shard of this worker: hand them back.
+    if lib.lsca_would_block(entry.fd, entry.mode, entry.dev_major, for_write, count):
+        raise Declined("would block")
+
+
+def _outgoing(client, slot, count):
+    """The bytes a write-like call sends, as a buffer."""
+    if slot.xfer == INLINE:
+        if slot.data_len != count:
+            raise OSError(errno.EINVAL, "inline length mismatch")
+        return ffi.buffer(slot.data, count)
+    ptr, keep = client.scratch(count)
+    if slot.op == lib.LSCA_OP_WRITEV:
+        iov, iovcnt = _iovec_list(slot)
+        moved = lib.lsca_remote_gather(client.pid, ptr, count, iov, iovcnt)
+    else:
+        moved = lib.lsca_remote_read(client.pid, ptr, slot.remote_addr, count)
+    if moved < 0:
+        raise OSError(ffi.errno, "client buffer")
+    return ffi.buffer(ptr, count)
+
+
+def _iovec_list(slot):
+    iovcnt = slot.args[2]
+    if iovcnt > IOV_MAX or slot.data_len != iovcnt * IOVEC_SIZE:
+        raise OSError(errno.EINVAL, "bad iovec list")
+    return slot.data, iovcnt
+
+
+def _incoming(client, slot, entry, count, read_into):
+    """Run read_into(buffer) and deliver the bytes read to the client; returns the count."""
+    if slot.xfer == INLINE:
+        n = read_into(ffi.buffer(slot.data, count))
+        slot.data_len = n
+        return n
+    ptr, keep = client.scratch(count)
+    n = read_into(ffi.buffer(ptr, count))
+    if n > 0:
+        if slot.op == lib.LSCA_OP_READV:
+            iov, iovcnt = _iovec_list(slot)
+            moved = lib.lsca_remote_scatter(client.pid, ptr, n, iov, iovcnt)
+        else:
+            moved = lib.lsca_remote_write(client.pid, ptr, slot.remote_addr, n)
+        if moved < 0:
+            raise OSError(ffi.errno, "client buffer")
+    return n
+
+
+def h_write(client, slot):
+    count = _count(slot)
+    entry = _fd(client, slot)
+    _never_block(entry, True, count)
+    return os.write(entry.fd, _outgoing(client, slot, count))
+
+
+def h_pwrite(client, slot):
+    count = _count(slot)
+    entry = _fd(client, slot)
+    return os.pwrite(entry.fd, _outgoing(client, slot, count), _as_int(slot.args[2]))
+
+
+def h_read(client, slot):
+    count = _count(slot)
+    entry = _fd(client, slot)
+    _never_block(entry, False, count)
+    return _incoming(client, slot, entry, count, lambda buf: os.readv(entry.fd, [buf]))
+
+
+def h_pread(client, slot):
+    count = _count(slot)
+    entry = _fd(client, slot)
+    offset = _as_int(slot.args[2])
+    return _incoming(client, slot, entry, count, lambda buf: os.preadv(entry.fd, [buf], offset))
+
+
+def h_lseek(client, slot):
+    entry = _fd(client, slot)
+    return os.lseek(entry.fd, _as_int(slot.args[1]), _as_int(slot.args[2]))
+
+
+def h_fsync(client, slot):
+    os.fsync(_fd(client, slot).fd)
+    return 0
+
+
+def h_fdatasync(client, slot):
+    os.fdatasync(_fd(client, slot).fd)
+    return 0
+
+
+def h_ftruncate(client, slot):
+    entry = _fd(client, slot)
+    os.ftruncate(entry.fd, _as_int(slot.args[1]))
+    return 0
+
+
+def h_fstat(client, slot):
+    entry = _fd(client, slot)
+    if lib.lsca_fstat_into(entry.fd, slot.data) < 0:
+        raise OSError(ffi.errno, "fstat")
+    slot.data_len = STAT_SIZE
+    return 0
+
+
+def h_close(client, slot):
+    # The agent closed natively already; drop our reference before its close() returns.
+    if client.fds is not None:
+        client.fds.drop(_as_int(slot.args[0]))
+    result, err = _as_int(slot.args[1]), _as_int(slot.args[2])
+    if result < 0:
+        raise OSError(err, "close")
+    return result
+
+
+HANDLERS = [None] * OP_MAX
+HANDLERS[lib.LSCA_OP_WRITE] = h_write
+HANDLERS[lib.LSCA_OP_PWRITE] = h_pwrite
+HANDLERS[lib.LSCA_OP_WRITEV] = h_write
+HANDLERS[lib.LSCA_OP_READ] = h_read
+HANDLERS[lib.LSCA_OP_PREAD] = h_pread
+HANDLERS[lib.LSCA_OP_READV] = h_read
+HANDLERS[lib.LSCA_OP_LSEEK] = h_lseek
+HANDLERS[lib.LSCA_OP_FSYNC] = h_fsync
+HANDLERS[lib.LSCA_OP_FDATASYNC] = h_fdatasync
+HANDLERS[lib.LSCA_OP_FTRUNCATE] = h_ftruncate
+HANDLERS[lib.LSCA_OP_FSTAT] = h_fstat
+HANDLERS[lib.LSCA_OP_CLOSE] = h_close

@@ -1,0 +1,183 @@
+"""A worker process: drains the shards the supervisor assigned to it.
+
+The supervisor creates the Worker before forking; the child runs init_process()
+and then run(). Messages from the supervisor (assign/release/stop) arrive as JSON
+datagrams on a SOCK_SEQPACKET pair, each followed by a post on the doorbell.
+"""
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import time
+
+from lsca import ipc
+from lsca.abi import OP_MAX, OP_NAMES, ffi, lib
+from lsca.trace import format_call, snapshot
+from lsca.workers.client import Client
+from lsca.workers.fdcache import Declined
+from lsca.workers.handlers import HANDLERS
+
+log = logging.getLogger("lsca.worker")
+
+MAX_SHARDS = lib.LSCA_WORKER_MAX_SHARDS
+DONE = lib.LSCA_STATUS_DONE
+PASSTHROUGH = lib.LSCA_STATUS_PASSTHROUGH
+INLINE = lib.LSCA_XFER_INLINE
+CONTROL_EVERY_S = 0.01       # while busy, read the supervisor's messages this often
+
+
+class Worker:
+    def __init__(self, index, doorbell_semid, control, spin_ns, sleep_ms):
+        self.index = index
+        self.doorbell_semid = doorbell_semid
+        self.control = control          # our end of the socketpair
+        self.spin_ns = spin_ns
+        self.sleep_ms = sleep_ms
+        self.pid = None
+        self.shards = 0                 # supervisor-side load count
+
+    # ---- in the child ----
+
+    def init_process(self, supervisor_pid):
+        self.supervisor_pid = supervisor_pid
+        self.alive = True
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)      # the supervisor decides; TERM ends us
+        signal.signal(signal.SIGTERM, self._handle_term)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        self.control.setblocking(False)
+        self.ctx = ffi.new("struct lsca_worker_ctx *")
+        self.ctx.doorbell_semid = self.doorbell_semid
+        self.ctx.doorbell_semnum = 0
+        self.clients = {}               # ctx index -> Client
+        self.by_shard = {}              # supervisor shard id -> ctx index
+
+    def _handle_term(self, signum, frame):
+        self.alive = False
+
+    def run(self):
+        shard_index, slot_index = ffi.new("int *"), ffi.new("int *")
+        next_control = 0.0
+        try:
+            while self.alive:
+                if lib.lsca_worker_next(self.ctx, shard_index, slot_index, self.spin_ns, 0):
+                    self.serve(shard_index[0], slot_index[0])
+                    now = time.monotonic()
+                    if now >= next_control:
+                        self.read_control()
+                        next_control = now + CONTROL_EVERY_S
+                    continue
+                # Idle after spinning: let go of client files, read messages, then sleep.
+                for client in self.clients.values():
+                    if client.fds is not None:
+                        client.fds.clear()
+                self.read_control()
+                if os.getppid() != self.supervisor_pid:
+                    log.warning("worker %d: supervisor is gone, exiting", self.index)
+                    break
+                if self.alive and lib.lsca_worker_next(self.ctx, shard_index, slot_index, 0,
+                                                       self.sleep_ms):
+                    self.serve(shard_index[0], slot_index[0])
+        finally:
+            for client in self.clients.values():
+                client.close()
+
+    def serve(self, index, i):
+        client = self.clients.get(index)
+        if client is None:
+            return
+        slot = client.slots[i]
+        op = slot.op
+        handler = HANDLERS[op] if op < OP_MAX else None
+        status, err = DONE, 0
+        try:
+            if handler is None:
+                raise OSError(errno.EINVAL, "unknown op")
+            result = handler(client, slot)
+        except Declined:
+            status, result = PASSTHROUGH, 0
+        except OSError as e:
+            result, err = -1, e.errno or errno.EIO
+        except (ValueError, OverflowError, TypeError) as e:
+            # A malformed request fails this call only.
+            result, err = -1, errno.EINVAL
+            log.debug("worker %d: malformed request op=%d: %s", self.index, op, e)
+        slot.status = status
+        slot.err = err
+        slot.result = result
+        traced = None
+        if client.trace_fd is not None and status == DONE:
+            traced = snapshot(OP_NAMES[op], slot, slot.xfer == INLINE)
+        lib.lsca_worker_complete(client.shard, i, client.completion_semid)
+        if status == DONE:
+            client.proxied[op] += 1
+        if traced is not None:
+            self.write_trace(client, traced)
+
+    def write_trace(self, client, traced):
+        line = format_call(traced)
+        if client.trace_prefix:
+            line = f"[pid {client.pid:>6}] {line}"
+        try:
+            os.write(client.trace_fd, (line + "\n").encode())
+        except OSError:
+            os.close(client.trace_fd)   # the reader went away: stop tracing this client
+            client.trace_fd = None
+
+    # ---- messages from the supervisor ----
+
+    def read_control(self):
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.control, 65536, 4)
+            except BlockingIOError:
+                return
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                self.alive = False      # the supervisor closed its end
+                return
+            message = json.loads(data)
+            getattr(self, "on_" + message["op"])(message, fds)
+
+    def on_assign(self, message, fds):
+        index = next(i for i in range(MAX_SHARDS) if i not in self.clients)
+        client = Client(message["shard"], message["shmid"], message["semid"], message["pid"],
+                        message.get("session", ""), fds[0] if fds else None)
+        client.trace_prefix = message.get("trace_prefix", False)
+        self.clients[index] = client
+        self.by_shard[message["shard"]] = index
+        self.ctx.pending[index] = 0
+        self.ctx.shards[index] = client.shard
+
+    def on_release(self, message, fds):
+        index = self.by_shard.pop(message["shard"], None)
+        proxied = {}
+        if index is not None:
+            self.ctx.shards[index] = ffi.NULL
+            self.ctx.pending[index] = 0
+            client = self.clients.pop(index)
+            proxied = {OP_NAMES[op]: n for op, n in enumerate(client.proxied) if n and op in OP_NAMES}
+            client.close()
+        self.send({"op": "released", "shard": message["shard"], "proxied": proxied})
+
+    def on_stop(self, message, fds):
+        self.alive = False
+
+    def send(self, message):
+        self.control.setblocking(True)
+        try:
+            self.control.send(json.dumps(message).encode())
+        finally:
+            self.control.setblocking(False)
+
+
+def ring(worker):
+    """Wake a worker that may sleep on its doorbell (after a message was sent)."""
+    try:
+        ipc.post(worker.doorbell_semid, 0)
+    except OSError:
+        pass
