@@ -23,6 +23,18 @@ int64_t lsca_remote_write(int pid, const void *local, uint64_t remote, size_t le
 int64_t lsca_remote_gather(int pid, void *local, size_t len, const void *remote_iov, int iovcnt);
 int64_t lsca_remote_scatter(int pid, const void *local, size_t len, const void *remote_iov, int iovcnt);
 
+/* The exact libc calls a worker executes for a client (no wrapper semantics in
+ * between, e.g. Python's preadv treating offset -1 as "current position").
+ * -1 with errno on failure; EINTR (a signal to the worker) is retried. */
+int64_t lsca_do_read(int fd, void *buf, uint64_t count);
+int64_t lsca_do_write(int fd, const void *buf, uint64_t count);
+int64_t lsca_do_pread(int fd, void *buf, uint64_t count, int64_t offset);
+int64_t lsca_do_pwrite(int fd, const void *buf, uint64_t count, int64_t offset);
+int64_t lsca_do_lseek(int fd, int64_t offset, int whence);
+int lsca_do_ftruncate(int fd, int64_t length);
+int lsca_do_fsync(int fd);
+int lsca_do_fdatasync(int fd);
+
 /* fstat into a native struct stat at out; its size for the slot's data_len. */
 int lsca_fstat_into(int fd, void *out);
 size_t lsca_stat_size(void);

@@ -111,6 +111,55 @@ int64_t lsca_remote_scatter(int pid, const void *local, size_t len, const void *
     return remote_move(pid, 1, (void *)local, len, remote_iov, iovcnt);
 }
 
+#define RETRY_EINTR(expr)                              \
+    ({                                                 \
+        __typeof__(expr) r_;                           \
+        do                                             \
+            r_ = (expr);                               \
+        while (r_ == -1 && errno == EINTR);            \
+        r_;                                            \
+    })
+
+int64_t lsca_do_read(int fd, void *buf, uint64_t count)
+{
+    return RETRY_EINTR(read(fd, buf, (size_t)count));
+}
+
+int64_t lsca_do_write(int fd, const void *buf, uint64_t count)
+{
+    return RETRY_EINTR(write(fd, buf, (size_t)count));
+}
+
+int64_t lsca_do_pread(int fd, void *buf, uint64_t count, int64_t offset)
+{
+    return RETRY_EINTR(pread(fd, buf, (size_t)count, (off_t)offset));
+}
+
+int64_t lsca_do_pwrite(int fd, const void *buf, uint64_t count, int64_t offset)
+{
+    return RETRY_EINTR(pwrite(fd, buf, (size_t)count, (off_t)offset));
+}
+
+int64_t lsca_do_lseek(int fd, int64_t offset, int whence)
+{
+    return lseek(fd, (off_t)offset, whence);
+}
+
+int lsca_do_ftruncate(int fd, int64_t length)
+{
+    return RETRY_EINTR(ftruncate(fd, (off_t)length));
+}
+
+int lsca_do_fsync(int fd)
+{
+    return RETRY_EINTR(fsync(fd));
+}
+
+int lsca_do_fdatasync(int fd)
+{
+    return RETRY_EINTR(fdatasync(fd));
+}
+
 int lsca_fstat_into(int fd, void *out)
 {
     return fstat(fd, (struct stat *)out);
@@ -147,8 +196,10 @@ int lsca_would_block(int fd, unsigned mode, unsigned dev_major, int for_write, s
     if (S_ISCHR(mode) && dev_major == 1)
         return 0;                        /* /dev/null, zero, full, random, urandom */
     flags = fcntl(fd, F_GETFL);
-    if (flags >= 0 && (flags & O_NONBLOCK))
-        return 0;                        /* answers EAGAIN instead of waiting */
+    if (flags < 0 || (flags & (O_NONBLOCK | O_PATH)))
+        return 0;                        /* answers EAGAIN or EBADF instead of waiting */
+    if ((for_write && (flags & O_ACCMODE) == O_RDONLY) || (!for_write && (flags & O_ACCMODE) == O_WRONLY))
+        return 0;                        /* the wrong direction fails with EBADF at once */
     /* A blocking write larger than one pipe buffer may wait for the reader to drain. */
     if (for_write && count > PIPE_BUF && (S_ISFIFO(mode) || S_ISSOCK(mode)))
         return 1;

@@ -26,6 +26,7 @@ class Client:
         self.fds = FdCache(pid, self.pidfd) if self.pidfd >= 0 else None
         self.proxied = [0] * OP_MAX
         self._scratch = None
+        self.keep = None                # keeps the buffer of the call being served alive
 
     def scratch(self, size):
         """A writable buffer of at least size bytes (cdata pointer, keep-alive object)."""

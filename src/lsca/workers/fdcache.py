@@ -26,6 +26,11 @@ class FdEntry:
         self.dev_major = dev_major
 
 
+# A client descriptor that is not open: calls run on fd -1, so the kernel itself picks
+# between EBADF and an argument errno in its own order (ftruncate(bad, -1) is EINVAL).
+NOT_OPEN = FdEntry(-1, 0, 0)
+
+
 class FdCache:
     def __init__(self, client_pid, pidfd):
         self.client_pid = client_pid
@@ -34,9 +39,9 @@ class FdCache:
         self.entries = OrderedDict()
 
     def get(self, client_fd):
-        """The entry for the client's descriptor; OSError(EBADF) when it is not open."""
+        """The entry for the client's descriptor; NOT_OPEN when it is not open."""
         if client_fd < 0 or client_fd > 0x7FFFFFFF:
-            raise OSError(errno.EBADF, "bad descriptor")
+            return NOT_OPEN
         entry = self.entries.get(client_fd)
         if entry is not None:
             if lib.lsca_kcmp_file(self.client_pid, self.my_pid, client_fd, entry.fd) == 0:
@@ -49,7 +54,7 @@ class FdCache:
         if fd < 0:
             err = ffi.errno
             if err == errno.EBADF:
-                raise OSError(errno.EBADF, "bad descriptor")
+                return NOT_OPEN
             raise Declined(f"pidfd_getfd({client_fd}): {os.strerror(err)}")
         kind = ffi.new("unsigned[2]")
         if lib.lsca_fd_kind(fd, kind, kind + 1) < 0:

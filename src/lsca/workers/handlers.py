@@ -50,21 +50,26 @@ def _never_block(entry, for_write, count):
         raise Declined("would block")
 
 
+def _check(result):
+    """A C call's result, or its errno as OSError (read right after the call)."""
+    if result < 0:
+        raise OSError(ffi.errno, os.strerror(ffi.errno))
+    return result
+
+
 def _outgoing(client, slot, count):
-    """The bytes a write-like call sends, as a buffer."""
+    """Pointer to the bytes a write-like call sends."""
     if slot.xfer == INLINE:
         if slot.data_len != count:
             raise OSError(errno.EINVAL, "inline length mismatch")
-        return ffi.buffer(slot.data, count)
-    ptr, keep = client.scratch(count)
+        return slot.data
+    ptr, client.keep = client.scratch(count)
     if slot.op == lib.LSCA_OP_WRITEV:
         iov, iovcnt = _iovec_list(slot)
-        moved = lib.lsca_remote_gather(client.pid, ptr, count, iov, iovcnt)
+        _check(lib.lsca_remote_gather(client.pid, ptr, count, iov, iovcnt))
     else:
-        moved = lib.lsca_remote_read(client.pid, ptr, slot.remote_addr, count)
-    if moved < 0:
-        raise OSError(ffi.errno, "client buffer")
-    return ffi.buffer(ptr, count)
+        _check(lib.lsca_remote_read(client.pid, ptr, slot.remote_addr, count))
+    return ptr
 
 
 def _iovec_list(slot):
@@ -74,22 +79,20 @@ def _iovec_list(slot):
     return slot.data, iovcnt
 
 
-def _incoming(client, slot, entry, count, read_into):
-    """Run read_into(buffer) and deliver the bytes read to the client; returns the count."""
+def _incoming(client, slot, count, read_into):
+    """Run read_into(pointer) and deliver the bytes read to the client; returns the count."""
     if slot.xfer == INLINE:
-        n = read_into(ffi.buffer(slot.data, count))
+        n = _check(read_into(slot.data))
         slot.data_len = n
         return n
-    ptr, keep = client.scratch(count)
-    n = read_into(ffi.buffer(ptr, count))
+    ptr, client.keep = client.scratch(count)
+    n = _check(read_into(ptr))
     if n > 0:
         if slot.op == lib.LSCA_OP_READV:
             iov, iovcnt = _iovec_list(slot)
-            moved = lib.lsca_remote_scatter(client.pid, ptr, n, iov, iovcnt)
+            _check(lib.lsca_remote_scatter(client.pid, ptr, n, iov, iovcnt))
         else:
-            moved = lib.lsca_remote_write(client.pid, ptr, slot.remote_addr, n)
-        if moved < 0:
-            raise OSError(ffi.errno, "client buffer")
+            _check(lib.lsca_remote_write(client.pid, ptr, slot.remote_addr, n))
     return n
 
 
@@ -97,54 +100,50 @@ def h_write(client, slot):
     count = _count(slot)
     entry = _fd(client, slot)
     _never_block(entry, True, count)
-    return os.write(entry.fd, _outgoing(client, slot, count))
+    return _check(lib.lsca_do_write(entry.fd, _outgoing(client, slot, count), count))
 
 
 def h_pwrite(client, slot):
     count = _count(slot)
     entry = _fd(client, slot)
-    return os.pwrite(entry.fd, _outgoing(client, slot, count), _as_int(slot.args[2]))
+    return _check(lib.lsca_do_pwrite(entry.fd, _outgoing(client, slot, count), count, _as_int(slot.args[2])))
 
 
 def h_read(client, slot):
     count = _count(slot)
     entry = _fd(client, slot)
     _never_block(entry, False, count)
-    return _incoming(client, slot, entry, count, lambda buf: os.readv(entry.fd, [buf]))
+    return _incoming(client, slot, count, lambda ptr: lib.lsca_do_read(entry.fd, ptr, count))
 
 
 def h_pread(client, slot):
     count = _count(slot)
     entry = _fd(client, slot)
     offset = _as_int(slot.args[2])
-    return _incoming(client, slot, entry, count, lambda buf: os.preadv(entry.fd, [buf], offset))
+    return _incoming(client, slot, count, lambda ptr: lib.lsca_do_pread(entry.fd, ptr, count, offset))
 
 
 def h_lseek(client, slot):
     entry = _fd(client, slot)
-    return os.lseek(entry.fd, _as_int(slot.args[1]), _as_int(slot.args[2]))
+    return _check(lib.lsca_do_lseek(entry.fd, _as_int(slot.args[1]), _as_int(slot.args[2])))
 
 
 def h_fsync(client, slot):
-    os.fsync(_fd(client, slot).fd)
-    return 0
+    return _check(lib.lsca_do_fsync(_fd(client, slot).fd))
 
 
 def h_fdatasync(client, slot):
-    os.fdatasync(_fd(client, slot).fd)
-    return 0
+    return _check(lib.lsca_do_fdatasync(_fd(client, slot).fd))
 
 
 def h_ftruncate(client, slot):
     entry = _fd(client, slot)
-    os.ftruncate(entry.fd, _as_int(slot.args[1]))
-    return 0
+    return _check(lib.lsca_do_ftruncate(entry.fd, _as_int(slot.args[1])))
 
 
 def h_fstat(client, slot):
     entry = _fd(client, slot)
-    if lib.lsca_fstat_into(entry.fd, slot.data) < 0:
-        raise OSError(ffi.errno, "fstat")
+    _check(lib.lsca_fstat_into(entry.fd, slot.data))
     slot.data_len = STAT_SIZE
     return 0
 

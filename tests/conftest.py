@@ -1,0 +1,202 @@
+"""Fixtures: a real supervisor, clients run natively and under LSCA, and guards
+that every process a test starts is ended and every SysV object removed."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+import pytest
+
+from lsca import ipc
+from lsca.runner import agent_path
+
+PROGRAMS = os.path.join(os.path.dirname(__file__), "programs")
+START_TIMEOUT_S = 15
+
+
+# Every process a test starts carries this marker, so the guards never touch
+# LSCA processes or objects that something else on the machine owns.
+TEST_MARK = "LSCATEST_SESSION"
+os.environ[TEST_MARK] = f"{os.getpid()}-{time.time_ns()}"
+
+
+def lsca_processes(ours=True):
+    """Supervisors and workers (workers share their supervisor's command line)."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if "lsca-supervisor" not in cmdline and "lsca.supervisor" not in cmdline:
+            continue
+        try:
+            mine = p.environ().get(TEST_MARK) == os.environ[TEST_MARK]
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if mine == ours:
+            found.append(p)
+    return found
+
+
+def new_objects(before):
+    """LSCA SysV objects created since `before`, less shards of LSCA processes not ours."""
+    foreign = {p.pid for p in lsca_processes(ours=False)}
+    now = ipc.lsca_objects()
+    shm_creator = {row["shmid"]: row["cpid"] for row in ipc._table("shm")}
+    return {
+        "shm": sorted(i for i in set(now["shm"]) - set(before["shm"]) if shm_creator.get(i) not in foreign),
+        # Semaphore sets do not record their creator: attributable only when nobody else runs LSCA.
+        "sem": sorted(set(now["sem"]) - set(before["sem"])) if not foreign else [],
+    }
+
+
+def remove_objects(objects):
+    for shmid in objects["shm"]:
+        ipc.remove_shm(shmid)
+    for semid in objects["sem"]:
+        ipc.remove_semaphores(semid)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaks_after_suite():
+    """After the whole suite: no LSCA SysV object and no LSCA process of ours is left."""
+    before = ipc.lsca_objects()
+    yield
+    leaked_procs = lsca_processes()
+    for p in leaked_procs:
+        p.kill()
+    time.sleep(0.2)
+    leaked = new_objects(before)
+    remove_objects(leaked)
+    assert not leaked_procs, f"LSCA processes left running: {[p.pid for p in leaked_procs]}"
+    assert leaked == {"shm": [], "sem": []}, f"SysV objects left behind: {leaked}"
+
+
+class SupervisorProcess:
+    """A real lsca-supervisor on a temporary socket, ended by pid."""
+
+    def __init__(self, tmpdir, workers=2, extra=()):
+        self.socket = os.path.join(tmpdir, "supervisor.sock")
+        self.objects_before = ipc.lsca_objects()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lsca.supervisor", "--socket", self.socket, "--workers", str(workers), *extra],
+            stdin=subprocess.DEVNULL, env=clean_env())
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"supervisor exited at start with {self.process.returncode}")
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(self.socket)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("supervisor did not start listening")
+                time.sleep(0.02)
+            finally:
+                probe.close()
+
+    def client_env(self, **extra):
+        env = clean_env()
+        env.update(LD_PRELOAD=agent_path(), LSCA_SOCKET=self.socket, **extra)
+        return env
+
+    def stop(self):
+        """TERM, then KILL after a grace period; returns the supervisor's exit status."""
+        try:
+            workers = [c.pid for c in psutil.Process(self.process.pid).children()]
+        except psutil.NoSuchProcess:
+            workers = []
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for pid in workers:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+        return self.process.returncode
+
+
+def clean_env():
+    """This environment less anything of LSCA's (the test marker stays)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LSCA_") and k != "LD_PRELOAD"}
+
+
+@pytest.fixture(scope="module")
+def supervisor():
+    with tempfile.TemporaryDirectory(prefix="lsca-test-") as tmpdir:
+        sup = SupervisorProcess(tmpdir)
+        try:
+            yield sup
+        finally:
+            status = sup.stop()
+            left = new_objects(sup.objects_before)
+            remove_objects(left)
+            assert status == 0, f"supervisor exited with {status}"
+            assert left == {"shm": [], "sem": []}, f"supervisor left SysV objects: {left}"
+
+
+@pytest.fixture
+def lsca_run(supervisor, tmp_path):
+    """Run a command under 'lsca run' served by the module's supervisor.
+    Returns (CompletedProcess, stats dict, trace lines)."""
+
+    def run(cmd, trace=False, cwd=None, input=None, timeout=120, env_extra=None):
+        stats_file = tmp_path / f"stats-{time.monotonic_ns()}.json"
+        env = clean_env()
+        env["LSCA_SOCKET"] = supervisor.socket
+        env.update(env_extra or {})
+        lsca_cmd = [sys.executable, "-m", "lsca.cli", "run", "--stats-file", str(stats_file)]
+        if trace:
+            lsca_cmd.append("--trace")
+        proc = subprocess.run(lsca_cmd + ["--"] + list(cmd), cwd=cwd, input=input, env=env,
+                              capture_output=True, timeout=timeout)
+        stats = json.loads(stats_file.read_text()) if stats_file.exists() else None
+        trace_lines = proc.stderr.decode(errors="replace").splitlines() if trace else []
+        return proc, stats, trace_lines
+
+    return run
+
+
+def run_native(cmd, cwd=None, input=None, timeout=120):
+    return subprocess.run(list(cmd), cwd=cwd, input=input, env=clean_env(), capture_output=True,
+                          timeout=timeout)
+
+
+TRACE_LINE = re.compile(r"^(?:\[pid\s+(\d+)\] )?([a-z0-9_]+)\((.*)\) = (.*)$")
+
+
+def parse_trace(lines):
+    """(pid or None, syscall name, args text, result text) for each trace line."""
+    out = []
+    for line in lines:
+        m = TRACE_LINE.match(line)
+        if m:
+            out.append((int(m.group(1)) if m.group(1) else None, m.group(2), m.group(3), m.group(4)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def c_program(tmp_path_factory):
+    """Compile tests/programs/NAME.c once per session; returns the binary's path."""
+    built = {}
+    outdir = tmp_path_factory.mktemp("bin")
+
+    def build(name):
+        if name not in built:
+            binary = str(outdir / name)
+            subprocess.run(["cc", "-O2", "-Wall", "-o", binary, os.path.join(PROGRAMS, name + ".c")], check=True)
+            built[name] = binary
+        return built[name]
+
+    return build
