@@ -348,7 +348,7 @@ class Supervisor:
             return self._send_welcome(conn, errno.EPROTO)
         if pid != pid_cred:
             return self._send_welcome(conn, errno.EPERM)
-        if os.geteuid() != 0 and uid != os.geteuid():
+        if not admits(os.geteuid(), uid):
             log.warning("refusing pid %d: uid %d is not this supervisor's", pid, uid)
             return self._send_welcome(conn, errno.EACCES)
         for record in list(self.clients.values()):
@@ -484,6 +484,11 @@ class Supervisor:
                 not any(r.releasing or _exited(r.pidfd) for r in session.records):
             self._reply(session.conn, {"stats": session.stats()})
             session.ending = False
+
+
+def admits(supervisor_uid, client_uid):
+    """A root supervisor serves every uid (acting with their credentials); a user's only itself."""
+    return supervisor_uid == 0 or client_uid == supervisor_uid
 
 
 def _exited(pidfd):

@@ -1,0 +1,268 @@
+"""Registration, process life (fork, exec, kill -9), lsca run's contract with its
+caller (exit status, signals, trace, stats) and the supervisor's clean stop."""
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from lsca import ipc
+from lsca.abi import HELLO_SIZE
+from lsca.supervisor.arbiter import admits
+from conftest import SupervisorProcess, clean_env, new_objects, run_native
+
+PY = sys.executable
+
+
+def shards_of(supervisor_pid):
+    return [row for row in ipc._table("shm") if row["cpid"] == supervisor_pid]
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+# ---- agent without a supervisor ----
+
+def test_unreachable_supervisor_runs_natively(tmp_path):
+    env = clean_env()
+    env.update(LD_PRELOAD=agent(), LSCA_SOCKET=str(tmp_path / "nobody-listens.sock"))
+    proc = subprocess.run([PY, "-c", "import os; os.write(1, b'native\\n')"], env=env, capture_output=True)
+    assert proc.returncode == 0 and proc.stdout == b"native\n"
+
+
+def test_required_supervisor_missing_refuses_to_start(tmp_path):
+    env = clean_env()
+    env.update(LD_PRELOAD=agent(), LSCA_SOCKET=str(tmp_path / "nobody-listens.sock"), LSCA_REQUIRED="1")
+    proc = subprocess.run([PY, "-c", "print('must not run')"], env=env, capture_output=True)
+    assert proc.returncode == 126
+    assert proc.stdout == b""
+    assert b"lsca: cannot register with the supervisor at" in proc.stderr
+    assert b"LSCA_REQUIRED=1" in proc.stderr
+
+
+def agent():
+    from lsca.runner import agent_path
+    return agent_path()
+
+
+# ---- lsca run's contract ----
+
+def test_exit_status_passes_through(lsca_run):
+    proc, stats, _ = lsca_run([PY, "-c", "import os, sys; os.write(1, b'x'); sys.exit(7)"])
+    assert proc.returncode == 7
+    assert stats["proxied"]["write"] >= 1
+
+
+def test_death_by_signal_passes_through(lsca_run):
+    proc, _, _ = lsca_run([PY, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"])
+    assert proc.returncode == -signal.SIGTERM
+
+
+def test_sigpipe_reaches_the_writer_as_natively(lsca_run):
+    # Writing to a pipe whose reader is gone: the kernel sends SIGPIPE to the writer.
+    script = ("import os, signal\n"
+              "signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
+              "r, w = os.pipe(); os.close(r)\n"
+              "os.write(w, b'x')\n")
+    native = run_native([PY, "-c", script])
+    proc, stats, _ = lsca_run([PY, "-c", script])
+    assert native.returncode == proc.returncode == -signal.SIGPIPE
+    assert stats["proxied"]["write"] >= 1
+
+
+def test_signals_to_lsca_run_reach_the_program(supervisor, tmp_path):
+    marker = tmp_path / "got-usr1"
+    script = ("import os, signal, time\n"
+              f"signal.signal(signal.SIGUSR1, lambda *a: open({str(marker)!r}, 'w').close())\n"
+              "os.write(1, b'ready\\n')\n"
+              f"while not os.path.exists({str(marker)!r}): time.sleep(0.01)\n")
+    env = clean_env()
+    env["LSCA_SOCKET"] = supervisor.socket
+    proc = subprocess.Popen([PY, "-m", "lsca.cli", "run", "--", PY, "-c", script], env=env,
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_trace_prints_strace_like_lines(lsca_run):
+    proc, _, lines = lsca_run([PY, "-c", "import os; os.write(1, b'hello\\n')"], trace=True)
+    assert proc.stdout == b"hello\n"
+    assert 'write(1, "hello\\n", 6) = 6' in lines
+
+
+def test_trace_shows_errors_with_errno_names(lsca_run):
+    proc, _, lines = lsca_run([PY, "-c", "import os\ntry: os.write(999, b'x')\nexcept OSError: pass"], trace=True)
+    assert 'write(999, "x", 1) = -1 EBADF (Bad file descriptor)' in lines
+
+
+def test_stats_table_counts_calls(supervisor, tmp_path):
+    env = clean_env()
+    env["LSCA_SOCKET"] = supervisor.socket
+    script = "import os\nfor i in range(50): os.write(1, b'.')"
+    proc = subprocess.run([PY, "-m", "lsca.cli", "run", "--stats", "--", PY, "-c", script], env=env,
+                          capture_output=True)
+    assert proc.returncode == 0
+    text = proc.stderr.decode()
+    assert re.search(r"lsca: 1 process\(es\), \d+ calls proxied, \d+ passthrough", text)
+    write_row = re.search(r"^write\s+(\d+)\s+(\d+)$", text, re.M)
+    assert write_row and int(write_row.group(1)) >= 50
+
+
+def test_exec_registers_the_new_image_and_frees_the_old_shard(lsca_run, supervisor):
+    script = "import os; os.write(1, b'before exec\\n'); os.execv('/bin/cat', ['cat', '/dev/null'])"
+    proc, stats, _ = lsca_run([PY, "-c", script])
+    assert proc.returncode == 0 and proc.stdout == b"before exec\n"
+    assert stats["processes"] == 2          # the python image, then cat's
+    assert stats["proxied"]["write"] >= 1 and stats["proxied"]["close"] >= 1
+
+
+def test_large_write_is_one_call(lsca_run, tmp_path):
+    out = tmp_path / "big"
+    script = f"import os; fd = os.open({str(out)!r}, os.O_WRONLY | os.O_CREAT); print(os.write(fd, b'a' * (1 << 20)))"
+    proc, _, lines = lsca_run([PY, "-c", script], trace=True)
+    assert proc.stdout == b"1048576\n"
+    assert any(re.match(r"write\(\d+, \.\.\., 1048576\) = 1048576$", line) for line in lines), lines[-5:]
+    assert out.stat().st_size == 1 << 20
+
+
+def test_embedded_supervisor_serves_and_cleans_up(tmp_path):
+    before = ipc.lsca_objects()
+    stats_file = tmp_path / "stats.json"
+    proc = subprocess.run([PY, "-m", "lsca.cli", "run", "--workers", "1", "--stats-file", str(stats_file),
+                           "--", PY, "-c", "print('hi')"], env=clean_env(), capture_output=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == b"hi\n"
+    assert '"write"' in stats_file.read_text()
+    assert new_objects(before) == {"shm": [], "sem": []}
+
+
+def test_run_without_command_is_a_usage_error():
+    proc = subprocess.run([PY, "-m", "lsca.cli", "run"], env=clean_env(), capture_output=True)
+    assert proc.returncode == 2 and b"no command given" in proc.stderr
+
+
+def test_run_of_missing_command_says_not_found(supervisor):
+    env = clean_env()
+    env["LSCA_SOCKET"] = supervisor.socket
+    proc = subprocess.run([PY, "-m", "lsca.cli", "run", "--", "no-such-command-lsca"], env=env, capture_output=True)
+    assert proc.returncode == 127
+    assert proc.stderr.decode().strip() == "lsca: no-such-command-lsca: command not found"
+
+
+def test_supervisor_rejects_bad_arguments_in_one_line():
+    proc = subprocess.run([PY, "-m", "lsca.supervisor", "--workers", "0"], env=clean_env(), capture_output=True)
+    assert proc.returncode == 2
+    assert b"--workers: invalid value '0': must be at least 1" in proc.stderr
+
+
+# ---- registration and shards ----
+
+def test_shard_is_private_to_its_client(supervisor):
+    script = "import os, sys; os.write(1, b'x'); sys.stdin.read()"
+    proc = subprocess.Popen([PY, "-c", script], env=supervisor.client_env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.read(1) == b"x"
+        rows = [r for r in shards_of(supervisor.process.pid) if r["lpid"] in (proc.pid, supervisor.process.pid)
+                or r["nattch"] >= 2]
+        assert rows, "no shard for the client"
+        for row in rows:
+            assert row["perms"] == 600          # /proc prints the mode in octal digits
+            assert row["uid"] == os.geteuid()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_shard_of_killed_client_is_freed(supervisor):
+    before = len(shards_of(supervisor.process.pid))
+    script = "import os, time; os.write(1, b'x'); time.sleep(60)"
+    proc = subprocess.Popen([PY, "-c", script], env=supervisor.client_env(), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.read(1) == b"x"
+        assert len(shards_of(supervisor.process.pid)) == before + 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert wait_until(lambda: len(shards_of(supervisor.process.pid)) == before)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_malformed_registration_does_not_hurt_the_supervisor(supervisor, lsca_run):
+    for garbage in (b"\x00" * HELLO_SIZE, b"ACSL" + b"\xff" * (HELLO_SIZE - 4), b"{not json\n", b"x"):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(supervisor.socket)
+        s.sendall(garbage)
+        s.close()
+    proc, stats, _ = lsca_run([PY, "-c", "import os; os.write(1, b'still served')"])
+    assert proc.stdout == b"still served" and stats["proxied"]["write"] >= 1
+
+
+def test_user_supervisor_admits_only_its_own_uid():
+    assert admits(1000, 1000)
+    assert not admits(1000, 1001)
+    assert not admits(1000, 0)
+    assert admits(0, 1000) and admits(0, 0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
+def test_root_supervisor_serves_another_uid_with_a_shard_only_it_can_attach():
+    nobody = pwd.getpwnam("nobody")
+    with tempfile.TemporaryDirectory(prefix="lsca-test-") as tmpdir:
+        os.chmod(tmpdir, 0o755)             # nobody must reach the socket and the agent copy
+        shutil.copy(agent(), os.path.join(tmpdir, "agent.so"))
+        sup = SupervisorProcess(tmpdir, workers=1)
+        try:
+            env = clean_env()
+            env.update(LD_PRELOAD=os.path.join(tmpdir, "agent.so"), LSCA_SOCKET=sup.socket, LSCA_REQUIRED="1")
+            client = subprocess.Popen(["/bin/cat"], env=env, user=nobody.pw_uid, group=nobody.pw_gid,
+                                      extra_groups=[], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            try:
+                client.stdin.write(b"ping\n")
+                client.stdin.flush()
+                assert client.stdout.readline() == b"ping\n"
+                rows = shards_of(sup.process.pid)
+                assert len(rows) == 1
+                assert rows[0]["uid"] == nobody.pw_uid and rows[0]["perms"] == 600
+            finally:
+                client.kill()
+                client.wait()
+        finally:
+            assert sup.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT])
+def test_supervisor_stop_removes_every_object(sig):
+    with tempfile.TemporaryDirectory(prefix="lsca-test-") as tmpdir:
+        sup = SupervisorProcess(tmpdir, workers=2)
+        client = subprocess.Popen([PY, "-c", "import os, time; os.write(1, b'x'); time.sleep(60)"],
+                                  env=sup.client_env(), stdout=subprocess.PIPE)
+        try:
+            assert client.stdout.read(1) == b"x"
+            assert len(shards_of(sup.process.pid)) == 1
+            sup.process.send_signal(sig)
+            assert sup.process.wait(15) == 0
+            assert new_objects(sup.objects_before) == {"shm": [], "sem": []}
+            assert not os.path.exists(sup.socket)
+        finally:
+            client.kill()
+            client.wait()
+            sup.stop()
