@@ -41,6 +41,7 @@ STRACE_DIVISOR = 20
 CHECK_ITERATIONS = 10000
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
+WATCH_INTERVAL_S = 0.5
 
 
 class BenchError(Exception):
@@ -145,10 +146,11 @@ class Supervisor:
                     time.sleep(0.02)
         raise BenchError(f"lsca-supervisor did not listen within {READY_TIMEOUT_S:.0f} s")
 
-    def check_alive(self):
-        """Explain a failed LSCA run by the supervisor's death, if that is what happened."""
+    def check_alive(self, grace=0.0):
+        """Raise BenchError if the supervisor has died, waiting up to grace seconds for it
+        (whoever kills it may take its workers first, failing a run just before)."""
         try:
-            self.process.wait(0.5)   # a killer may take the workers first, then the supervisor
+            self.process.wait(grace)
         except subprocess.TimeoutExpired:
             return
         raise BenchError(f"lsca-supervisor died during the benchmark (status "
@@ -169,50 +171,70 @@ class Supervisor:
                   "check `ipcs -m -s` for SysV objects it left", file=sys.stderr)
 
 
-def run_loop(prefix, loop, op, iterations, data_file, env):
-    """One run of the C loop (under prefix, e.g. strace); returns its ns per call."""
-    command = [*prefix, loop, op, str(iterations), data_file]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise BenchError(f"{' '.join(command)} exited with status {result.returncode}:\n"
-                         f"{result.stderr.strip()}")
+def run_watched(command, env, supervisor):
+    """Run command to its end; returns (status, stdout, stderr). Gives up if the supervisor
+    dies meanwhile: an LSCA client whose supervisor is gone may wait forever."""
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        return float(result.stdout.strip().splitlines()[-1])
+        while True:
+            try:
+                out, err = process.communicate(timeout=WATCH_INTERVAL_S)
+                return process.returncode, out, err
+            except subprocess.TimeoutExpired:
+                supervisor.check_alive()
+    finally:
+        if process.poll() is None:   # interrupted or given up: end it, by its pid
+            process.kill()
+            process.communicate()
+
+
+def run_loop(command, env, supervisor):
+    """One run of the C loop (command may start with e.g. strace); returns its ns per call."""
+    status, out, err = run_watched(command, env, supervisor)
+    if status != 0:
+        raise BenchError(f"{' '.join(command)} exited with status {status}:\n{err.strip()}")
+    try:
+        return float(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise BenchError(f"{' '.join(command)} printed no timing: {result.stdout!r}") from None
+        raise BenchError(f"{' '.join(command)} printed no timing: {out!r}") from None
 
 
-def check_proxied(loop, data_file, socket_path, workdir):
+def check_iterations(args):
+    return min(args.iterations, CHECK_ITERATIONS)
+
+
+def check_proxied(loop, data_file, supervisor, workdir, n):
     """Run each op once through `lsca run --stats-file` on our supervisor; every call
     of the loop must have been proxied."""
     env = clean_env()
-    env["LSCA_SOCKET"] = socket_path
+    env["LSCA_SOCKET"] = supervisor.socket_path
     for op, label in OPS:
         stats_file = os.path.join(workdir, f"stats-{op}.json")
         command = lsca_command("run", "--stats-file", stats_file, "--",
-                               loop, op, str(CHECK_ITERATIONS), data_file)
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
+                               loop, op, str(n), data_file)
+        status, _, err = run_watched(command, env, supervisor)
+        if status != 0:
             raise BenchError(f"the proxy check of {label} failed: lsca run exited with status "
-                             f"{result.returncode}:\n{result.stderr.strip()}")
+                             f"{status}:\n{err.strip()}")
         with open(stats_file) as f:
             stats = json.load(f)
         proxied = stats.get("proxied", {}).get(op, 0)
-        if proxied < CHECK_ITERATIONS:
-            raise BenchError(f"{label} was NOT proxied by LSCA: {proxied} of {CHECK_ITERATIONS} "
+        if proxied < n:
+            raise BenchError(f"{label} was NOT proxied by LSCA: {proxied} of {n} "
                              f"calls proxied (stats: {json.dumps(stats)}); the LSCA column "
                              "would measure passthrough, not the proxy")
 
 
-def measure(loop, data_file, modes, iterations, repeats):
+def measure(loop, data_file, modes, iterations, repeats, supervisor):
     """Median ns per call of each (op, mode). Modes alternate within each repeat so that
     drift of the machine (frequency, load) affects them alike."""
     samples = {op: {mode: [] for mode in modes} for op, _ in OPS}
     for op, label in OPS:
         for _ in range(repeats):
             for mode, (prefix, env) in modes.items():
-                n = iterations[mode]
-                samples[op][mode].append(run_loop(prefix, loop, op, n, data_file, env))
+                command = [*prefix, loop, op, str(iterations[mode]), data_file]
+                samples[op][mode].append(run_loop(command, env, supervisor))
         print(f"bench: measured {label}", file=sys.stderr)
     medians = {op: {mode: statistics.median(values) for mode, values in per_mode.items()}
                for op, per_mode in samples.items()}
@@ -272,10 +294,10 @@ def run_benchmark(args, workdir):
             modes["strace"] = ([strace, "-f", "-o", "/dev/null"], clean_env())
             iterations["strace"] = max(1, args.iterations // STRACE_DIVISOR)
 
-        check_proxied(loop, data_file, supervisor.socket_path, workdir)
-        medians, samples = measure(loop, data_file, modes, iterations, args.repeats)
+        check_proxied(loop, data_file, supervisor, workdir, check_iterations(args))
+        medians, samples = measure(loop, data_file, modes, iterations, args.repeats, supervisor)
     except BenchError:
-        supervisor.check_alive()
+        supervisor.check_alive(grace=0.5)
         raise
     finally:
         supervisor.stop()
@@ -291,7 +313,8 @@ def report(args, medians, samples, iterations, strace):
     print(f"medians of {args.repeats} repeats, ns per call; iterations per run: {counts}")
     if not strace:
         print("note: strace is not on PATH: the strace columns are skipped")
-    print("LSCA runs checked: every write, pread and fstat call was proxied by the workers")
+    print(f"proxy check passed: an `lsca run --stats-file` pass of each op on the same "
+          f"supervisor counted all {check_iterations(args)} timed calls as proxied")
     print()
     print(format_table(rows))
     if args.json:

@@ -1,5 +1,6 @@
 """Registration, process life (fork, exec, kill -9), lsca run's contract with its
 caller (exit status, signals, trace, stats) and the supervisor's clean stop."""
+import errno
 import os
 import pwd
 import re
@@ -11,12 +12,13 @@ import sys
 import tempfile
 import time
 
+import psutil
 import pytest
 
 from lsca import ipc
 from lsca.abi import HELLO_SIZE
 from lsca.supervisor.arbiter import admits
-from conftest import SupervisorProcess, clean_env, new_objects, run_native
+from conftest import SupervisorProcess, clean_env, new_objects, remove_objects, run_native
 
 PY = sys.executable
 
@@ -266,3 +268,38 @@ def test_supervisor_stop_removes_every_object(sig):
             client.kill()
             client.wait()
             sup.stop()
+
+
+def test_killed_supervisor_fails_the_waiting_call_instead_of_hanging(tmp_path):
+    """kill -9 of the supervisor (left unreaped, a zombie) and its workers: a client in a
+    call gets EIO within seconds and goes on natively."""
+    sup = SupervisorProcess(str(tmp_path), workers=1)
+    script = ("import os, sys, time\n"
+              "r, w = os.pipe()\n"
+              "os.write(1, b'ready\\n')\n"
+              "sys.stdin.readline()\n"                    # wait until the supervisor is dead
+              "try:\n"
+              "    os.fsync(r)\n"                          # EINVAL natively, EIO if the answer is lost
+              "    print('answered')\n"
+              "except OSError as e:\n"
+              "    print(e.errno)\n"
+              "os.write(1, b'native afterwards\\n')\n")
+    client = subprocess.Popen([PY, "-c", script], env=sup.client_env(), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert client.stdout.readline() == b"ready\n"
+        workers = [p.pid for p in psutil.Process(sup.process.pid).children()]
+        for pid in [sup.process.pid] + workers:
+            os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: all(not psutil.pid_exists(p) or
+                                      psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in workers))
+        client.stdin.write(b"go\n")
+        client.stdin.flush()
+        out, _ = client.communicate(timeout=20)
+        assert out.splitlines()[-1] == b"native afterwards"
+        assert out.splitlines()[0] == str(errno.EIO).encode()   # the outcome is unknown: never guess
+    finally:
+        client.kill()
+        client.wait()
+        sup.process.wait()
+        remove_objects(new_objects(sup.objects_before))

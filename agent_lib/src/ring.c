@@ -4,10 +4,15 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/sem.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lsca_ring.h"
 
@@ -40,10 +45,35 @@ void lsca_ring_submit(void *shard, unsigned i)
         sem_change(h->doorbell_semid, h->doorbell_semnum, +1, NULL);
 }
 
-/* Liveness check while sleeping: a dead supervisor must not hang the program. */
+/* Liveness check while sleeping: a dead supervisor must not hang the program.
+ * A killed supervisor its parent has not reaped yet is a zombie: gone as well. */
 static int supervisor_gone(int pid)
 {
-    return pid > 0 && kill(pid, 0) == -1 && errno == ESRCH;
+    char path[64], stat[256];
+    int fd, saved = errno;
+    ssize_t n;
+    const char *state;
+
+    if (pid <= 0)
+        return 0;
+    if (kill(pid, 0) == -1 && errno == ESRCH) {
+        errno = saved;
+        return 1;
+    }
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        errno = saved;
+        return 0;
+    }
+    n = syscall(SYS_read, fd, stat, sizeof(stat) - 1);
+    syscall(SYS_close, fd);
+    errno = saved;
+    if (n <= 0)
+        return 0;
+    stat[n] = '\0';
+    state = strrchr(stat, ')');           /* "pid (comm) S ...": comm may hold spaces */
+    return state && state[1] == ' ' && (state[2] == 'Z' || state[2] == 'X');
 }
 
 int lsca_ring_wait(void *shard, unsigned i, int semid, uint64_t spin_ns, int supervisor_pid)

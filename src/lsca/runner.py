@@ -103,7 +103,10 @@ class SessionClient:
         self.token = self._answer()["session"]
 
     def _answer(self):
-        line = self.reader.readline()
+        try:
+            line = self.reader.readline()
+        except OSError as e:
+            raise RunError(f"lost the supervisor: {e.strerror}") from None
         if not line:
             raise RunError("the supervisor closed the connection")
         answer = json.loads(line)
@@ -113,7 +116,10 @@ class SessionClient:
 
     def end(self):
         """Counts of the session, once every exited process of it is accounted for."""
-        self.sock.sendall(b'{"cmd": "end"}\n')
+        try:
+            self.sock.sendall(b'{"cmd": "end"}\n')
+        except OSError as e:
+            raise RunError(f"lost the supervisor: {e.strerror}") from None
         return self._answer()["stats"]
 
     def close(self):
@@ -191,10 +197,15 @@ def run(command, workers=None, trace=False, show_stats=False, stats_file=None):
         signal.pthread_sigmask(signal.SIG_BLOCK, set(FORWARDED) | {signal.SIGCHLD})
         pid = spawn(command, child_environment(socket_path, session.token))
         status = wait_forwarding(pid)
-        stats = session.end()
-        if show_stats:
+        try:
+            stats = session.end()
+        except RunError as e:
+            # The program ran to its end: its status still passes through, without counts.
+            print(f"lsca: {e}; no counts for this run", file=sys.stderr)
+            stats = None
+        if show_stats and stats:
             print(format_stats(stats), file=sys.stderr)
-        if stats_file:
+        if stats_file and stats:
             with open(stats_file, "w") as f:
                 json.dump(stats, f, indent=2)
     finally:
