@@ -8,7 +8,9 @@ import os
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-AGENT_SOURCES = ["agent_lib/src/agent.c", "agent_lib/src/ring.c", "agent_lib/src/interpose_io.c"]
+AGENT_SOURCES = ["agent_lib/src/agent.c", "agent_lib/src/ring.c", "agent_lib/src/interpose_io.c",
+                 "agent_lib/src/interpose_fd.c", "agent_lib/src/interpose_path.c",
+                 "agent_lib/src/interpose_syscall.c"]
 AGENT_NAME = "liblsca_agent.so"
 
 
@@ -26,6 +28,7 @@ class BuildExtWithAgent(build_ext):
             AGENT_SOURCES,
             output_dir=self.build_temp,
             include_dirs=["agent_lib/include"],
+            macros=[("LSCA_AGENT", "1")],
             extra_postargs=["-std=gnu11", "-O2", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-attributes",
                             "-pthread"],
         )

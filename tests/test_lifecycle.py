@@ -194,15 +194,16 @@ def test_shard_is_private_to_its_client(supervisor):
 
 
 def test_shard_of_killed_client_is_freed(supervisor):
-    before = len(shards_of(supervisor.process.pid))
+    ids = lambda: {row["shmid"] for row in shards_of(supervisor.process.pid)}
+    before = ids()
     script = "import os, time; os.write(1, b'x'); time.sleep(60)"
     proc = subprocess.Popen([PY, "-c", script], env=supervisor.client_env(), stdout=subprocess.PIPE)
     try:
         assert proc.stdout.read(1) == b"x"
-        assert len(shards_of(supervisor.process.pid)) == before + 1
+        (shard,) = ids() - before               # the client's own shard
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert wait_until(lambda: len(shards_of(supervisor.process.pid)) == before)
+        assert wait_until(lambda: shard not in ids())
     finally:
         proc.kill()
         proc.wait()

@@ -17,7 +17,7 @@
 
 /* LSCA_CDEF_BEGIN */
 #define LSCA_MAGIC 0x4C534341           /* "LSCA" */
-#define LSCA_ABI_VERSION 1
+#define LSCA_ABI_VERSION 2
 
 #define LSCA_SLOTS 64                   /* client threads in a call at once; one 64-bit pending mask */
 #define LSCA_INLINE_MAX 65536           /* bytes of a buffer carried in the slot itself */
@@ -25,6 +25,7 @@
 #define LSCA_OP_MAX 64                  /* size of per-op tables; op codes stay below it */
 #define LSCA_SESSION_LEN 40
 #define LSCA_HEADER_SIZE 4096           /* the header occupies the first page of a shard */
+#define LSCA_PATH_MAX 4096              /* a path longer than this (with its NUL) runs natively */
 
 /* Key prefix of every SysV object LSCA creates, so leftovers are recognisable. */
 #define LSCA_IPC_KEY_PREFIX 0x15CA0000
@@ -45,7 +46,33 @@ enum lsca_op {
     LSCA_OP_FTRUNCATE = 10,  /* args: fd, length                                           */
     LSCA_OP_FSTAT = 11,      /* args: fd                    data out: native struct stat   */
     LSCA_OP_CLOSE = 12,      /* args: fd, native result, native errno (already closed)     */
-    LSCA_OP_COUNT = 13
+    /* Descriptor-creating calls: on success the worker sends the new descriptors over the
+     * client's channel (SCM_RIGHTS) before DONE; the agent writes their numbers to new_fds. */
+    LSCA_OP_OPENAT = 13,     /* args: dirfd, flags, mode    data: path                     */
+    LSCA_OP_DUP = 14,        /* args: fd                                                   */
+    LSCA_OP_DUP3 = 15,       /* args: oldfd, newfd, flags   (the agent moves it to newfd)  */
+    LSCA_OP_FCNTL = 16,      /* args: fd, cmd, arg          data: struct flock for OFD locks */
+    LSCA_OP_PIPE2 = 17,      /* args: flags                 two descriptors                */
+    /* Path calls: data holds NUL-terminated path(s); dirfd AT_FDCWD is the client's cwd. */
+    LSCA_OP_FSTATAT = 18,    /* args: dirfd, flags          data out: native struct stat   */
+    LSCA_OP_STATX = 19,      /* args: dirfd, flags, mask    data out: struct statx         */
+    LSCA_OP_FACCESSAT = 20,  /* args: dirfd, mode, flags                                   */
+    LSCA_OP_MKDIRAT = 21,    /* args: dirfd, mode                                          */
+    LSCA_OP_UNLINKAT = 22,   /* args: dirfd, flags                                         */
+    LSCA_OP_RENAMEAT2 = 23,  /* args: olddirfd, newdirfd, flags   data: old, new           */
+    LSCA_OP_LINKAT = 24,     /* args: olddirfd, newdirfd, flags   data: old, new           */
+    LSCA_OP_SYMLINKAT = 25,  /* args: newdirfd                    data: target, linkpath   */
+    LSCA_OP_READLINKAT = 26, /* args: dirfd, bufsiz               data out: link text      */
+    LSCA_OP_FCHMODAT = 27,   /* args: dirfd, mode, flags                                   */
+    LSCA_OP_FCHMOD = 28,     /* args: fd, mode                                             */
+    LSCA_OP_FCHOWNAT = 29,   /* args: dirfd, uid, gid, flags                               */
+    LSCA_OP_FCHOWN = 30,     /* args: fd, uid, gid                                         */
+    LSCA_OP_TRUNCATE = 31,   /* args: length                      data: path               */
+    LSCA_OP_UTIMENSAT = 32,  /* args: dirfd, flags, has_times, has_path  data: times[2], path */
+    LSCA_OP_CHDIR = 33,      /* args: native result, errno    data: path (already done natively) */
+    LSCA_OP_FCHDIR = 34,     /* args: fd, native result, errno          (already done natively) */
+    LSCA_OP_GETCWD = 35,     /* args: size                        data out: the path        */
+    LSCA_OP_COUNT = 36
 };
 
 /* Slot states. FREE -> SUBMITTED (client) -> RUNNING (worker) -> DONE (worker) -> FREE (client). */
@@ -81,7 +108,8 @@ struct lsca_slot {
     uint64_t remote_addr;         /* client address of the buffer when xfer is REMOTE         */
     uint64_t args[LSCA_MAX_ARGS];
     uint64_t seq;                 /* per-shard call number, for traces                        */
-    uint8_t pad[24];                  /* keeps data[] and the slot size 64-byte aligned */
+    int32_t new_fds[2];           /* numbers the client installed the received descriptors at */
+    uint8_t pad[16];              /* keeps data[] and the slot size 64-byte aligned           */
     uint8_t data[LSCA_INLINE_MAX];
 };
 

@@ -16,6 +16,15 @@
 #define smp_store_sc(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 #define smp_xchg_sc(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
 
+/* Raw system calls that never enter the agent's own interposers (the agent exports
+ * syscall() itself); the worker side has no interposers and uses libc's syscall(). */
+#ifdef LSCA_AGENT
+long lsca_sys(long nr, ...);
+#define LSCA_SYSCALL lsca_sys
+#else
+#define LSCA_SYSCALL syscall
+#endif
+
 static inline void lsca_cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)

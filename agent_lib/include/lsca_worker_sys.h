@@ -35,11 +35,39 @@ int lsca_do_ftruncate(int fd, int64_t length);
 int lsca_do_fsync(int fd);
 int lsca_do_fdatasync(int fd);
 
+/* Path and descriptor calls, through the same glibc functions the program called
+ * (so glibc's own emulations, e.g. fchmodat(AT_SYMLINK_NOFOLLOW), behave alike). */
+int lsca_do_openat(int dirfd, const char *path, int flags, unsigned mode);
+int lsca_do_fstatat(int dirfd, const char *path, void *out, int flags);
+int lsca_do_statx(int dirfd, const char *path, int flags, unsigned mask, void *out);
+size_t lsca_statx_size(void);
+int lsca_do_faccessat(int dirfd, const char *path, int mode, int flags);
+int lsca_do_mkdirat(int dirfd, const char *path, unsigned mode);
+int lsca_do_unlinkat(int dirfd, const char *path, int flags);
+int lsca_do_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned flags);
+int lsca_do_linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags);
+int lsca_do_symlinkat(const char *target, int newdirfd, const char *linkpath);
+int64_t lsca_do_readlinkat(int dirfd, const char *path, void *buf, size_t size);
+int lsca_do_fchmodat(int dirfd, const char *path, unsigned mode, int flags);
+int lsca_do_fchmod(int fd, unsigned mode);
+int lsca_do_fchownat(int dirfd, const char *path, int uid, int gid, int flags);
+int lsca_do_fchown(int fd, int uid, int gid);
+int lsca_do_truncate(const char *path, int64_t length);
+int lsca_do_utimensat(int dirfd, const char *path, const void *times, int flags);
+int lsca_do_fcntl(int fd, int cmd, long arg);
+int lsca_do_pipe2(int *fds, int flags);
+
+/* Act with a client's filesystem credentials in this thread only (raw syscalls: glibc's
+ * wrappers would change every thread). -1 with errno when they did not take. */
+int lsca_become(int fsuid, int fsgid, int ngroups, const unsigned *groups);
+
 /* fstat into a native struct stat at out; its size for the slot's data_len. */
 int lsca_fstat_into(int fd, void *out);
 size_t lsca_stat_size(void);
 /* st_mode and st_size of a native struct stat, for traces. */
 void lsca_stat_summary(const void *st, uint32_t *mode, int64_t *size);
+uint64_t lsca_stat_dev(const void *st);
+uint64_t lsca_statx_dev(const void *stx);
 /* File type bits and, for character devices, the major number. */
 int lsca_fd_kind(int fd, unsigned *mode, unsigned *dev_major);
 /* 1 when a blocking read/write of count bytes on fd could wait (pipe, socket, tty). */

@@ -8,6 +8,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +37,7 @@ struct agent_state {
     unsigned generation;         /* bumped by fork: thread slots of older generations are void */
     int attempted;               /* registration tried in this process (no retry storm) */
     uint64_t spin_ns;
+    int chan_fd;                 /* our end of the descriptor channel, hidden high up; -1: none */
     char socket_path[108];
     char session[LSCA_SESSION_LEN];
 };
@@ -45,10 +49,28 @@ struct thread_state {
     pid_t tid;
 };
 
-static struct agent_state agent;
+static struct agent_state agent = { .chan_fd = -1 };
 static pthread_mutex_t register_lock = PTHREAD_MUTEX_INITIALIZER;
+/* One descriptor-creating call at a time per process: the channel carries no call id. */
+static pthread_mutex_t fd_call_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t slot_key;
 static TLS struct thread_state self;
+
+long lsca_sys(long nr, ...)
+{
+    static long (*real_syscall)(long, ...);
+    long a[6];
+    va_list ap;
+    int i;
+
+    if (!real_syscall)
+        real_syscall = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
+    va_start(ap, nr);
+    for (i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+    return real_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
 
 void *lsca_real(const char *name, void **cache)
 {
@@ -67,32 +89,37 @@ static int connect_supervisor(const char *path)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
     struct timeval timeout = { .tv_sec = 5, .tv_usec = 0 };
-    int fd = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = (int)lsca_sys(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
     if (fd < 0)
         return -1;
     memcpy(addr.sun_path, path, strnlen(path, sizeof(addr.sun_path) - 1));
-    syscall(SYS_setsockopt, fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    syscall(SYS_setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-    if (syscall(SYS_connect, fd, &addr, sizeof(addr)) == 0)
+    lsca_sys(SYS_setsockopt, fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    lsca_sys(SYS_setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+    if (lsca_sys(SYS_connect, fd, &addr, sizeof(addr)) == 0)
         return fd;
     int saved = errno;
-    syscall(SYS_close, fd);
+    lsca_sys(SYS_close, fd);
     errno = saved;
     return -1;
 }
 
-static int exchange_hello(int fd, struct lsca_welcome *w)
+static int exchange_hello(int fd, struct lsca_welcome *w, int *chan)
 {
     struct lsca_hello hello = { .magic = LSCA_MAGIC, .abi_version = LSCA_ABI_VERSION,
                                 .pid = (int32_t)getpid() };
     size_t got = 0;
 
     memcpy(hello.session, agent.session, sizeof(hello.session));
-    if (syscall(SYS_sendto, fd, &hello, sizeof(hello), MSG_NOSIGNAL, NULL, 0) != (long)sizeof(hello))
+    if (lsca_sys(SYS_sendto, fd, &hello, sizeof(hello), MSG_NOSIGNAL, NULL, 0) != (long)sizeof(hello))
         return -1;
+    /* The welcome carries our end of the descriptor channel (SCM_RIGHTS). */
     while (got < sizeof(*w)) {
-        long n = syscall(SYS_recvfrom, fd, (char *)w + got, sizeof(*w) - got, 0, NULL, NULL);
+        union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+        struct iovec iov = { .iov_base = (char *)w + got, .iov_len = sizeof(*w) - got };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                              .msg_control = control.buf, .msg_controllen = sizeof(control.buf) };
+        long n = lsca_sys(SYS_recvmsg, fd, &msg, MSG_CMSG_CLOEXEC);
         if (n <= 0) {
             if (n == 0)
                 errno = ECONNRESET;
@@ -100,6 +127,9 @@ static int exchange_hello(int fd, struct lsca_welcome *w)
                 continue;
             return -1;
         }
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+            memcpy(chan, CMSG_DATA(cm), sizeof(int));
         got += (size_t)n;
     }
     if (w->magic != LSCA_MAGIC || w->abi_version != LSCA_ABI_VERSION) {
@@ -113,6 +143,41 @@ static int exchange_hello(int fd, struct lsca_welcome *w)
     return 0;
 }
 
+/* Move one of the agent's descriptors far above the program's, so the numbers the
+ * program gets stay the ones it would get natively. */
+static int hide_fd(int fd)
+{
+    struct rlimit rl;
+    long low = 1000;
+
+    if (fd < 0)
+        return -1;
+    if (lsca_sys(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) == 0 && rl.rlim_cur > 96)
+        low = (long)(rl.rlim_cur > 65536 ? 65536 : rl.rlim_cur) - 32;
+    long high = lsca_sys(SYS_fcntl, fd, F_DUPFD_CLOEXEC, low);
+    if (high < 0)
+        return fd;                   /* keep it where it is rather than lose it */
+    lsca_sys(SYS_close, fd);
+    return (int)high;
+}
+
+int lsca_agent_fd(int fd)
+{
+    return fd >= 0 && fd == agent.chan_fd;
+}
+
+/* Keep the channel out of the way of dup2/dup3 onto its number. */
+void lsca_agent_fd_evict(int fd)
+{
+    if (lsca_agent_fd(fd)) {
+        long moved = lsca_sys(SYS_fcntl, fd, F_DUPFD_CLOEXEC, fd + 1);
+        if (moved >= 0) {
+            agent.chan_fd = (int)moved;
+            lsca_sys(SYS_close, fd);
+        }
+    }
+}
+
 /* Register this process; on failure the agent stays inactive (native calls). */
 static int register_process(void)
 {
@@ -121,16 +186,21 @@ static int register_process(void)
     void *shard;
     struct lsca_shard_header *h;
 
+    int chan = -1;
+
     fd = connect_supervisor(agent.socket_path);
     if (fd < 0)
         return -1;
-    rc = exchange_hello(fd, &w);
+    rc = exchange_hello(fd, &w, &chan);
     int saved = errno;
-    syscall(SYS_close, fd);
+    lsca_sys(SYS_close, fd);
     if (rc < 0) {
+        if (chan >= 0)
+            lsca_sys(SYS_close, chan);
         errno = saved;
         return -1;
     }
+    agent.chan_fd = hide_fd(chan);
     shard = shmat(w.shmid, NULL, 0);
     if (shard == (void *)-1)
         return -1;
@@ -186,7 +256,7 @@ static struct lsca_slot *thread_slot(void *shard)
         return lsca_shard_slot(shard, (unsigned)self.slot - 1);
     self.slot = 0;
     self.generation = agent.generation;
-    self.tid = (pid_t)syscall(SYS_gettid);
+    self.tid = (pid_t)lsca_sys(SYS_gettid);
     for (i = 0; i < LSCA_SLOTS; i++) {
         int32_t expected = 0;
         struct lsca_slot *slot = lsca_shard_slot(shard, i);
@@ -284,6 +354,62 @@ void lsca_abandon(struct lsca_call *c)
     lsca_count_passthrough(c->op);
 }
 
+int lsca_put_path(struct lsca_call *c, const char *path)
+{
+    size_t len, used = c->slot->data_len;
+
+    if (!path || lsca_bad_pointer(path, 1))
+        return -1;                   /* the kernel says EFAULT natively */
+    len = strnlen(path, LSCA_PATH_MAX);
+    if (len >= LSCA_PATH_MAX || used + len + 1 > LSCA_INLINE_MAX)
+        return -1;                   /* ENAMETOOLONG natively */
+    memcpy(c->slot->data + used, path, len + 1);
+    c->slot->data_len = (uint32_t)(used + len + 1);
+    return 0;
+}
+
+int lsca_exchange_newfds(struct lsca_call *c, int *fds, int nfds, int cloexec)
+{
+    int answered, i, got = 0;
+
+    if (agent.chan_fd < 0) {
+        c->slot->result = 0;
+        __atomic_fetch_add(&((struct lsca_shard_header *)agent.shard)->passthrough[c->op], 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    pthread_mutex_lock(&fd_call_lock);
+    answered = lsca_exchange(c);
+    if (answered && c->slot->result >= 0) {
+        /* The worker queued the descriptors before DONE: they are waiting for us. */
+        union { struct cmsghdr align; char buf[CMSG_SPACE(2 * sizeof(int))]; } control;
+        uint64_t seq;
+        struct iovec iov = { .iov_base = &seq, .iov_len = sizeof(seq) };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                              .msg_control = control.buf, .msg_controllen = sizeof(control.buf) };
+        long n;
+        do
+            n = lsca_sys(SYS_recvmsg, agent.chan_fd, &msg, cloexec ? MSG_CMSG_CLOEXEC : 0);
+        while (n < 0 && errno == EINTR);
+        struct cmsghdr *cm = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+            got = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        if (got > 0)
+            memcpy(fds, CMSG_DATA(cm), (size_t)(got < nfds ? got : nfds) * sizeof(int));
+        if (got != nfds || (msg.msg_flags & MSG_CTRUNC)) {
+            /* A full descriptor table truncates the message: as natively, EMFILE. */
+            for (i = 0; i < got && i < nfds; i++)
+                lsca_sys(SYS_close, fds[i]);
+            c->slot->result = -1;
+            c->slot->err = (msg.msg_flags & MSG_CTRUNC) ? EMFILE : EIO;
+        } else {
+            for (i = 0; i < nfds; i++)
+                c->slot->new_fds[i] = fds[i];
+        }
+    }
+    pthread_mutex_unlock(&fd_call_lock);
+    return answered;
+}
+
 /* ---- process life ---- */
 
 static void after_fork_in_child(void)
@@ -293,6 +419,10 @@ static void after_fork_in_child(void)
     /* The inherited shard is the parent's: detach it and register anew on first use. */
     agent.shard = NULL;
     agent.attempted = 0;
+    if (agent.chan_fd >= 0)
+        lsca_sys(SYS_close, agent.chan_fd);   /* the parent's channel, not ours */
+    agent.chan_fd = -1;
+    pthread_mutex_init(&fd_call_lock, NULL);
     agent.generation++;
     pthread_mutex_init(&register_lock, NULL);
     self.slot = 0;

@@ -45,6 +45,22 @@ static inline int lsca_bad_pointer(const void *p, size_t len)
     return len > 0 && (uintptr_t)p < 4096;
 }
 
+/* Append a NUL-terminated path to the slot's data. Returns -1 when the call must run
+ * natively instead (NULL or faulting pointer, longer than LSCA_PATH_MAX). */
+int lsca_put_path(struct lsca_call *c, const char *path);
+
+/* lsca_exchange for calls that create descriptors: on success (slot->result >= 0) the
+ * nfds descriptors the worker sent are installed (lowest free numbers, close-on-exec
+ * when asked) and written to fds[]; a full table gives result -1, EMFILE. */
+int lsca_exchange_newfds(struct lsca_call *c, int *fds, int nfds, int cloexec);
+
+/* The agent's own descriptor (hidden from the program: it sees EBADF there). */
+int lsca_agent_fd(int fd);
+void lsca_agent_fd_evict(int fd);
+
+/* A raw system call that never enters the agent's interposers. */
+long lsca_sys(long nr, ...);
+
 /* The next definition of a symbol (libc's), resolved once. */
 void *lsca_real(const char *name, void **cache);
 #define REAL(name) ((__typeof__(&name))lsca_real(#name, &real_##name##_ptr))

@@ -358,6 +358,10 @@ int __fxstat64(int ver, int fd, struct stat64 *buf)
  * before close returns: EOF on pipes and the last-close effects stay as native. */
 int close(int fd)
 {
+    if (lsca_agent_fd(fd)) {
+        errno = EBADF;               /* the program never opened it */
+        return -1;
+    }
     int r = REAL(close)(fd);
     int err = errno;
     struct lsca_call c;

@@ -61,13 +61,13 @@ static int supervisor_gone(int pid)
         return 1;
     }
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+    fd = (int)LSCA_SYSCALL(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         errno = saved;
         return 0;
     }
-    n = syscall(SYS_read, fd, stat, sizeof(stat) - 1);
-    syscall(SYS_close, fd);
+    n = LSCA_SYSCALL(SYS_read, fd, stat, sizeof(stat) - 1);
+    LSCA_SYSCALL(SYS_close, fd);
     errno = saved;
     if (n <= 0)
         return 0;

@@ -1,22 +1,42 @@
-"""strace-like lines for proxied calls: write(1, "hello\\n", 6) = 6."""
+"""strace-like lines for proxied calls: write(1, "hello\\n", 6) = 6.
+
+A worker takes what a line needs from the slot in two steps: request() before the
+call runs (paths, bytes written) and answer() after (result, bytes read, stat
+fields), because the slot is the client's again once the call is done.
+"""
 import errno
 import os
 import stat
 
-from lsca.abi import ffi, lib
+from lsca.abi import INLINE_MAX, ffi, lib
 
 SHOWN_BYTES = 32
 WHENCE = {0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END", 3: "SEEK_DATA", 4: "SEEK_HOLE"}
-# The names strace prints for these ops (the syscalls glibc issues).
-SYSCALL_NAMES = {"pread": "pread64", "pwrite": "pwrite64"}
+# The names strace prints: the system calls glibc issues for these ops.
+SYSCALL_NAMES = {"pread": "pread64", "pwrite": "pwrite64", "fstatat": "newfstatat",
+                 "faccessat": "faccessat2"}
+PATH_OPS = {"openat": 1, "fstatat": 1, "statx": 1, "faccessat": 1, "mkdirat": 1, "unlinkat": 1,
+            "renameat2": 2, "linkat": 2, "symlinkat": 2, "readlinkat": 1, "fchmodat": 1,
+            "fchownat": 1, "truncate": 1, "chdir": 1}
+OPEN_FLAGS = [(os.O_WRONLY, "O_WRONLY"), (os.O_RDWR, "O_RDWR"), (os.O_CREAT, "O_CREAT"),
+              (os.O_EXCL, "O_EXCL"), (os.O_NOCTTY, "O_NOCTTY"), (os.O_TRUNC, "O_TRUNC"),
+              (os.O_APPEND, "O_APPEND"), (os.O_NONBLOCK, "O_NONBLOCK"), (os.O_DSYNC, "O_DSYNC"),
+              (os.O_DIRECT, "O_DIRECT"), (os.O_DIRECTORY, "O_DIRECTORY"), (os.O_NOFOLLOW, "O_NOFOLLOW"),
+              (os.O_NOATIME, "O_NOATIME"), (os.O_CLOEXEC, "O_CLOEXEC"), (os.O_PATH, "O_PATH"),
+              (0o20000000, "O_TMPFILE")]
+AT_FLAGS = [(0x100, "AT_SYMLINK_NOFOLLOW"), (0x200, "AT_REMOVEDIR"), (0x400, "AT_SYMLINK_FOLLOW"),
+            (0x800, "AT_NO_AUTOMOUNT"), (0x1000, "AT_EMPTY_PATH")]
+FCNTL_NAMES = {0: "F_DUPFD", 1030: "F_DUPFD_CLOEXEC", 3: "F_GETFL", 4: "F_SETFL", 1031: "F_SETPIPE_SZ",
+               1032: "F_GETPIPE_SZ", 1033: "F_ADD_SEALS", 1034: "F_GET_SEALS"}
 _ESCAPES = {ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r", ord("\v"): "\\v",
             ord("\f"): "\\f", ord('"'): '\\"', ord("\\"): "\\\\"}
 
 
-def quote(data, total):
+def quote(data, total=None, limit=SHOWN_BYTES):
     """A C string literal of the first bytes, '...' when there were more."""
+    total = len(data) if total is None else total
     out = []
-    for i, b in enumerate(data[:SHOWN_BYTES]):
+    for i, b in enumerate(data[:limit]):
         if b in _ESCAPES:
             out.append(_ESCAPES[b])
         elif 32 <= b < 127:
@@ -25,7 +45,7 @@ def quote(data, total):
             nxt = data[i + 1] if i + 1 < len(data) else None
             # Octal like strace; three digits when a digit follows, so it stays unambiguous.
             out.append(f"\\{b:03o}" if nxt is not None and 48 <= nxt <= 57 else f"\\{b:o}")
-    return '"' + "".join(out) + '"' + ("..." if total > SHOWN_BYTES else "")
+    return '"' + "".join(out) + '"' + ("..." if total > limit else "")
 
 
 def mode_string(mode):
@@ -36,6 +56,27 @@ def mode_string(mode):
     return f"{kind}|{stat.S_IMODE(mode):04o}"
 
 
+def flag_names(value, table, zero):
+    names, rest = [], value
+    for bit, name in table:
+        if bit and value & bit == bit:
+            names.append(name)
+            rest &= ~bit
+    if rest:
+        names.append(hex(rest))
+    return "|".join(names) or zero
+
+
+def open_flags(value):
+    access = {0: "O_RDONLY", 1: "O_WRONLY", 2: "O_RDWR"}.get(value & 3, str(value & 3))
+    rest = flag_names(value & ~3 & ~0o100000, OPEN_FLAGS[2:], "")   # O_LARGEFILE is noise
+    return access + ("|" + rest if rest else "")
+
+
+def dirfd(value):
+    return "AT_FDCWD" if value == -100 else str(value)
+
+
 def result_string(result, err):
     if result == -1:
         name = errno.errorcode.get(err, str(err))
@@ -43,45 +84,116 @@ def result_string(result, err):
     return str(result)
 
 
-def snapshot(op_name, slot, xfer_inline):
-    """What the trace line needs from the slot, taken before the slot is handed back."""
-    data = None
-    if op_name in ("write", "pwrite", "writev"):
-        if xfer_inline:
-            data = bytes(ffi.buffer(slot.data, min(slot.data_len, SHOWN_BYTES + 1)))
-    elif op_name in ("read", "pread", "readv"):
-        if xfer_inline and slot.result >= 0:
-            data = bytes(ffi.buffer(slot.data, min(slot.result, SHOWN_BYTES + 1)))
-    elif op_name == "fstat" and slot.result == 0:
-        mode, size = ffi.new("uint32_t *"), ffi.new("int64_t *")
-        lib.lsca_stat_summary(slot.data, mode, size)
-        data = (mode[0], size[0])
-    return (op_name, [slot.args[i] for i in range(3)], slot.result, slot.err, data)
-
-
 def _signed(v):
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
+def request(op, slot):
+    """What the line needs from the request, before the call runs."""
+    snap = {"op": op, "args": [_signed(slot.args[i]) for i in range(4)], "data": None, "paths": []}
+    n = min(slot.data_len, INLINE_MAX)
+    if op in ("write", "pwrite", "writev") and slot.xfer == lib.LSCA_XFER_INLINE:
+        snap["data"] = bytes(ffi.buffer(slot.data, min(n, SHOWN_BYTES + 1)))
+    elif op in PATH_OPS or op == "utimensat":
+        start = 32 if op == "utimensat" and slot.args[2] else 0
+        raw = bytes(ffi.buffer(slot.data + start, max(0, n - start)))
+        snap["paths"] = raw.split(b"\0")[:PATH_OPS.get(op, 1)]
+    return snap
+
+
+def answer(snap, slot, xfer_inline):
+    """Add the outcome, after the call ran (before the slot goes back to the client)."""
+    snap["result"], snap["err"] = slot.result, slot.err
+    op = snap["op"]
+    if op in ("read", "pread", "readv", "readlinkat", "getcwd") and xfer_inline and slot.result >= 0:
+        snap["data"] = bytes(ffi.buffer(slot.data, min(slot.result, SHOWN_BYTES + 1)))
+    elif op in ("fstat", "fstatat") and slot.result == 0:
+        mode, size = ffi.new("uint32_t *"), ffi.new("int64_t *")
+        lib.lsca_stat_summary(slot.data, mode, size)
+        snap["data"] = (mode[0], size[0])
+    return snap
+
+
+def creates_fds(snap):
+    op, cmd = snap["op"], snap["args"][1]
+    return op in ("openat", "dup", "dup3", "pipe2") or (op == "fcntl" and cmd in (0, 1030))
+
+
+def with_fds(snap, fd0, fd1):
+    """The line of a descriptor-creating call, with the numbers the client got."""
+    snap["fds"] = (fd0, fd1)
+    if snap["op"] in ("openat", "dup", "fcntl"):
+        snap["result"] = fd0
+    elif snap["op"] == "dup3":
+        snap["result"] = snap["args"][1]
+    return snap
+
+
 def format_call(snap):
-    op, args, result, err, data = snap
-    fd, a1, a2 = _signed(args[0]), args[1], _signed(args[2])
+    op, a, data, p = snap["op"], snap["args"], snap["data"], snap["paths"]
     name = SYSCALL_NAMES.get(op, op)
-    buf = (quote(data, a1 if result == -1 or op.startswith("write") or op.startswith("pwrite")
-                 else result) if data is not None else "...")
+    path = [quote(x, limit=4096) for x in p] + ["NULL"] * 2
+    result = snap["result"]
+    if op in ("write", "pwrite", "writev"):
+        buf = quote(data, a[1]) if data is not None else "..."
+    elif op in ("read", "pread", "readv", "readlinkat"):
+        buf = quote(data, result) if data is not None and result >= 0 else "..."
     if op in ("write", "read"):
-        text = f"{name}({fd}, {buf}, {a1})"
+        text = f"{name}({a[0]}, {buf}, {a[1]})"
     elif op in ("pwrite", "pread"):
-        text = f"{name}({fd}, {buf}, {a1}, {a2})"
+        text = f"{name}({a[0]}, {buf}, {a[1]}, {a[2]})"
     elif op in ("writev", "readv"):
-        text = f"{name}({fd}, [{{iov_base={buf}, iov_len={a1}}}], {a2})"
+        text = f"{name}({a[0]}, [{{iov_base={buf}, iov_len={a[1]}}}], {a[2]})"
     elif op == "lseek":
-        text = f"lseek({fd}, {_signed(a1)}, {WHENCE.get(a2, a2)})"
+        text = f"lseek({a[0]}, {a[1]}, {WHENCE.get(a[2], a[2])})"
     elif op == "ftruncate":
-        text = f"ftruncate({fd}, {_signed(a1)})"
-    elif op == "fstat":
+        text = f"ftruncate({a[0]}, {a[1]})"
+    elif op in ("fstat", "fstatat"):
         shown = f"{{st_mode={mode_string(data[0])}, st_size={data[1]}, ...}}" if data else "0x..."
-        text = f"fstat({fd}, {shown})"
-    else:
-        text = f"{name}({fd})"
-    return f"{text} = {result_string(result, err)}"
+        text = (f"fstat({a[0]}, {shown})" if op == "fstat" else
+                f"newfstatat({dirfd(a[0])}, {path[0]}, {shown}, {flag_names(a[1], AT_FLAGS, '0')})")
+    elif op == "openat":
+        mode = f", {a[2]:04o}" if a[1] & (os.O_CREAT | 0o20000000) else ""
+        text = f"openat({dirfd(a[0])}, {path[0]}, {open_flags(a[1])}{mode})"
+    elif op == "statx":
+        text = f"statx({dirfd(a[0])}, {path[0]}, {flag_names(a[1], AT_FLAGS, '0')}, {a[2]:#x}, {{...}})"
+    elif op == "faccessat":
+        text = f"faccessat2({dirfd(a[0])}, {path[0]}, {a[1]}, {flag_names(a[2], AT_FLAGS, '0')})"
+    elif op == "mkdirat":
+        text = f"mkdirat({dirfd(a[0])}, {path[0]}, {a[1]:04o})"
+    elif op == "unlinkat":
+        text = f"unlinkat({dirfd(a[0])}, {path[0]}, {flag_names(a[1], AT_FLAGS, '0')})"
+    elif op in ("renameat2", "linkat"):
+        text = f"{op}({dirfd(a[0])}, {path[0]}, {dirfd(a[1])}, {path[1]}, {a[2]})"
+    elif op == "symlinkat":
+        text = f"symlinkat({path[0]}, {dirfd(a[0])}, {path[1]})"
+    elif op == "readlinkat":
+        text = f"readlinkat({dirfd(a[0])}, {path[0]}, {buf}, {a[1]})"
+    elif op == "fchmodat":
+        text = f"fchmodat({dirfd(a[0])}, {path[0]}, {a[1]:04o})"
+    elif op == "fchownat":
+        text = f"fchownat({dirfd(a[0])}, {path[0]}, {a[1]}, {a[2]}, {flag_names(a[3], AT_FLAGS, '0')})"
+    elif op == "fchmod":
+        text = f"fchmod({a[0]}, {a[1]:04o})"
+    elif op == "fchown":
+        text = f"fchown({a[0]}, {a[1]}, {a[2]})"
+    elif op == "truncate":
+        text = f"truncate({path[0]}, {a[0]})"
+    elif op == "utimensat":
+        text = f"utimensat({dirfd(a[0])}, {path[0] if a[3] else 'NULL'}, {'[...]' if a[2] else 'NULL'}, " \
+               f"{flag_names(a[1], AT_FLAGS, '0')})"
+    elif op == "chdir":
+        text = f"chdir({path[0]})"
+    elif op == "getcwd":
+        text = f"getcwd({quote(data.rstrip(bytes(1)), limit=4096) if data is not None and result > 0 else '...'}, {a[0]})"
+    elif op == "dup3":
+        text = f"dup3({a[0]}, {a[1]}, {open_flags(a[2]) if a[2] else 0})"
+    elif op == "fcntl":
+        text = f"fcntl({a[0]}, {FCNTL_NAMES.get(a[1], a[1])}, {a[2]})"
+    elif op == "pipe2":
+        fds = snap.get("fds")
+        shown = f"[{fds[0]}, {fds[1]}]" if fds and result == 0 else "..."
+        text = f"pipe2({shown}, {flag_names(a[0], OPEN_FLAGS[2:], '0')})"
+    else:                               # close, fsync, fdatasync, dup, fchdir
+        text = f"{name}({a[0]})"
+    return f"{text} = {result_string(result, snap['err'])}"

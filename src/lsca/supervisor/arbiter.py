@@ -359,12 +359,12 @@ class Supervisor:
         except OSError as e:
             log.warning("cannot serve pid %d: %s", pid, e)
             return self._send_welcome(conn, e.errno or errno.EIO)
-        self._send_welcome(conn, 0, record.shard.id)
+        self._send_welcome(conn, 0, record.shard.id, record.chan_client)
 
-    def _send_welcome(self, conn, status, shmid=-1):
+    def _send_welcome(self, conn, status, shmid=-1, chan=None):
         conn.sock.setblocking(True)
         try:
-            conn.sock.sendall(pack_welcome(status, self.pid, shmid))
+            socket.send_fds(conn.sock, [pack_welcome(status, self.pid, shmid)], [chan.fileno()] if chan else [])
         except OSError:
             pass
 
@@ -392,6 +392,8 @@ class Supervisor:
         header.completion_semid = semid
         header.worker_sleeping = 1      # the first submit rings: the worker may be asleep
         record = ClientRecord(self.next_shard_id, pid, uid, shard, semid, pidfd, worker, session)
+        # The channel new descriptors travel on: worker end, client end (sent in the welcome).
+        record.chan_worker, record.chan_client = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.next_shard_id += 1
         self.clients[record.shard_id] = record
         self.selector.register(pidfd, selectors.EVENT_READ, lambda fd, r=record: self._release(r))
@@ -406,12 +408,14 @@ class Supervisor:
         header.doorbell_semnum = 0
         header.worker_id = record.worker.index
         session = record.session
+        fds = {"chan": record.chan_worker.fileno(), "peer": record.chan_client.fileno()}
+        if session is not None and session.trace_fd is not None:
+            fds["trace"] = session.trace_fd
         message = {"op": "assign", "shard": record.shard_id, "shmid": record.shard.id,
-                   "semid": record.semid, "pid": record.pid,
+                   "semid": record.semid, "pid": record.pid, "fds": list(fds),
                    "trace_prefix": session is not None and session.first_pid != record.pid}
-        fds = [session.trace_fd] if session is not None and session.trace_fd is not None else []
         try:
-            socket.send_fds(record.worker.sock, [json.dumps(message).encode()], fds)
+            socket.send_fds(record.worker.sock, [json.dumps(message).encode()], list(fds.values()))
         except OSError as e:
             log.error("cannot reach worker %d: %s", record.worker.index, e)
         ring(record.worker)
@@ -439,6 +443,8 @@ class Supervisor:
             record.session.account(record, proxied, passthrough, declined)
         record.shard.remove()
         ipc.remove_semaphores(record.semid)
+        record.chan_worker.close()
+        record.chan_client.close()
         if not record.releasing:
             self.selector.unregister(record.pidfd)
         os.close(record.pidfd)

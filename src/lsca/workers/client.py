@@ -1,18 +1,21 @@
 """What a worker knows of one client process: its shard, descriptors and counters."""
+import errno
 import mmap
 import os
+import socket
+import struct
 
 import sysv_ipc
 
 from lsca.abi import OP_MAX, SLOTS, ffi, lib, shard_slot
-from lsca.workers.fdcache import FdCache
+from lsca.workers.fdcache import Declined, FdCache
 
 # Scratch buffers for calls whose bytes travel by address; larger ones are mapped per call.
 SCRATCH_KEEP = 16 << 20
 
 
 class Client:
-    def __init__(self, shard_id, shmid, completion_semid, pid, session, trace_fd):
+    def __init__(self, shard_id, shmid, completion_semid, pid, session, trace_fd, chan=None, chan_peer=-1):
         self.shard_id = shard_id
         self.pid = pid
         self.session = session
@@ -23,7 +26,11 @@ class Client:
         self.shard = ffi.cast("void *", self.address)
         self.slots = [shard_slot(self.address, i) for i in range(SLOTS)]
         self.pidfd = lib.lsca_pidfd_open(pid)
-        self.fds = FdCache(pid, self.pidfd) if self.pidfd >= 0 else None
+        self.chan = chan                # our end of the channel new descriptors travel on
+        self.chan_peer = chan_peer      # a duplicate of the client's end, to recognise it
+        self.fds = FdCache(pid, self.pidfd, chan_peer) if self.pidfd >= 0 else None
+        self.proc_dev = os.stat("/proc").st_dev
+        self.pending_trace = {}         # slot -> trace of a call whose descriptor numbers come later
         self.proxied = [0] * OP_MAX
         self._scratch = None
         self.keep = None                # keeps the buffer of the call being served alive
@@ -37,7 +44,21 @@ class Client:
             self._scratch = mmap.mmap(-1, SCRATCH_KEEP)
         return ffi.from_buffer(self._scratch), self._scratch
 
+    def send_fds(self, seq, fds):
+        if self.chan is None:
+            raise Declined("no descriptor channel")
+        try:
+            socket.send_fds(self.chan, [struct.pack("=Q", seq)], fds)
+        except OSError as e:
+            raise OSError(errno.EIO, f"descriptor channel: {e.strerror}")
+
     def close(self):
+        if self.chan is not None:
+            self.chan.close()
+            self.chan = None
+        if self.chan_peer >= 0:
+            os.close(self.chan_peer)
+            self.chan_peer = -1
         if self.fds is not None:
             self.fds.clear()
         if self.pidfd >= 0:

@@ -32,9 +32,10 @@ NOT_OPEN = FdEntry(-1, 0, 0)
 
 
 class FdCache:
-    def __init__(self, client_pid, pidfd):
+    def __init__(self, client_pid, pidfd, agent_fd=-1):
         self.client_pid = client_pid
         self.pidfd = pidfd
+        self.agent_fd = agent_fd        # the agent's own channel end: not the program's
         self.my_pid = os.getpid()
         self.entries = OrderedDict()
 
@@ -56,6 +57,9 @@ class FdCache:
             if err == errno.EBADF:
                 return NOT_OPEN
             raise Declined(f"pidfd_getfd({client_fd}): {os.strerror(err)}")
+        if self.agent_fd >= 0 and lib.lsca_kcmp_file(self.my_pid, self.my_pid, fd, self.agent_fd) == 0:
+            os.close(fd)
+            return NOT_OPEN             # the program never opened it
         kind = ffi.new("unsigned[2]")
         if lib.lsca_fd_kind(fd, kind, kind + 1) < 0:
             os.close(fd)

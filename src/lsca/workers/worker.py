@@ -14,7 +14,8 @@ import time
 
 from lsca import ipc
 from lsca.abi import OP_MAX, OP_NAMES, ffi, lib
-from lsca.trace import format_call, snapshot
+from lsca import trace
+from lsca.trace import format_call
 from lsca.workers.client import Client
 from lsca.workers.fdcache import Declined
 from lsca.workers.handlers import HANDLERS
@@ -72,6 +73,7 @@ class Worker:
                     continue
                 # Idle after spinning: let go of client files, read messages, then sleep.
                 for client in self.clients.values():
+                    self.flush_all_traces(client)
                     if client.fds is not None:
                         client.fds.clear()
                 self.read_control()
@@ -90,8 +92,11 @@ class Worker:
         if client is None:
             return
         slot = client.slots[i]
+        if i in client.pending_trace:
+            self.flush_trace(client, i)
         op = slot.op
         handler = HANDLERS[op] if op < OP_MAX else None
+        request = trace.request(OP_NAMES[op], slot) if client.trace_fd is not None and op in OP_NAMES else None
         status, err = DONE, 0
         try:
             if handler is None:
@@ -109,15 +114,29 @@ class Worker:
         slot.err = err
         slot.result = result
         traced = None
-        if client.trace_fd is not None and status == DONE:
-            traced = snapshot(OP_NAMES[op], slot, slot.xfer == INLINE)
+        if request is not None and status == DONE:
+            traced = trace.answer(request, slot, slot.xfer == INLINE)
         lib.lsca_worker_complete(client.shard, i, client.completion_semid)
         if status == DONE:
             client.proxied[op] += 1
         if traced is not None:
-            self.write_trace(client, traced)
+            if result >= 0 and trace.creates_fds(traced):
+                client.pending_trace[i] = traced    # the numbers are known once the client took them
+            else:
+                self.write_trace(client, traced)
+
+    def flush_trace(self, client, i):
+        traced = client.pending_trace.pop(i)
+        slot = client.slots[i]
+        self.write_trace(client, trace.with_fds(traced, slot.new_fds[0], slot.new_fds[1]))
+
+    def flush_all_traces(self, client):
+        for i in list(client.pending_trace):
+            self.flush_trace(client, i)
 
     def write_trace(self, client, traced):
+        if client.trace_fd is None:
+            return
         line = format_call(traced)
         if client.trace_prefix:
             line = f"[pid {client.pid:>6}] {line}"
@@ -145,8 +164,10 @@ class Worker:
 
     def on_assign(self, message, fds):
         index = next(i for i in range(MAX_SHARDS) if i not in self.clients)
+        named = dict(zip(message.get("fds", []), fds))
+        chan = socket.socket(fileno=named["chan"]) if "chan" in named else None
         client = Client(message["shard"], message["shmid"], message["semid"], message["pid"],
-                        message.get("session", ""), fds[0] if fds else None)
+                        message.get("session", ""), named.get("trace"), chan, named.get("peer", -1))
         client.trace_prefix = message.get("trace_prefix", False)
         self.clients[index] = client
         self.by_shard[message["shard"]] = index
@@ -160,6 +181,7 @@ class Worker:
             self.ctx.shards[index] = ffi.NULL
             self.ctx.pending[index] = 0
             client = self.clients.pop(index)
+            self.flush_all_traces(client)
             proxied = {OP_NAMES[op]: n for op, n in enumerate(client.proxied) if n and op in OP_NAMES}
             client.close()
         self.send({"op": "released", "shard": message["shard"], "proxied": proxied})

@@ -1,0 +1,134 @@
+"""Acting as the client: its thread's credentials, umask and cwd, read fresh for
+every call (a program may drop privileges at any moment, by any means), and a
+check that this worker can act with exactly those credentials.
+
+A root worker switches its filesystem ids and groups for the call, in this
+thread only; a worker running as a user can act only for clients whose
+credentials equal its own, and hands every other call back to run natively.
+"""
+import os
+from contextlib import contextmanager
+
+from lsca.abi import ffi, lib
+from lsca.workers.fdcache import Declined
+
+# Capabilities the kernel raises or drops with the filesystem uid (CAP_FS_MASK).
+FS_CAPS = sum(1 << c for c in (0, 1, 2, 3, 4, 27, 32))   # CHOWN DAC_OVERRIDE DAC_READ_SEARCH
+#                                                          FOWNER FSETID MKNOD MAC_OVERRIDE
+PROC = "/proc"
+
+
+class Creds:
+    __slots__ = ("uids", "gids", "groups", "umask", "cap_eff", "cap_prm")
+
+    def __init__(self, uids, gids, groups, umask, cap_eff, cap_prm):
+        self.uids = uids                # real, effective, saved, filesystem
+        self.gids = gids
+        self.groups = groups
+        self.umask = umask
+        self.cap_eff = cap_eff
+        self.cap_prm = cap_prm
+
+
+def task_dir(pid, tid):
+    """/proc/PID/task/TID when TID is a thread of PID (tid comes from the shard: untrusted)."""
+    if tid > 0:
+        path = f"{PROC}/{pid}/task/{tid}"
+        if os.path.isdir(path):
+            return path
+    return f"{PROC}/{pid}"
+
+
+def read_creds(task):
+    with open(f"{task}/status", "rb") as f:
+        fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+    return Creds(
+        tuple(int(v) for v in fields[b"Uid"].split()),
+        tuple(int(v) for v in fields[b"Gid"].split()),
+        tuple(sorted(int(v) for v in fields[b"Groups"].split())),
+        int(fields[b"Umask"], 8),
+        int(fields[b"CapEff"], 16),
+        int(fields[b"CapPrm"], 16),
+    )
+
+
+class Identity:
+    """How this worker acts for a client."""
+
+    def __init__(self):
+        self.root = os.geteuid() == 0
+        self.own = read_creds(f"{PROC}/self")
+        self.own_groups = os.getgroups()
+        root_dir = os.stat("/")
+        self.root_id = (root_dir.st_dev, root_dir.st_ino)
+
+    def enter(self, creds, real_ids=False):
+        """Take the client's filesystem identity; Declined when it cannot be taken exactly.
+        real_ids: the access(2) rule, which checks with the real uid/gid."""
+        if real_ids:
+            fsuid, fsgid = creds.uids[0], creds.gids[0]
+            fs_caps = (creds.cap_prm if fsuid == 0 else 0) & FS_CAPS
+        else:
+            fsuid, fsgid = creds.uids[3], creds.gids[3]
+            fs_caps = creds.cap_eff & FS_CAPS
+        if self.root:
+            # After setfsuid the kernel holds all filesystem capabilities for fsuid 0, none otherwise.
+            if fs_caps != (FS_CAPS if fsuid == 0 else 0):
+                raise Declined("client's filesystem capabilities differ from what setfsuid gives")
+            groups = ffi.new("unsigned[]", list(creds.groups) or [0])
+            if lib.lsca_become(fsuid, fsgid, len(creds.groups), groups) < 0:
+                raise Declined("cannot take the client's credentials")
+        else:
+            own = self.own
+            mine = (own.uids[0], own.gids[0]) if real_ids else (own.uids[3], own.gids[3])
+            if (fsuid, fsgid) != mine or creds.groups != own.groups or \
+                    fs_caps != ((own.cap_prm if real_ids and own.uids[0] == 0 else own.cap_eff) & FS_CAPS):
+                raise Declined("client credentials differ from this worker's")
+        os.umask(creds.umask)
+
+    def leave(self):
+        if self.root:
+            groups = ffi.new("unsigned[]", self.own_groups or [0])
+            lib.lsca_become(0, 0, len(self.own_groups), groups)
+
+    def same_root(self, task):
+        """False for a chrooted client: its absolute paths are not ours."""
+        st = os.stat(f"{task}/root")
+        return (st.st_dev, st.st_ino) == self.root_id
+
+
+_identity = None
+
+
+def identity():
+    global _identity
+    if _identity is None:
+        _identity = Identity()
+    return _identity
+
+
+@contextmanager
+def acting_as(client, slot, in_cwd, real_ids=False):
+    """Run the body as the client's calling thread: its cwd (when in_cwd), then its credentials."""
+    me = identity()
+    task = task_dir(client.pid, slot.owner_tid)
+    try:
+        creds = read_creds(task)
+        if not me.same_root(task):
+            raise Declined("chrooted client")
+        if in_cwd:
+            # As ourselves: entering is not a permission the program needs (it is already there).
+            cwd = os.open(f"{task}/cwd", os.O_PATH | os.O_DIRECTORY)
+            try:
+                if os.fstat(cwd).st_dev == client.proc_dev:
+                    raise Declined("cwd in /proc: names there refer to the calling process")
+                os.fchdir(cwd)
+            finally:
+                os.close(cwd)
+    except FileNotFoundError:
+        raise Declined("client thread is gone")
+    me.enter(creds, real_ids)
+    try:
+        yield creds
+    finally:
+        me.leave()

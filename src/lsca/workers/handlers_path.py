@@ -1,0 +1,315 @@
+"""Handlers for path calls and descriptor-creating calls.
+
+Paths resolve as the client's thread would resolve them: relative ones against its
+cwd (the worker enters it), dirfd against the client's descriptor, with its
+credentials and umask. Names that mean "the calling process" (/proc, /dev/fd,
+/dev/stdin, /dev/tty ...), FIFOs and terminals, which could block or would mean
+the worker, are handed back to run natively.
+"""
+import errno
+import os
+import re
+import stat
+
+from lsca.abi import INLINE_MAX, ffi, lib
+from lsca.workers.creds import acting_as
+from lsca.workers.fdcache import NOT_OPEN, Declined
+
+AT_FDCWD = -100
+AT_EACCESS = 0x200
+AT_SYMLINK_NOFOLLOW = 0x100
+O_CREAT, O_NONBLOCK, O_NOFOLLOW, O_TMPFILE = os.O_CREAT, os.O_NONBLOCK, os.O_NOFOLLOW, 0o20000000 | os.O_DIRECTORY
+SELF_NAMES = (b"/proc", b"/dev/fd", b"/dev/stdin", b"/dev/stdout", b"/dev/stderr", b"/dev/tty")
+TTY_MAJORS = {4, 5} | set(range(136, 144))
+STAT_SIZE = lib.lsca_stat_size()
+STATX_SIZE = lib.lsca_statx_size()
+TIMES_SIZE = 2 * ffi.sizeof("uint64_t") * 2      # struct timespec[2] on 64-bit
+
+
+def _as_int(value):
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _check(result):
+    if result < 0:
+        raise OSError(ffi.errno, os.strerror(ffi.errno))
+    return result
+
+
+def paths(slot, count, start=0):
+    """The count NUL-terminated paths of data[] from byte start; EINVAL if malformed."""
+    if slot.data_len > INLINE_MAX or start > slot.data_len:
+        raise OSError(errno.EINVAL, "bad data length")
+    raw = bytes(ffi.buffer(slot.data + start, slot.data_len - start))
+    parts = raw.split(b"\0")
+    if len(parts) < count + 1:
+        raise OSError(errno.EINVAL, "path not NUL-terminated")
+    return parts[:count]
+
+
+def refuse_self_names(*names):
+    for name in names:
+        normal = re.sub(rb"/+", b"/", name)
+        if any(normal == p or normal.startswith(p + b"/") for p in SELF_NAMES):
+            raise Declined("a name that means the calling process")
+
+
+def dirfd_of(client, dirfd, path):
+    """The worker's descriptor for a client dirfd (after entering the client's cwd)."""
+    if dirfd == AT_FDCWD or path.startswith(b"/"):
+        return AT_FDCWD
+    entry = client.fds.get(dirfd) if client.fds is not None else NOT_OPEN
+    if entry is not NOT_OPEN and os.fstat(entry.fd).st_dev == client.proc_dev:
+        raise Declined("dirfd in /proc")
+    return entry.fd
+
+
+def needs_cwd(*pairs):
+    return any(dirfd == AT_FDCWD and not path.startswith(b"/") for dirfd, path in pairs)
+
+
+def send_new_fds(client, slot, fds):
+    """Queue the descriptors for the client before the slot says DONE."""
+    client.send_fds(slot.seq, fds)
+    return 0
+
+
+# ---- descriptor-creating calls ----
+
+def h_openat(client, slot):
+    dirfd, flags, mode = _as_int(slot.args[0]), _as_int(slot.args[1]), slot.args[2] & 0o7777
+    (path,) = paths(slot, 1)
+    refuse_self_names(path)
+    with acting_as(client, slot, needs_cwd((dirfd, path))):
+        base = dirfd_of(client, dirfd, path)
+        st = ffi.new("char[]", STAT_SIZE)
+        # Look before opening: what open would wait on or misname runs natively.
+        if lib.lsca_do_fstatat(base, path, st, AT_SYMLINK_NOFOLLOW if flags & O_NOFOLLOW else 0) == 0:
+            kind = ffi.new("uint32_t *")
+            size = ffi.new("int64_t *")
+            lib.lsca_stat_summary(st, kind, size)
+            mode_bits = kind[0]
+            if lib.lsca_stat_dev(st) == client.proc_dev:
+                raise Declined("a /proc name")
+            if stat.S_ISFIFO(mode_bits) and not flags & O_NONBLOCK:
+                raise Declined("opening a FIFO waits for its other end")
+            if stat.S_ISCHR(mode_bits) and _char_major(base, path, flags) in TTY_MAJORS:
+                raise Declined("a terminal: controlling-tty rules are the program's")
+        fd = _check(lib.lsca_do_openat(base, path, flags, mode))
+    try:
+        return send_new_fds(client, slot, [fd])
+    finally:
+        os.close(fd)
+
+
+def _char_major(base, path, flags):
+    st = os.stat(path, dir_fd=None if base == AT_FDCWD else base,
+                 follow_symlinks=not flags & O_NOFOLLOW)
+    return os.major(st.st_rdev)
+
+
+def h_dup(client, slot):
+    entry = client.fds.get(_as_int(slot.args[0])) if client.fds is not None else NOT_OPEN
+    if entry is NOT_OPEN:
+        raise OSError(errno.EBADF, "bad descriptor")
+    return send_new_fds(client, slot, [entry.fd])
+
+
+def h_pipe2(client, slot):
+    fds = ffi.new("int[2]")
+    _check(lib.lsca_do_pipe2(fds, _as_int(slot.args[0])))
+    try:
+        return send_new_fds(client, slot, [fds[0], fds[1]])
+    finally:
+        os.close(fds[0])
+        os.close(fds[1])
+
+
+F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
+FCNTL_ON_DESCRIPTION = {3, 4, 1031, 1032, 1033, 1034}   # GETFL SETFL SETPIPE_SZ GETPIPE_SZ ADD/GET_SEALS
+
+
+def h_fcntl(client, slot):
+    cmd = _as_int(slot.args[1])
+    if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+        return h_dup(client, slot)
+    if cmd not in FCNTL_ON_DESCRIPTION:
+        raise Declined("fcntl command that belongs to the calling process")
+    entry = client.fds.get(_as_int(slot.args[0])) if client.fds is not None else NOT_OPEN
+    return _check(lib.lsca_do_fcntl(entry.fd, cmd, _as_int(slot.args[2])))
+
+
+# ---- path calls ----
+
+def _stat_like(client, slot, call, size, dev_of):
+    dirfd, flags = _as_int(slot.args[0]), _as_int(slot.args[1])
+    (path,) = paths(slot, 1)
+    refuse_self_names(path)
+    out = ffi.new("char[]", size)
+    with acting_as(client, slot, needs_cwd((dirfd, path))):
+        _check(call(dirfd_of(client, dirfd, path), path, flags, out))
+    if dev_of(out) == client.proc_dev:
+        raise Declined("a /proc object describes the calling process")
+    ffi.memmove(slot.data, out, size)
+    slot.data_len = size
+    return 0
+
+
+def h_fstatat(client, slot):
+    return _stat_like(client, slot, lambda d, p, f, out: lib.lsca_do_fstatat(d, p, out, f),
+                      STAT_SIZE, lib.lsca_stat_dev)
+
+
+def h_statx(client, slot):
+    mask = slot.args[2] & 0xFFFFFFFF
+    return _stat_like(client, slot, lambda d, p, f, out: lib.lsca_do_statx(d, p, f, mask, out),
+                      STATX_SIZE, lib.lsca_statx_dev)
+
+
+def h_faccessat(client, slot):
+    dirfd, mode, flags = _as_int(slot.args[0]), _as_int(slot.args[1]), _as_int(slot.args[2])
+    (path,) = paths(slot, 1)
+    refuse_self_names(path)
+    # access(2) checks with the real ids: take those as the filesystem ids, then ask with AT_EACCESS.
+    real_ids = not flags & AT_EACCESS
+    with acting_as(client, slot, needs_cwd((dirfd, path)), real_ids=real_ids):
+        return _check(lib.lsca_do_faccessat(dirfd_of(client, dirfd, path), path, mode, flags | AT_EACCESS))
+
+
+def _one_path(call, *extra_args):
+    """A handler for calls of the form call(dirfd, path, *scalar args)."""
+    def handler(client, slot):
+        dirfd = _as_int(slot.args[0])
+        (path,) = paths(slot, 1)
+        refuse_self_names(path)
+        values = [_as_int(slot.args[i]) for i in extra_args]
+        with acting_as(client, slot, needs_cwd((dirfd, path))):
+            return _check(call(dirfd_of(client, dirfd, path), path, *values))
+    return handler
+
+
+def _two_paths(call):
+    def handler(client, slot):
+        olddirfd, newdirfd, flags = _as_int(slot.args[0]), _as_int(slot.args[1]), _as_int(slot.args[2])
+        old, new = paths(slot, 2)
+        refuse_self_names(old, new)
+        with acting_as(client, slot, needs_cwd((olddirfd, old), (newdirfd, new))):
+            return _check(call(dirfd_of(client, olddirfd, old), old, dirfd_of(client, newdirfd, new), new,
+                               flags & 0xFFFFFFFF))
+    return handler
+
+
+def h_symlinkat(client, slot):
+    newdirfd = _as_int(slot.args[0])
+    target, linkpath = paths(slot, 2)
+    refuse_self_names(linkpath)                  # the target is only text
+    with acting_as(client, slot, needs_cwd((newdirfd, linkpath))):
+        return _check(lib.lsca_do_symlinkat(target, dirfd_of(client, newdirfd, linkpath), linkpath))
+
+
+def h_readlinkat(client, slot):
+    dirfd, size = _as_int(slot.args[0]), slot.args[1]
+    (path,) = paths(slot, 1)
+    refuse_self_names(path)
+    if size > INLINE_MAX:
+        raise Declined("too large for the slot")
+    out = ffi.new("char[]", max(size, 1))
+    with acting_as(client, slot, needs_cwd((dirfd, path))):
+        base = dirfd_of(client, dirfd, path)
+        st = ffi.new("char[]", STAT_SIZE)
+        if lib.lsca_do_fstatat(base, path, st, AT_SYMLINK_NOFOLLOW) == 0 and lib.lsca_stat_dev(st) == client.proc_dev:
+            raise Declined("a /proc link names the calling process")
+        n = _check(lib.lsca_do_readlinkat(base, path, out, size))
+    ffi.memmove(slot.data, out, n)
+    slot.data_len = n
+    return n
+
+
+def h_fchmod(client, slot):
+    with acting_as(client, slot, False):
+        return _check(lib.lsca_do_fchmod(_fd_or_closed(client, slot), slot.args[1] & 0o7777))
+
+
+def h_fchown(client, slot):
+    with acting_as(client, slot, False):
+        return _check(lib.lsca_do_fchown(_fd_or_closed(client, slot), _as_int(slot.args[1]), _as_int(slot.args[2])))
+
+
+def _fd_or_closed(client, slot):
+    return (client.fds.get(_as_int(slot.args[0])) if client.fds is not None else NOT_OPEN).fd
+
+
+def h_truncate(client, slot):
+    (path,) = paths(slot, 1)
+    refuse_self_names(path)
+    with acting_as(client, slot, not path.startswith(b"/")):
+        return _check(lib.lsca_do_truncate(path, _as_int(slot.args[0])))
+
+
+def h_utimensat(client, slot):
+    dirfd, flags, has_times, has_path = (_as_int(slot.args[i]) for i in range(4))
+    times = ffi.NULL
+    start = 0
+    if has_times:
+        if slot.data_len < TIMES_SIZE:
+            raise OSError(errno.EINVAL, "times missing")
+        times = ffi.new("char[]", bytes(ffi.buffer(slot.data, TIMES_SIZE)))
+        start = TIMES_SIZE
+    path = paths(slot, 1, start)[0] if has_path else None
+    if path is not None:
+        refuse_self_names(path)
+    with acting_as(client, slot, path is not None and needs_cwd((dirfd, path))):
+        base = dirfd_of(client, dirfd, path) if path is not None else _fd_or_closed(client, slot)
+        return _check(lib.lsca_do_utimensat(base, path if path is not None else ffi.NULL, times, flags))
+
+
+def h_getcwd(client, slot):
+    size = slot.args[0]
+    from lsca.workers.creds import task_dir
+    try:
+        cwd = os.readlink(f"{task_dir(client.pid, slot.owner_tid)}/cwd").encode()
+    except FileNotFoundError:
+        raise Declined("client thread is gone")
+    if size == 0:
+        raise OSError(errno.EINVAL, "size 0")
+    if cwd.endswith(b" (deleted)") or not cwd.startswith(b"/"):
+        raise OSError(errno.ENOENT, "cwd is gone or unreachable")
+    if len(cwd) + 1 > size:
+        raise OSError(errno.ERANGE, "buffer too small")
+    ffi.memmove(slot.data, cwd + b"\0", len(cwd) + 1)
+    slot.data_len = len(cwd) + 1
+    return len(cwd) + 1
+
+
+def h_notified(client, slot):
+    """chdir/fchdir ran natively in the program; the worker reports what it did."""
+    result, err = _as_int(slot.args[1]), _as_int(slot.args[2])
+    if result < 0:
+        raise OSError(err, os.strerror(err) if 0 < err < 4096 else "error")
+    return result
+
+
+def register(handlers):
+    handlers[lib.LSCA_OP_OPENAT] = h_openat
+    handlers[lib.LSCA_OP_DUP] = h_dup
+    handlers[lib.LSCA_OP_DUP3] = h_dup
+    handlers[lib.LSCA_OP_FCNTL] = h_fcntl
+    handlers[lib.LSCA_OP_PIPE2] = h_pipe2
+    handlers[lib.LSCA_OP_FSTATAT] = h_fstatat
+    handlers[lib.LSCA_OP_STATX] = h_statx
+    handlers[lib.LSCA_OP_FACCESSAT] = h_faccessat
+    handlers[lib.LSCA_OP_MKDIRAT] = _one_path(lambda d, p, mode: lib.lsca_do_mkdirat(d, p, mode & 0o7777), 1)
+    handlers[lib.LSCA_OP_UNLINKAT] = _one_path(lib.lsca_do_unlinkat, 1)
+    handlers[lib.LSCA_OP_RENAMEAT2] = _two_paths(lib.lsca_do_renameat2)
+    handlers[lib.LSCA_OP_LINKAT] = _two_paths(lambda od, op, nd, np, f: lib.lsca_do_linkat(od, op, nd, np, f))
+    handlers[lib.LSCA_OP_SYMLINKAT] = h_symlinkat
+    handlers[lib.LSCA_OP_READLINKAT] = h_readlinkat
+    handlers[lib.LSCA_OP_FCHMODAT] = _one_path(lambda d, p, mode, f: lib.lsca_do_fchmodat(d, p, mode & 0o7777, f), 1, 2)
+    handlers[lib.LSCA_OP_FCHMOD] = h_fchmod
+    handlers[lib.LSCA_OP_FCHOWNAT] = _one_path(lib.lsca_do_fchownat, 1, 2, 3)
+    handlers[lib.LSCA_OP_FCHOWN] = h_fchown
+    handlers[lib.LSCA_OP_TRUNCATE] = h_truncate
+    handlers[lib.LSCA_OP_UTIMENSAT] = h_utimensat
+    handlers[lib.LSCA_OP_CHDIR] = h_notified
+    handlers[lib.LSCA_OP_FCHDIR] = h_notified
+    handlers[lib.LSCA_OP_GETCWD] = h_getcwd
