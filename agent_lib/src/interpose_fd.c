@@ -144,6 +144,13 @@ int dup(int oldfd)
 static int move_to(int fd, int newfd, int flags)
 {
     int saved = errno;
+
+    if (fd == newfd) {
+        /* newfd was the lowest free number: the duplicate is already where it belongs. */
+        if (flags & O_CLOEXEC)
+            lsca_sys(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC);
+        return fd;
+    }
     long r = lsca_sys(SYS_dup3, fd, newfd, flags);
     int err = errno;
     lsca_sys(SYS_close, fd);

@@ -213,7 +213,8 @@ class Supervisor:
     def spawn_worker(self, index=None, doorbell=None):
         if index is None:
             index = len(self.doorbells)
-            doorbell = ipc.create_semaphores(1)
+            # A root supervisor's clients have other uids and must be able to ring; a user's only itself.
+            doorbell = ipc.create_semaphores(1, mode=0o666 if os.geteuid() == 0 else 0o600)
             self.doorbells.append(doorbell)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         worker = Worker(index, doorbell, child_sock, self.spin_ns, self.sleep_ms)

@@ -1,0 +1,99 @@
+"""A root supervisor acts with each client's credentials: an unprivileged program
+gets exactly the EACCES/EPERM it gets natively, and what it creates is its own."""
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from lsca.runner import SessionClient, agent_path
+from conftest import SupervisorProcess, clean_env, parse_trace
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a root supervisor and a client as nobody")
+
+SCRIPT = r"""
+cat secret; echo "cat secret: $?"
+ls locked; echo "ls locked: $?"
+cat locked/inner; echo "cat locked/inner: $?"
+echo more >> secret; echo "append secret: $?"
+echo new > open/mine; echo "create open/mine: $?"
+stat -c '%u %g %a %s' open/mine
+mkdir open/newdir; echo "mkdir open/newdir: $?"
+stat -c '%u %a' open/newdir
+touch locked/x; echo "touch locked/x: $?"
+mkdir locked/d; echo "mkdir locked/d: $?"
+rm -f secret; echo "rm secret: $?"
+chmod 777 secret; echo "chmod secret: $?"
+ln -s secret open/link; echo "symlink: $?"
+cat open/link; echo "cat via symlink: $?"
+mv open/mine open/moved; echo "mv: $?"
+test -r secret; echo "test -r secret: $?"
+test -w open/moved; echo "test -w moved: $?"
+"""
+
+
+def build_tree(root):
+    """Root-owned 0600 file, 0700 dir, and a world-writable dir (sticky, like /tmp)."""
+    os.chmod(root, 0o755)
+    with open(os.path.join(root, "secret"), "w") as f:
+        f.write("top secret\n")
+    os.chmod(os.path.join(root, "secret"), 0o600)
+    os.mkdir(os.path.join(root, "locked"), 0o700)
+    with open(os.path.join(root, "locked", "inner"), "w") as f:
+        f.write("inner\n")
+    os.mkdir(os.path.join(root, "open"))
+    os.chmod(os.path.join(root, "open"), 0o1777)
+
+
+def tree_state(root):
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            state[os.path.relpath(path, root)] = (st.st_uid, st.st_gid, oct(st.st_mode), st.st_size)
+    return state
+
+
+def test_unprivileged_client_gets_native_permission_errors():
+    nobody = pwd.getpwnam("nobody")
+    as_nobody = dict(user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[], capture_output=True, timeout=60)
+    with tempfile.TemporaryDirectory(prefix="lsca-cred-") as base:
+        os.chmod(base, 0o755)
+        native_root, lsca_root = os.path.join(base, "native"), os.path.join(base, "lsca")
+        for root in (native_root, lsca_root):
+            os.mkdir(root)
+            build_tree(root)
+        agent = os.path.join(base, "agent.so")
+        shutil.copy(agent_path(), agent)
+        os.chmod(agent, 0o755)
+        native = subprocess.run(["/bin/sh", "-c", SCRIPT], cwd=native_root, env=clean_env(), **as_nobody)
+
+        sup = SupervisorProcess(base, workers=2)
+        trace_path = os.path.join(base, "trace")
+        trace_fd = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            session = SessionClient(sup.socket, trace_fd=trace_fd)
+            env = clean_env()
+            env.update(LD_PRELOAD=agent, LSCA_SOCKET=sup.socket, LSCA_SESSION=session.token, LSCA_REQUIRED="1")
+            under = subprocess.run(["/bin/sh", "-c", SCRIPT], cwd=lsca_root, env=env, **as_nobody)
+            stats = session.end()
+            session.close()
+        finally:
+            os.close(trace_fd)
+            assert sup.stop() == 0
+
+        assert under.returncode == native.returncode
+        assert under.stdout == native.stdout
+        assert under.stderr == native.stderr
+        assert b"Permission denied" in native.stderr and b"Operation not permitted" in native.stderr
+        assert tree_state(lsca_root) == tree_state(native_root)
+        assert tree_state(lsca_root)["open/moved"][:2] == (nobody.pw_uid, nobody.pw_gid)
+
+        # The denials came from workers acting as nobody, not from native calls.
+        calls = parse_trace(open(trace_path).read().splitlines())
+        assert any(name == "openat" and '"secret"' in args and "EACCES" in result for _, name, args, result in calls)
+        assert any(name == "mkdirat" and '"locked/d"' in args and "EACCES" in result for _, name, args, result in calls)
+        assert stats["proxied"].get("openat", 0) > 0 and stats["declined"].get("openat", 0) == 0
