@@ -16,6 +16,7 @@
 #include "agent.h"
 
 DECLARE_REAL(openat);
+DECLARE_REAL(dup2);
 DECLARE_REAL(dup);
 DECLARE_REAL(dup3);
 DECLARE_REAL(fcntl);
@@ -28,56 +29,68 @@ static int wants_mode(int flags)
 
 /* ---- open family ---- */
 
-int openat(int dirfd, const char *path, int flags, ...)
+static int proxy_openat(int dirfd, const char *path, int flags, mode_t mode, int *answered)
 {
-    mode_t mode = 0;
     struct lsca_call c;
     int fd;
 
-    if (wants_mode(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
+    *answered = 0;
+    if (!lsca_begin(&c, LSCA_OP_OPENAT))
+        return 0;
+    if (lsca_put_path(&c, path) < 0) {
+        lsca_abandon(&c);
+        return 0;
     }
-    if (lsca_begin(&c, LSCA_OP_OPENAT)) {
-        if (lsca_put_path(&c, path) < 0) {
-            lsca_abandon(&c);
-        } else {
-            c.slot->args[0] = (uint64_t)(int64_t)dirfd;
-            c.slot->args[1] = (uint64_t)(int64_t)flags;
-            c.slot->args[2] = mode;
-            if (lsca_exchange_newfds(&c, &fd, 1, flags & O_CLOEXEC)) {
-                if (c.slot->result >= 0)
-                    c.slot->result = fd;
-                return (int)lsca_end(&c);
-            }
-            lsca_end(&c);
-        }
-    }
-    return REAL(openat)(dirfd, path, flags, mode);
+    c.slot->args[0] = (uint64_t)(int64_t)dirfd;
+    c.slot->args[1] = (uint64_t)(int64_t)flags;
+    c.slot->args[2] = mode;
+    *answered = lsca_exchange_newfds(&c, &fd, 1, flags & O_CLOEXEC);
+    if (*answered && c.slot->result >= 0)
+        c.slot->result = fd;
+    return (int)lsca_end(&c);
+}
+
+#define MODE_ARG(flags, mode)                                                                \
+    do {                                                                                     \
+        if (wants_mode(flags)) {                                                             \
+            va_list ap;                                                                      \
+            va_start(ap, flags);                                                             \
+            mode = va_arg(ap, mode_t);                                                       \
+            va_end(ap);                                                                      \
+        }                                                                                    \
+    } while (0)
+
+DECLARE_REAL(open);
+DECLARE_REAL(creat);
+
+int openat(int dirfd, const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    int answered, r;
+
+    MODE_ARG(flags, mode);
+    r = proxy_openat(dirfd, path, flags, mode, &answered);
+    return answered ? r : REAL(openat)(dirfd, path, flags, mode);
 }
 
 int openat64(int dirfd, const char *path, int flags, ...) __attribute__((alias("openat")));
 
-/* Variadic aliases need the mode read here: forward it explicitly. */
 int open(const char *path, int flags, ...)
 {
     mode_t mode = 0;
-    if (wants_mode(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
-    return openat(AT_FDCWD, path, flags, mode);
+    int answered, r;
+
+    MODE_ARG(flags, mode);
+    r = proxy_openat(AT_FDCWD, path, flags, mode, &answered);
+    return answered ? r : REAL(open)(path, flags, mode);
 }
 
 int open64(const char *path, int flags, ...) __attribute__((alias("open")));
 
 int creat(const char *path, mode_t mode)
 {
-    return openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+    int answered, r = proxy_openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode, &answered);
+    return answered ? r : REAL(creat)(path, mode);
 }
 
 int creat64(const char *path, mode_t mode) __attribute__((alias("creat")));
@@ -90,18 +103,20 @@ extern int __openat_2(int dirfd, const char *path, int flags);
 
 int __open_2(const char *path, int flags)
 {
-    if (wants_mode(flags))
-        return REAL(__open_2)(path, flags);
-    return openat(AT_FDCWD, path, flags);
+    int answered = 0, r = 0;
+    if (!wants_mode(flags))
+        r = proxy_openat(AT_FDCWD, path, flags, 0, &answered);
+    return answered ? r : REAL(__open_2)(path, flags);
 }
 
 int __open64_2(const char *path, int flags) __attribute__((alias("__open_2")));
 
 int __openat_2(int dirfd, const char *path, int flags)
 {
-    if (wants_mode(flags))
-        return REAL(__openat_2)(dirfd, path, flags);
-    return openat(dirfd, path, flags);
+    int answered = 0, r = 0;
+    if (!wants_mode(flags))
+        r = proxy_openat(dirfd, path, flags, 0, &answered);
+    return answered ? r : REAL(__openat_2)(dirfd, path, flags);
 }
 
 int __openat64_2(int dirfd, const char *path, int flags) __attribute__((alias("__openat_2")));
@@ -176,13 +191,13 @@ int dup3(int oldfd, int newfd, int flags)
 int dup2(int oldfd, int newfd)
 {
     if (oldfd == newfd) {
-        /* Returns newfd when it is open: a question the native call answers best. */
+        /* Returns newfd when it is open, EBADF otherwise: the native call answers it. */
         if (lsca_agent_fd(oldfd)) {
             errno = EBADF;
             return -1;
         }
         lsca_count_passthrough(LSCA_OP_DUP3);
-        return (int)lsca_sys(SYS_fcntl, oldfd, F_GETFD) < 0 ? -1 : newfd;
+        return REAL(dup2)(oldfd, newfd);
     }
     return dup3(oldfd, newfd, 0);
 }

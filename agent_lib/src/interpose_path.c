@@ -52,9 +52,13 @@ static int path_call(enum lsca_op op, const char *p1, const char *p2, uint64_t a
 {
     struct lsca_call c;
 
+    int takes_path = op != LSCA_OP_FCHMOD && op != LSCA_OP_FCHOWN;
+    int takes_two = op == LSCA_OP_RENAMEAT2 || op == LSCA_OP_LINKAT || op == LSCA_OP_SYMLINKAT;
+
     if (!lsca_begin(&c, op))
         return 0;
-    if ((p1 && lsca_put_path(&c, p1) < 0) || (p2 && lsca_put_path(&c, p2) < 0)) {
+    /* A NULL path goes to the native call, whose own check gives the errno (EFAULT...). */
+    if ((takes_path && lsca_put_path(&c, p1) < 0) || (takes_two && lsca_put_path(&c, p2) < 0)) {
         lsca_abandon(&c);
         return 0;
     }
@@ -74,15 +78,35 @@ static int path_call(enum lsca_op op, const char *p1, const char *p2, uint64_t a
 
 #define ARG(x) ((uint64_t)(int64_t)(x))
 
+/* Proxy the call, or run the very glibc function the program called: wrappers differ
+ * in their own checks (stat(NULL) is EFAULT, fstatat(AT_FDCWD, NULL, ...) EINVAL). */
+#define PROXY_OR_REAL(native, op, p1, p2, a0, a1, a2, a3, out, out_len)            \
+    do {                                                                           \
+        long r_;                                                                   \
+        if (path_call(op, p1, p2, a0, a1, a2, a3, out, out_len, &r_))              \
+            return r_;                                                             \
+        return native;                                                             \
+    } while (0)
+
 /* ---- stat family ---- */
+
+/* A stat buffer that would fault runs natively: the kernel says EFAULT. */
+#define STAT_OR_REAL(native, dirfd, path, buf, flags)                                        \
+    do {                                                                                     \
+        if (lsca_bad_pointer(buf, sizeof(struct stat))) {                                    \
+            lsca_count_passthrough(LSCA_OP_FSTATAT);                                         \
+            return native;                                                                   \
+        }                                                                                    \
+        PROXY_OR_REAL(native, LSCA_OP_FSTATAT, path, NULL, ARG(dirfd), ARG(flags), 0, 0,    \
+                      buf, sizeof(struct stat));                                             \
+    } while (0)
+
+DECLARE_REAL(stat);
+DECLARE_REAL(lstat);
 
 int fstatat(int dirfd, const char *path, struct stat *buf, int flags)
 {
-    long r;
-    if (!lsca_bad_pointer(buf, sizeof(*buf)) &&
-        path_call(LSCA_OP_FSTATAT, path, NULL, ARG(dirfd), ARG(flags), 0, 0, buf, sizeof(*buf), &r))
-        return (int)r;
-    return REAL(fstatat)(dirfd, path, buf, flags);
+    STAT_OR_REAL(REAL(fstatat)(dirfd, path, buf, flags), dirfd, path, buf, flags);
 }
 
 int fstatat64(int dirfd, const char *path, struct stat64 *buf, int flags)
@@ -92,22 +116,22 @@ int fstatat64(int dirfd, const char *path, struct stat64 *buf, int flags)
 
 int stat(const char *path, struct stat *buf)
 {
-    return fstatat(AT_FDCWD, path, buf, 0);
+    STAT_OR_REAL(REAL(stat)(path, buf), AT_FDCWD, path, buf, 0);
 }
 
 int stat64(const char *path, struct stat64 *buf)
 {
-    return fstatat(AT_FDCWD, path, (struct stat *)buf, 0);
+    return stat(path, (struct stat *)buf);
 }
 
 int lstat(const char *path, struct stat *buf)
 {
-    return fstatat(AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW);
+    STAT_OR_REAL(REAL(lstat)(path, buf), AT_FDCWD, path, buf, AT_SYMLINK_NOFOLLOW);
 }
 
 int lstat64(const char *path, struct stat64 *buf)
 {
-    return fstatat(AT_FDCWD, path, (struct stat *)buf, AT_SYMLINK_NOFOLLOW);
+    return lstat(path, (struct stat *)buf);
 }
 
 /* Pre-2.33 binaries call the versioned entries; another version is not ours to convert. */
@@ -152,134 +176,149 @@ int statx(int dirfd, const char *path, int flags, unsigned int mask, struct stat
 
 /* ---- access ---- */
 
+DECLARE_REAL(access);
+DECLARE_REAL(euidaccess);
+
 int faccessat(int dirfd, const char *path, int mode, int flags)
 {
-    long r;
-    if (path_call(LSCA_OP_FACCESSAT, path, NULL, ARG(dirfd), ARG(mode), ARG(flags), 0, NULL, 0, &r))
-        return (int)r;
-    return REAL(faccessat)(dirfd, path, mode, flags);
+    PROXY_OR_REAL(REAL(faccessat)(dirfd, path, mode, flags), LSCA_OP_FACCESSAT, path, NULL, ARG(dirfd),
+                  ARG(mode), ARG(flags), 0, NULL, 0);
 }
 
 int access(const char *path, int mode)
 {
-    return faccessat(AT_FDCWD, path, mode, 0);
+    PROXY_OR_REAL(REAL(access)(path, mode), LSCA_OP_FACCESSAT, path, NULL, ARG(AT_FDCWD), ARG(mode), 0, 0,
+                  NULL, 0);
 }
 
 int euidaccess(const char *path, int mode)
 {
-    return faccessat(AT_FDCWD, path, mode, AT_EACCESS);
+    PROXY_OR_REAL(REAL(euidaccess)(path, mode), LSCA_OP_FACCESSAT, path, NULL, ARG(AT_FDCWD), ARG(mode),
+                  ARG(AT_EACCESS), 0, NULL, 0);
 }
 
 int eaccess(const char *path, int mode) __attribute__((alias("euidaccess")));
 
 /* ---- directories and names ---- */
 
+DECLARE_REAL(mkdir);
+DECLARE_REAL(unlink);
+DECLARE_REAL(rmdir);
+
 int mkdirat(int dirfd, const char *path, mode_t mode)
 {
-    long r;
-    if (path_call(LSCA_OP_MKDIRAT, path, NULL, ARG(dirfd), mode, 0, 0, NULL, 0, &r))
-        return (int)r;
-    return REAL(mkdirat)(dirfd, path, mode);
+    PROXY_OR_REAL(REAL(mkdirat)(dirfd, path, mode), LSCA_OP_MKDIRAT, path, NULL, ARG(dirfd), mode, 0, 0, NULL, 0);
 }
 
 int mkdir(const char *path, mode_t mode)
 {
-    return mkdirat(AT_FDCWD, path, mode);
+    PROXY_OR_REAL(REAL(mkdir)(path, mode), LSCA_OP_MKDIRAT, path, NULL, ARG(AT_FDCWD), mode, 0, 0, NULL, 0);
 }
 
 int unlinkat(int dirfd, const char *path, int flags)
 {
-    long r;
-    if (path_call(LSCA_OP_UNLINKAT, path, NULL, ARG(dirfd), ARG(flags), 0, 0, NULL, 0, &r))
-        return (int)r;
-    return REAL(unlinkat)(dirfd, path, flags);
+    PROXY_OR_REAL(REAL(unlinkat)(dirfd, path, flags), LSCA_OP_UNLINKAT, path, NULL, ARG(dirfd), ARG(flags),
+                  0, 0, NULL, 0);
 }
 
 int unlink(const char *path)
 {
-    return unlinkat(AT_FDCWD, path, 0);
+    PROXY_OR_REAL(REAL(unlink)(path), LSCA_OP_UNLINKAT, path, NULL, ARG(AT_FDCWD), 0, 0, 0, NULL, 0);
 }
 
 int rmdir(const char *path)
 {
-    return unlinkat(AT_FDCWD, path, AT_REMOVEDIR);
+    PROXY_OR_REAL(REAL(rmdir)(path), LSCA_OP_UNLINKAT, path, NULL, ARG(AT_FDCWD), ARG(AT_REMOVEDIR), 0, 0,
+                  NULL, 0);
 }
+
+/* A NULL path in a two-path call fails lsca_put_path, so it runs natively (EFAULT). */
+DECLARE_REAL(renameat);
+DECLARE_REAL(rename);
+DECLARE_REAL(link);
+DECLARE_REAL(symlink);
 
 int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)
 {
-    long r;
-    /* Both paths are needed: a NULL one is the kernel's EFAULT to give. */
-    if (oldpath && newpath &&
-        path_call(LSCA_OP_RENAMEAT2, oldpath, newpath, ARG(olddirfd), ARG(newdirfd), flags, 0, NULL, 0, &r))
-        return (int)r;
-    return REAL(renameat2)(olddirfd, oldpath, newdirfd, newpath, flags);
+    PROXY_OR_REAL(REAL(renameat2)(olddirfd, oldpath, newdirfd, newpath, flags), LSCA_OP_RENAMEAT2, oldpath,
+                  newpath, ARG(olddirfd), ARG(newdirfd), flags, 0, NULL, 0);
 }
 
 int renameat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath)
 {
-    return renameat2(olddirfd, oldpath, newdirfd, newpath, 0);
+    PROXY_OR_REAL(REAL(renameat)(olddirfd, oldpath, newdirfd, newpath), LSCA_OP_RENAMEAT2, oldpath, newpath,
+                  ARG(olddirfd), ARG(newdirfd), 0, 0, NULL, 0);
 }
 
 int rename(const char *oldpath, const char *newpath)
 {
-    return renameat2(AT_FDCWD, oldpath, AT_FDCWD, newpath, 0);
+    PROXY_OR_REAL(REAL(rename)(oldpath, newpath), LSCA_OP_RENAMEAT2, oldpath, newpath, ARG(AT_FDCWD),
+                  ARG(AT_FDCWD), 0, 0, NULL, 0);
 }
 
 int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)
 {
-    long r;
-    if (oldpath && newpath &&
-        path_call(LSCA_OP_LINKAT, oldpath, newpath, ARG(olddirfd), ARG(newdirfd), ARG(flags), 0, NULL, 0, &r))
-        return (int)r;
-    return REAL(linkat)(olddirfd, oldpath, newdirfd, newpath, flags);
+    PROXY_OR_REAL(REAL(linkat)(olddirfd, oldpath, newdirfd, newpath, flags), LSCA_OP_LINKAT, oldpath, newpath,
+                  ARG(olddirfd), ARG(newdirfd), ARG(flags), 0, NULL, 0);
 }
 
 int link(const char *oldpath, const char *newpath)
 {
-    return linkat(AT_FDCWD, oldpath, AT_FDCWD, newpath, 0);
+    PROXY_OR_REAL(REAL(link)(oldpath, newpath), LSCA_OP_LINKAT, oldpath, newpath, ARG(AT_FDCWD),
+                  ARG(AT_FDCWD), 0, 0, NULL, 0);
 }
 
 int symlinkat(const char *target, int newdirfd, const char *linkpath)
 {
-    long r;
-    if (target && linkpath &&
-        path_call(LSCA_OP_SYMLINKAT, target, linkpath, ARG(newdirfd), 0, 0, 0, NULL, 0, &r))
-        return (int)r;
-    return REAL(symlinkat)(target, newdirfd, linkpath);
+    PROXY_OR_REAL(REAL(symlinkat)(target, newdirfd, linkpath), LSCA_OP_SYMLINKAT, target, linkpath,
+                  ARG(newdirfd), 0, 0, 0, NULL, 0);
 }
 
 int symlink(const char *target, const char *linkpath)
 {
-    return symlinkat(target, AT_FDCWD, linkpath);
+    PROXY_OR_REAL(REAL(symlink)(target, linkpath), LSCA_OP_SYMLINKAT, target, linkpath, ARG(AT_FDCWD),
+                  0, 0, 0, NULL, 0);
 }
 
-ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t bufsiz)
+static int proxy_readlinkat(int dirfd, const char *path, char *buf, size_t bufsiz, long *result)
 {
     struct lsca_call c;
 
     if (lsca_bad_pointer(buf, bufsiz) || bufsiz > LSCA_INLINE_MAX) {
         lsca_count_passthrough(LSCA_OP_READLINKAT);
-    } else if (lsca_begin(&c, LSCA_OP_READLINKAT)) {
-        if (lsca_put_path(&c, path) < 0) {
-            lsca_abandon(&c);
-        } else {
-            c.slot->args[0] = ARG(dirfd);
-            c.slot->args[1] = bufsiz;
-            if (lsca_exchange(&c)) {
-                long n = c.slot->result;
-                if (n > 0 && (size_t)n <= bufsiz)
-                    memcpy(buf, c.slot->data, (size_t)n);
-                return lsca_end(&c);
-            }
-            lsca_end(&c);
-        }
+        return 0;
     }
-    return REAL(readlinkat)(dirfd, path, buf, bufsiz);
+    if (!lsca_begin(&c, LSCA_OP_READLINKAT))
+        return 0;
+    if (lsca_put_path(&c, path) < 0) {
+        lsca_abandon(&c);
+        return 0;
+    }
+    c.slot->args[0] = ARG(dirfd);
+    c.slot->args[1] = bufsiz;
+    if (!lsca_exchange(&c)) {
+        lsca_end(&c);
+        return 0;
+    }
+    long n = c.slot->result;
+    if (n > 0 && (size_t)n <= bufsiz)
+        memcpy(buf, c.slot->data, (size_t)n);
+    *result = lsca_end(&c);
+    return 1;
+}
+
+DECLARE_REAL(readlink);
+
+ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t bufsiz)
+{
+    long r;
+    return proxy_readlinkat(dirfd, path, buf, bufsiz, &r) ? r : REAL(readlinkat)(dirfd, path, buf, bufsiz);
 }
 
 ssize_t readlink(const char *path, char *buf, size_t bufsiz)
 {
-    return readlinkat(AT_FDCWD, path, buf, bufsiz);
+    long r;
+    return proxy_readlinkat(AT_FDCWD, path, buf, bufsiz, &r) ? r : REAL(readlink)(path, buf, bufsiz);
 }
 
 ssize_t __readlink_chk(const char *path, char *buf, size_t bufsiz, size_t buflen)
@@ -298,17 +337,19 @@ ssize_t __readlinkat_chk(int dirfd, const char *path, char *buf, size_t bufsiz, 
 
 /* ---- attributes ---- */
 
+DECLARE_REAL(chmod);
+DECLARE_REAL(chown);
+DECLARE_REAL(lchown);
+
 int fchmodat(int dirfd, const char *path, mode_t mode, int flags)
 {
-    long r;
-    if (path_call(LSCA_OP_FCHMODAT, path, NULL, ARG(dirfd), mode, ARG(flags), 0, NULL, 0, &r))
-        return (int)r;
-    return REAL(fchmodat)(dirfd, path, mode, flags);
+    PROXY_OR_REAL(REAL(fchmodat)(dirfd, path, mode, flags), LSCA_OP_FCHMODAT, path, NULL, ARG(dirfd), mode,
+                  ARG(flags), 0, NULL, 0);
 }
 
 int chmod(const char *path, mode_t mode)
 {
-    return fchmodat(AT_FDCWD, path, mode, 0);
+    PROXY_OR_REAL(REAL(chmod)(path, mode), LSCA_OP_FCHMODAT, path, NULL, ARG(AT_FDCWD), mode, 0, 0, NULL, 0);
 }
 
 int fchmod(int fd, mode_t mode)
@@ -330,12 +371,14 @@ int fchownat(int dirfd, const char *path, uid_t owner, gid_t group, int flags)
 
 int chown(const char *path, uid_t owner, gid_t group)
 {
-    return fchownat(AT_FDCWD, path, owner, group, 0);
+    PROXY_OR_REAL(REAL(chown)(path, owner, group), LSCA_OP_FCHOWNAT, path, NULL, ARG(AT_FDCWD),
+                  ARG((int)owner), ARG((int)group), 0, NULL, 0);
 }
 
 int lchown(const char *path, uid_t owner, gid_t group)
 {
-    return fchownat(AT_FDCWD, path, owner, group, AT_SYMLINK_NOFOLLOW);
+    PROXY_OR_REAL(REAL(lchown)(path, owner, group), LSCA_OP_FCHOWNAT, path, NULL, ARG(AT_FDCWD),
+                  ARG((int)owner), ARG((int)group), ARG(AT_SYMLINK_NOFOLLOW), NULL, 0);
 }
 
 int fchown(int fd, uid_t owner, gid_t group)
