@@ -46,3 +46,18 @@ def test_unmarshallable_paths_get_native_errnos_and_self_names_mean_the_program(
                for _, name, args, res in calls)
     assert not any("/proc/self" in args for _, _, args, _ in calls)
     assert stats["passthrough"].get("fstatat", 0) >= 3 and stats["passthrough"].get("openat", 0) >= 2
+
+
+def test_generic_syscall_entry_routes_proxied_numbers_to_workers(lsca_run, c_program, tmp_path):
+    binary = c_program("raw_syscalls")
+    (tmp_path / "native").mkdir()
+    (tmp_path / "lsca").mkdir()
+    native = run_native([binary], cwd=tmp_path / "native")
+    proc, stats, lines = lsca_run([binary], cwd=tmp_path / "lsca", trace=True)
+    assert proc.returncode == native.returncode == 0
+    assert proc.stdout == native.stdout
+    assert b"unlinkat missing = -1 errno=2" in proc.stdout and b"close again = -1 errno=9" in proc.stdout
+    names = [name for _, name, _, _ in parse_trace(lines)]
+    for name in ("openat", "write", "lseek", "read", "fstat", "newfstatat", "mkdirat", "renameat2", "unlinkat"):
+        assert name in names, name
+    assert (tmp_path / "lsca" / "d" / "moved.txt").read_bytes() == b"raw syscall\n"
