@@ -31,24 +31,29 @@ class Creds:
 
 
 def task_dir(pid, tid):
-    """/proc/PID/task/TID when TID is a thread of PID (tid comes from the shard: untrusted)."""
-    if tid > 0:
-        path = f"{PROC}/{pid}/task/{tid}"
-        if os.path.isdir(path):
-            return path
-    return f"{PROC}/{pid}"
+    """/proc/PID/task/TID (tid comes from the shard, so it is untrusted: a tid that is not
+    a thread of PID has no entry there and read_creds falls back to the process)."""
+    return f"{PROC}/{pid}/task/{tid}" if tid > 0 else f"{PROC}/{pid}"
+
+
+def _field(status, name):
+    start = status.index(name) + len(name)
+    return status[start:status.index(b"\n", start)]
 
 
 def read_creds(task):
-    with open(f"{task}/status", "rb") as f:
-        fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+    fd = os.open(f"{task}/status", os.O_RDONLY)
+    try:
+        status = os.read(fd, 16384)
+    finally:
+        os.close(fd)
     return Creds(
-        tuple(int(v) for v in fields[b"Uid"].split()),
-        tuple(int(v) for v in fields[b"Gid"].split()),
-        tuple(sorted(int(v) for v in fields[b"Groups"].split())),
-        int(fields[b"Umask"], 8),
-        int(fields[b"CapEff"], 16),
-        int(fields[b"CapPrm"], 16),
+        tuple(map(int, _field(status, b"\nUid:").split())),
+        tuple(map(int, _field(status, b"\nGid:").split())),
+        tuple(sorted(map(int, _field(status, b"\nGroups:").split()))),
+        int(_field(status, b"\nUmask:"), 8),
+        int(_field(status, b"\nCapEff:"), 16),
+        int(_field(status, b"\nCapPrm:"), 16),
     )
 
 
@@ -113,7 +118,11 @@ def acting_as(client, slot, in_cwd, real_ids=False):
     me = identity()
     task = task_dir(client.pid, slot.owner_tid)
     try:
-        creds = read_creds(task)
+        try:
+            creds = read_creds(task)
+        except FileNotFoundError:
+            task = task_dir(client.pid, 0)
+            creds = read_creds(task)
         if not me.same_root(task):
             raise Declined("chrooted client")
         if in_cwd:
