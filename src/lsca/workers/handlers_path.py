@@ -265,15 +265,11 @@ def h_utimensat(client, slot):
 
 def h_getcwd(client, slot):
     size = slot.args[0]
-    from lsca.workers.creds import task_dir
-    try:
-        cwd = os.readlink(f"{task_dir(client.pid, slot.owner_tid)}/cwd").encode()
-    except FileNotFoundError:
-        raise Declined("client thread is gone")
     if size == 0:
         raise OSError(errno.EINVAL, "size 0")
-    if cwd.endswith(b" (deleted)") or not cwd.startswith(b"/"):
-        raise OSError(errno.ENOENT, "cwd is gone or unreachable")
+    # The kernel's own answer from inside the client's cwd: ENOENT only for a removed one.
+    with acting_as(client, slot, True):
+        cwd = os.getcwdb()
     if len(cwd) + 1 > size:
         raise OSError(errno.ERANGE, "buffer too small")
     ffi.memmove(slot.data, cwd + b"\0", len(cwd) + 1)
