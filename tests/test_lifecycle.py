@@ -16,15 +16,17 @@ import psutil
 import pytest
 
 from lsca import ipc
-from lsca.abi import HELLO_SIZE
+from lsca.abi import HELLO_SIZE, SHARD_SIZE
 from lsca.supervisor.arbiter import admits
+from lsca.supervisor.registry import cleanup_dead
 from conftest import SupervisorProcess, clean_env, new_objects, remove_objects, run_native
 
 PY = sys.executable
 
 
 def shards_of(supervisor_pid):
-    return [row for row in ipc._table("shm") if row["cpid"] == supervisor_pid]
+    """Client shards the supervisor created (its worker table is another size)."""
+    return [row for row in ipc._table("shm") if row["cpid"] == supervisor_pid and row["size"] == SHARD_SIZE]
 
 
 def wait_until(predicate, timeout=10.0):
@@ -274,7 +276,8 @@ def test_supervisor_stop_removes_every_object(sig):
 def test_killed_supervisor_fails_the_waiting_call_instead_of_hanging(tmp_path):
     """kill -9 of the supervisor (left unreaped, a zombie) and its workers: a client in a
     call gets EIO within seconds and goes on natively."""
-    sup = SupervisorProcess(str(tmp_path), workers=1)
+    state_dir = tmp_path / "state"
+    sup = SupervisorProcess(str(tmp_path), workers=1, env_extra={"LSCA_STATE_DIR": str(state_dir)})
     script = ("import os, sys, time\n"
               "r, w = os.pipe()\n"
               "os.write(1, b'ready\\n')\n"
@@ -303,4 +306,4 @@ def test_killed_supervisor_fails_the_waiting_call_instead_of_hanging(tmp_path):
         client.kill()
         client.wait()
         sup.process.wait()
-        remove_objects(new_objects(sup.objects_before))
+        assert cleanup_dead(str(state_dir))[0] == 1      # what the dead instance owned, exactly

@@ -130,6 +130,17 @@ struct lsca_shard_header {
     uint64_t declined[LSCA_OP_MAX];    /* per op: of those, calls a worker handed back        */
 };
 
+/* The supervisor's private table (never mapped by clients): one row per worker. */
+#define LSCA_MAX_WORKERS 256
+
+struct lsca_worker_status {
+    uint64_t heartbeat_ns;        /* CLOCK_MONOTONIC of the worker's latest turn of its loop  */
+    int32_t pid;
+    int32_t busy_shard;           /* supervisor shard id of the call being executed; 0: idle  */
+    int32_t busy_slot;
+    uint32_t pad;
+};
+
 /* Registration over the supervisor's Unix socket: agent sends hello, gets welcome. */
 struct lsca_hello {
     uint32_t magic;

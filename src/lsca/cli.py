@@ -34,6 +34,11 @@ def build_parser():
                             help="the program to run and its arguments")
 
     commands.add_parser("agent-path", help="print the path of the agent library (for LD_PRELOAD)")
+    commands.add_parser(
+        "cleanup", help="remove the SysV objects of supervisors that died (kill -9, crash)",
+        description="Remove the shared-memory segments and semaphore sets that supervisors of this "
+                    "user left when they died without stopping (every supervisor also does this at "
+                    "start). Objects of running supervisors are never touched.")
     return parser
 
 
@@ -49,6 +54,12 @@ def main(argv=None):
                        stats_file=args.stats_file)
         if args.command == "agent-path":
             print(agent_path())
+            return 0
+        if args.command == "cleanup":
+            from lsca.supervisor.registry import cleanup_dead
+            instances, segments, sets = cleanup_dead()
+            print(f"lsca: removed {segments} shared-memory segment(s) and {sets} semaphore set(s) "
+                  f"of {instances} dead supervisor(s)")
             return 0
         parser.print_help()
         return 2

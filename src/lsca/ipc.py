@@ -21,12 +21,12 @@ def _fresh_keys():
 
 
 class Shard:
-    """One client's shared-memory segment, attached in this process."""
+    """A shared-memory segment (a client's shard by default), zeroed, attached here."""
 
-    def __init__(self, uid=None, gid=None):
+    def __init__(self, uid=None, gid=None, size=SHARD_SIZE):
         for key in _fresh_keys():
             try:
-                self.shm = sysv_ipc.SharedMemory(key, sysv_ipc.IPC_CREX, mode=0o600, size=SHARD_SIZE,
+                self.shm = sysv_ipc.SharedMemory(key, sysv_ipc.IPC_CREX, mode=0o600, size=size,
                                                    init_character=b"\0")
                 break
             except sysv_ipc.ExistentialError:

@@ -51,12 +51,15 @@ SOCKET = Setting("socket", "--socket", str, default_socket,
 WORKER_SPIN_US = Setting("worker_spin_us", "--worker-spin-us", non_negative_int, 200,
                          "how long an idle worker polls its shards before it sleeps, in "
                          "microseconds (default: %(default)s)", "US")
+WORKER_TIMEOUT = Setting("worker_timeout", "--worker-timeout", positive_int, 30,
+                         "seconds a worker may go without a heartbeat (a call that long included) "
+                         "before it is aborted and replaced (default: %(default)s)", "S")
 LOG_LEVEL = Setting("log_level", "--log-level", str.upper, "WARNING",
                     "log level: DEBUG, INFO, WARNING, ERROR (default: %(default)s)", "LEVEL")
 EXIT_WITH = Setting("exit_with", "--exit-with", positive_int, None,
                     "stop when this process exits (used by 'lsca run')", "PID", hidden=True)
 
-SUPERVISOR_SETTINGS = [WORKERS, SOCKET, WORKER_SPIN_US, LOG_LEVEL, EXIT_WITH]
+SUPERVISOR_SETTINGS = [WORKERS, SOCKET, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL, EXIT_WITH]
 
 
 def add_arguments(parser, settings):

@@ -17,9 +17,11 @@ import struct
 import time
 
 from lsca import ipc
-from lsca.abi import (ABI_VERSION, HELLO_SIZE, MAGIC, OP_MAX, OP_NAMES, SHARD_SIZE, SLOTS,
-                      pack_welcome, parse_hello, shard_header)
+from lsca.abi import (ABI_VERSION, HELLO_SIZE, MAGIC, OP_MAX, OP_NAMES, SHARD_SIZE, SLOTS, ffi, lib,
+                      pack_welcome, parse_hello, shard_header, shard_slot)
+from lsca.supervisor.registry import Registry, cleanup_dead
 from lsca.supervisor.session import Session
+from lsca.supervisor.systemd import Notifier
 from lsca.workers.worker import Worker, ring
 
 log = logging.getLogger("lsca.supervisor")
@@ -27,6 +29,22 @@ log = logging.getLogger("lsca.supervisor")
 HELLO_PREFIX = struct.pack("=I", MAGIC)   # an agent's hello starts with the magic, native order
 STOP_TIMEOUT_S = 5.0
 TICK_S = 1.0
+KILL_GRACE_S = 2.0          # between SIGABRT and SIGKILL for a worker that stopped heartbeating
+
+# Calls a replacement worker may run again when the one executing them died: running
+# them twice gives the same result. Anything else that was executing fails with EIO.
+IDEMPOTENT = {lib.LSCA_OP_PREAD, lib.LSCA_OP_PWRITE, lib.LSCA_OP_FSTAT, lib.LSCA_OP_FSTATAT,
+              lib.LSCA_OP_STATX, lib.LSCA_OP_FACCESSAT, lib.LSCA_OP_READLINKAT, lib.LSCA_OP_GETCWD,
+              lib.LSCA_OP_FSYNC, lib.LSCA_OP_FDATASYNC, lib.LSCA_OP_FTRUNCATE, lib.LSCA_OP_TRUNCATE,
+              lib.LSCA_OP_FCHMOD, lib.LSCA_OP_FCHMODAT, lib.LSCA_OP_FCHOWN, lib.LSCA_OP_FCHOWNAT,
+              lib.LSCA_OP_CLOSE, lib.LSCA_OP_CHDIR, lib.LSCA_OP_FCHDIR}
+SEEK_SET, SEEK_END = 0, 2
+
+
+def idempotent(slot):
+    if slot.op == lib.LSCA_OP_LSEEK:
+        return slot.args[2] in (SEEK_SET, SEEK_END)     # SEEK_CUR moves again
+    return slot.op in IDEMPOTENT
 
 
 class SupervisorError(Exception):
@@ -63,8 +81,10 @@ class Supervisor:
                signal.SIGTTIN, signal.SIGTTOU]
     SIG_NAMES = {sig: sig.name[3:].lower() for sig in SIGNALS}
 
-    def __init__(self, socket_path, workers, worker_spin_us=200, exit_with=None, sleep_ms=1000):
+    def __init__(self, socket_path, workers, worker_spin_us=200, exit_with=None, sleep_ms=1000,
+                 worker_timeout=30.0):
         self.socket_path = socket_path
+        self.worker_timeout = worker_timeout
         self.target_workers = workers
         self.spin_ns = worker_spin_us * 1000
         self.sleep_ms = sleep_ms
@@ -76,6 +96,9 @@ class Supervisor:
         self.next_shard_id = 1
         self.sig_queue = []
         self.stopping = False
+        self.fast_stop = False
+        self.registry = None
+        self.table = None
         self.listener = None
         self.doorbells = []
         self.selector = selectors.DefaultSelector()
@@ -84,7 +107,13 @@ class Supervisor:
 
     def start(self):
         self.pid = os.getpid()
+        self.notifier = Notifier.from_environment()     # before any fork: workers must not inherit it
+        cleanup_dead()                  # what earlier instances that died left behind
         self._listen()
+        self.registry = Registry(self.socket_path)
+        # Heartbeats and in-flight calls of the workers: private to the supervisor.
+        self.table = self._new_segment(size=lib.LSCA_MAX_WORKERS * ffi.sizeof("struct lsca_worker_status"))
+        self.worker_rows = ffi.cast("struct lsca_worker_status *", self.table.address)
         self._install_signals()
         if self.exit_with:
             try:
@@ -95,6 +124,10 @@ class Supervisor:
         for _ in range(self.target_workers):
             self.spawn_worker()
         log.info("listening on %s with %d workers", self.socket_path, self.target_workers)
+        self.notifier.ready(self.status_text())
+
+    def status_text(self):
+        return f"serving {len(self.clients)} client(s) on {self.socket_path} with {len(self.workers)} worker(s)"
 
     def _listen(self):
         directory = os.path.dirname(self.socket_path) or "."
@@ -133,8 +166,14 @@ class Supervisor:
             self.sig_queue.append(signum)
 
     def stop(self):
-        """Stop workers, free every client's shard and every IPC object; idempotent."""
+        """Stop workers, free every client's shard and every IPC object; idempotent.
+        Graceful (TERM): workers finish the call they are executing. Fast (INT, QUIT): killed."""
         self.stopping = True
+        if getattr(self, "notifier", None) is not None:
+            self.notifier.stopping()
+        if self.fast_stop:
+            for pid in list(self.workers):
+                os.kill(pid, signal.SIGKILL)
         for worker in list(self.workers.values()):
             try:
                 worker.sock.send(json.dumps({"op": "stop"}).encode())
@@ -156,8 +195,13 @@ class Supervisor:
         for record in list(self.clients.values()):
             self._free_client(record, {})
         for semid in self.doorbells:
-            ipc.remove_semaphores(semid)
+            self._drop_semaphores(semid)
         self.doorbells = []
+        if self.table is not None:
+            self._drop_segment(self.table)
+            self.table = None
+        if self.registry is not None:
+            self.registry.close()
         for session in list(self.sessions.values()):
             session.close()
         self.sessions.clear()
@@ -178,6 +222,29 @@ class Supervisor:
             while self.sig_queue and not self.stopping:
                 sig = self.sig_queue.pop(0)
                 getattr(self, "handle_" + self.SIG_NAMES[sig])()
+            self.murder_silent_workers()
+            now = time.monotonic()
+            if self.notifier.watchdog_due(now):
+                self.notifier.watchdog(now)
+
+    def murder_silent_workers(self):
+        """A worker whose heartbeat is older than the timeout: SIGABRT, then SIGKILL."""
+        now = lib.lsca_now_ns()
+        for worker in list(self.workers.values()):
+            row = self.worker_rows[worker.index]
+            silent = (now - row.heartbeat_ns) / 1e9
+            if row.heartbeat_ns == 0 or silent < self.worker_timeout:
+                continue
+            sig = signal.SIGKILL if worker.aborted_at and time.monotonic() - worker.aborted_at > KILL_GRACE_S \
+                else signal.SIGABRT
+            if sig == signal.SIGABRT and worker.aborted_at:
+                continue
+            log.error("worker %d (pid %d) silent for %.1f s: %s", worker.index, worker.pid, silent, sig.name)
+            worker.aborted_at = worker.aborted_at or time.monotonic()
+            try:
+                os.kill(worker.pid, sig)
+            except ProcessLookupError:
+                pass
 
     def _drain_wakeups(self, sock):
         try:
@@ -189,11 +256,15 @@ class Supervisor:
     # ---- signals ----
 
     def handle_term(self):
-        log.info("TERM: stopping")
+        log.info("TERM: stopping after the calls in flight")
         self.stopping = True
 
-    handle_int = handle_term
-    handle_quit = handle_term
+    def handle_int(self):
+        log.info("INT/QUIT: stopping now")
+        self.fast_stop = True
+        self.stopping = True
+
+    handle_quit = handle_int
 
     def handle_hup(self):
         log.info("HUP: nothing to reload yet")
@@ -201,9 +272,21 @@ class Supervisor:
     def handle_ttin(self):
         self.target_workers += 1
         self.spawn_worker()
+        self.notifier.status(self.status_text())
 
     def handle_ttou(self):
-        log.info("TTOU: removing a worker is not supported yet")
+        if self.target_workers <= 1:
+            log.info("TTOU: keeping the last worker")
+            return
+        self.target_workers -= 1
+        worker = max(self.workers.values(), key=lambda w: w.index)
+        log.info("TTOU: retiring worker %d", worker.index)
+        worker.retiring = True
+        try:
+            worker.sock.send(json.dumps({"op": "stop"}).encode())
+        except OSError:
+            pass
+        ring(worker)
 
     def handle_chld(self):
         self._reap_workers()
@@ -214,10 +297,13 @@ class Supervisor:
         if index is None:
             index = len(self.doorbells)
             # A root supervisor's clients have other uids and must be able to ring; a user's only itself.
-            doorbell = ipc.create_semaphores(1, mode=0o666 if os.geteuid() == 0 else 0o600)
+            doorbell = self._new_semaphores(1, mode=0o666 if os.geteuid() == 0 else 0o600)
             self.doorbells.append(doorbell)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        worker = Worker(index, doorbell, child_sock, self.spin_ns, self.sleep_ms)
+        row = self.worker_rows[index]
+        row.heartbeat_ns = lib.lsca_now_ns()     # a fresh worker gets a full timeout to start
+        row.busy_shard = 0
+        worker = Worker(index, doorbell, child_sock, self.spin_ns, self.sleep_ms, row)
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -234,6 +320,7 @@ class Supervisor:
                 os._exit(code)
         child_sock.close()
         worker.pid = pid
+        row.pid = pid
         worker.sock = parent_sock
         self.workers[pid] = worker
         self.selector.register(parent_sock, selectors.EVENT_READ, self._on_worker_message)
@@ -255,12 +342,35 @@ class Supervisor:
             worker.sock.close()
             if self.stopping:
                 continue
-            log.error("worker %d (pid %d) died (status %#x): starting a new one", worker.index, pid, status)
-            replacement = self.spawn_worker(worker.index, worker.doorbell_semid)
-            for record in self.clients.values():
-                if record.worker is worker:
-                    record.worker = replacement
-                    self._assign(record)
+            orphans = [r for r in self.clients.values() if r.worker is worker]
+            if getattr(worker, "retiring", False):
+                log.info("worker %d retired; its %d client(s) move to the others", worker.index, len(orphans))
+                targets = None
+            else:
+                log.error("worker %d (pid %d) died (status %#x): starting a new one", worker.index, pid, status)
+                targets = self.spawn_worker(worker.index, worker.doorbell_semid)
+            for record in orphans:
+                record.worker = targets or self._least_loaded()
+                self._resolve_in_flight(record)
+                self._assign(record)
+
+    def _resolve_in_flight(self, record):
+        """Calls the dead worker had claimed: run again if idempotent, else fail with EIO."""
+        shard = ffi.cast("void *", record.shard.address)
+        header = shard_header(record.shard.address)
+        for i in range(SLOTS):
+            slot = shard_slot(record.shard.address, i)
+            if slot.state != lib.LSCA_SLOT_RUNNING:
+                continue
+            if idempotent(slot):
+                slot.state = lib.LSCA_SLOT_SUBMITTED
+                header.pending_mask |= 1 << i
+                log.warning("retrying %s of pid %d on the new worker", OP_NAMES.get(slot.op, slot.op), record.pid)
+            else:
+                slot.status, slot.result, slot.err = lib.LSCA_STATUS_DONE, -1, errno.EIO
+                lib.lsca_worker_complete(shard, i, record.semid)
+                log.warning("%s of pid %d was executing when its worker died: EIO",
+                            OP_NAMES.get(slot.op, slot.op), record.pid)
 
     def _on_worker_message(self, sock):
         try:
@@ -276,7 +386,7 @@ class Supervisor:
                 self._free_client(record, message.get("proxied", {}))
 
     def _least_loaded(self):
-        load = {w: 0 for w in self.workers.values()}
+        load = {w: 0 for w in self.workers.values() if not getattr(w, "retiring", False)}
         for record in self.clients.values():
             if record.worker in load:
                 load[record.worker] += 1
@@ -369,19 +479,39 @@ class Supervisor:
         except OSError:
             pass
 
+    # Every SysV object is created and removed here, so the registry always knows them.
+
+    def _new_segment(self, uid=None, gid=None, size=SHARD_SIZE):
+        segment = ipc.Shard(uid, gid, size)
+        self.registry.add("shm", segment.id)
+        return segment
+
+    def _drop_segment(self, segment):
+        segment.remove()
+        self.registry.discard("shm", segment.id)
+
+    def _new_semaphores(self, nsems, uid=None, gid=None, mode=0o600):
+        semid = ipc.create_semaphores(nsems, uid, gid, mode)
+        self.registry.add("sem", semid)
+        return semid
+
+    def _drop_semaphores(self, semid):
+        ipc.remove_semaphores(semid)
+        self.registry.discard("sem", semid)
+
     def _new_client(self, pid, uid, gid, session):
         owner = (uid, gid) if os.geteuid() == 0 else (None, None)
-        shard = ipc.Shard(*owner)
+        shard = self._new_segment(*owner)
         try:
-            semid = ipc.create_semaphores(SLOTS, *owner)
+            semid = self._new_semaphores(SLOTS, *owner)
         except OSError:
-            shard.remove()
+            self._drop_segment(shard)
             raise
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
-            shard.remove()
-            ipc.remove_semaphores(semid)
+            self._drop_segment(shard)
+            self._drop_semaphores(semid)
             raise
         worker = self._least_loaded()
         header = shard_header(shard.address)
@@ -408,6 +538,7 @@ class Supervisor:
         header.doorbell_semid = record.worker.doorbell_semid
         header.doorbell_semnum = 0
         header.worker_id = record.worker.index
+        header.worker_sleeping = 1      # the new owner may be asleep: the next submit rings
         session = record.session
         fds = {"chan": record.chan_worker.fileno(), "peer": record.chan_client.fileno()}
         if session is not None and session.trace_fd is not None:
@@ -442,8 +573,8 @@ class Supervisor:
         declined = {OP_NAMES[op]: header.declined[op] for op in OP_NAMES if header.declined[op]}
         if record.session is not None:
             record.session.account(record, proxied, passthrough, declined)
-        record.shard.remove()
-        ipc.remove_semaphores(record.semid)
+        self._drop_segment(record.shard)
+        self._drop_semaphores(record.semid)
         record.chan_worker.close()
         record.chan_client.close()
         if not record.releasing:

@@ -31,7 +31,8 @@ def main(argv=None):
     os.environ["LSCA_AGENT_DISABLE"] = "1"
     # A blocked TERM inherited from whoever started us would make us unstoppable.
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    supervisor = Supervisor(args.socket, args.workers, args.worker_spin_us, args.exit_with)
+    supervisor = Supervisor(args.socket, args.workers, args.worker_spin_us, args.exit_with,
+                            worker_timeout=args.worker_timeout)
     try:
         supervisor.start()
         supervisor.run()

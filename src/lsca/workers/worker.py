@@ -30,8 +30,11 @@ CONTROL_EVERY_S = 0.01       # while busy, read the supervisor's messages this o
 
 
 class Worker:
-    def __init__(self, index, doorbell_semid, control, spin_ns, sleep_ms):
+    def __init__(self, index, doorbell_semid, control, spin_ns, sleep_ms, row=None):
         self.index = index
+        self.row = row                  # our line of the supervisor's worker table (heartbeat)
+        self.aborted_at = None          # supervisor side: when SIGABRT was sent
+        self.retiring = False
         self.doorbell_semid = doorbell_semid
         self.control = control          # our end of the socketpair
         self.spin_ns = spin_ns
@@ -55,6 +58,8 @@ class Worker:
         self.ctx.doorbell_semnum = 0
         self.clients = {}               # ctx index -> Client
         self.by_shard = {}              # supervisor shard id -> ctx index
+        if self.row is None:
+            self.row = ffi.new("struct lsca_worker_status *")
 
     def _handle_term(self, signum, frame):
         self.alive = False
@@ -64,6 +69,7 @@ class Worker:
         next_control = 0.0
         try:
             while self.alive:
+                self.row.heartbeat_ns = lib.lsca_now_ns()
                 if lib.lsca_worker_next(self.ctx, shard_index, slot_index, self.spin_ns, 0):
                     self.serve(shard_index[0], slot_index[0])
                     now = time.monotonic()
@@ -98,6 +104,9 @@ class Worker:
         handler = HANDLERS[op] if op < OP_MAX else None
         request = trace.request(OP_NAMES[op], slot) if client.trace_fd is not None and op in OP_NAMES else None
         status, err = DONE, 0
+        # What we execute, for the supervisor should we die in it (retry or EIO).
+        self.row.busy_slot = i
+        self.row.busy_shard = client.shard_id
         try:
             if handler is None:
                 raise OSError(errno.EINVAL, "unknown op")
@@ -117,6 +126,7 @@ class Worker:
         if request is not None and status == DONE:
             traced = trace.answer(request, slot, slot.xfer == INLINE)
         lib.lsca_worker_complete(client.shard, i, client.completion_semid)
+        self.row.busy_shard = 0
         if status == DONE:
             client.proxied[op] += 1
         if traced is not None:

@@ -1,0 +1,147 @@
+"""Faults: workers that die or hang are replaced and their clients keep being
+served; a supervisor killed with -9 leaves nothing `lsca cleanup` (or the next
+start) does not remove; TTIN/TTOU grow and shrink the pool under load."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from lsca import ipc
+from conftest import SupervisorProcess, clean_env, new_objects, remove_objects
+
+PY = sys.executable
+
+# A client that serves requests from stdin: each line "N" makes it write N lines to a
+# file through write() and answer with the file's size, so the test drives it at will.
+ECHO_CLIENT = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+for line in sys.stdin:
+    for i in range(int(line)):
+        os.write(fd, b"x" * 10 + b"\n")
+    os.write(1, (str(os.fstat(fd).st_size) + "\n").encode())
+"""
+
+
+def workers_of(sup):
+    return sorted(p.pid for p in psutil.Process(sup.process.pid).children())
+
+
+def wait_until(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+class Driven:
+    """A served client we can ask for more work, line by line."""
+
+    def __init__(self, sup, path, stats_dir=None):
+        self.proc = subprocess.Popen([PY, "-c", ECHO_CLIENT, str(path)], env=sup.client_env(),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.total = 0
+
+    def ask(self, n, timeout=20):
+        self.proc.stdin.write(f"{n}\n".encode())
+        self.proc.stdin.flush()
+        self.total += n
+        line = self.proc.stdout.readline()
+        assert line, "the client died"
+        return int(line)
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_killed_worker_is_replaced_and_clients_keep_being_served(tmp_path):
+    sup = SupervisorProcess(str(tmp_path), workers=2)
+    clients = []
+    try:
+        clients = [Driven(sup, tmp_path / f"out{i}") for i in range(3)]
+        for c in clients:
+            assert c.ask(5) == 55
+        before = workers_of(sup)
+        os.kill(before[0], signal.SIGKILL)
+        assert wait_until(lambda: len(workers_of(sup)) == 2 and workers_of(sup) != before)
+        for c in clients:                       # every client, whichever worker it had
+            assert c.ask(100) == 11 * c.total
+    finally:
+        for c in clients:
+            c.close()
+        assert sup.stop() == 0
+
+
+def test_silent_worker_is_aborted_and_replaced(tmp_path):
+    sup = SupervisorProcess(str(tmp_path), workers=1, extra=["--worker-timeout", "2"])
+    client = None
+    try:
+        client = Driven(sup, tmp_path / "out")
+        assert client.ask(3) == 33
+        (worker,) = workers_of(sup)
+        os.kill(worker, signal.SIGSTOP)         # alive but silent: no heartbeat
+        assert wait_until(lambda: workers_of(sup) and workers_of(sup) != [worker], timeout=20)
+        assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+        assert client.ask(10) == 11 * client.total
+    finally:
+        if client:
+            client.close()
+        assert sup.stop() == 0
+
+
+def test_ttin_and_ttou_grow_and_shrink_the_pool_without_losing_clients(tmp_path):
+    sup = SupervisorProcess(str(tmp_path), workers=2)
+    clients = []
+    try:
+        clients = [Driven(sup, tmp_path / f"out{i}") for i in range(4)]
+        for c in clients:
+            c.ask(1)
+        sup.process.send_signal(signal.SIGTTIN)
+        assert wait_until(lambda: len(workers_of(sup)) == 3)
+        for _ in range(2):
+            sup.process.send_signal(signal.SIGTTOU)
+            time.sleep(0.3)
+        assert wait_until(lambda: len(workers_of(sup)) == 1)
+        for c in clients:                       # all moved to the last worker
+            assert c.ask(20) == 11 * c.total
+        sup.process.send_signal(signal.SIGTTOU)  # the last one stays
+        time.sleep(0.5)
+        assert len(workers_of(sup)) == 1
+    finally:
+        for c in clients:
+            c.close()
+        assert sup.stop() == 0
+
+
+def test_supervisor_killed_with_sigkill_is_cleaned_by_lsca_cleanup_and_next_start(tmp_path):
+    state_dir = tmp_path / "state"
+    env = {"LSCA_STATE_DIR": str(state_dir)}
+    sup = SupervisorProcess(str(tmp_path), workers=2, env_extra=env)
+    client = Driven(sup, tmp_path / "out")
+    try:
+        assert client.ask(2) == 22
+        objects = new_objects(sup.objects_before)
+        ids = json.loads(next(state_dir.iterdir()).read_text())
+        assert set(ids["shm"]) and set(ids["sem"])
+        for pid in [sup.process.pid] + workers_of(sup):
+            os.kill(pid, signal.SIGKILL)
+        sup.process.wait()
+        present = ipc.lsca_objects()
+        assert set(ids["shm"]) <= set(present["shm"]) and set(ids["sem"]) <= set(present["sem"])
+        out = subprocess.run([PY, "-m", "lsca.cli", "cleanup"], env={**clean_env(), **env},
+                             capture_output=True, timeout=30)
+        assert out.returncode == 0
+        assert b"of 1 dead supervisor(s)" in out.stdout
+        present = ipc.lsca_objects()
+        assert not set(ids["shm"]) & set(present["shm"]) and not set(ids["sem"]) & set(present["sem"])
+        assert list(state_dir.iterdir()) == []
+    finally:
+        client.close()
+        remove_objects(objects)
