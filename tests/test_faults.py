@@ -18,9 +18,24 @@ PY = sys.executable
 # A client that serves requests from stdin: each line "N" makes it write N lines to a
 # file through write() and answer with the file's size, so the test drives it at will.
 ECHO_CLIENT = r"""
-import os, sys
+import errno, os, sys
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-for line in sys.stdin:
+def next_line():
+    # A read blocked in a worker that dies fails with EIO (not idempotent): ask again.
+    line = b""
+    while not line.endswith(b"\n"):
+        try:
+            chunk = os.read(0, 1)
+        except OSError as e:
+            if e.errno != errno.EIO:
+                raise
+            sys.stderr.write("read: EIO\n")
+            continue
+        if not chunk:
+            return None
+        line += chunk
+    return line
+while (line := next_line()) is not None:
     for i in range(int(line)):
         os.write(fd, b"x" * 10 + b"\n")
     os.write(1, (str(os.fstat(fd).st_size) + "\n").encode())

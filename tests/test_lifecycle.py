@@ -4,6 +4,7 @@ import errno
 import os
 import pwd
 import re
+import select
 import shutil
 import signal
 import socket
@@ -273,37 +274,66 @@ def test_supervisor_stop_removes_every_object(sig):
             sup.stop()
 
 
-def test_killed_supervisor_fails_the_waiting_call_instead_of_hanging(tmp_path):
-    """kill -9 of the supervisor (left unreaped, a zombie) and its workers: a client in a
-    call gets EIO within seconds and goes on natively."""
+WAITING_CLIENT = ("import os\n"
+                  "os.write(1, b'ready\\n')\n"
+                  "try:\n"
+                  "    os.read(0, 10)\n"              # blocks in a worker's pool thread: in flight
+                  "    print('answered', flush=True)\n"
+                  "except OSError as e:\n"
+                  "    print(e.errno, flush=True)\n"
+                  "os.write(1, b'native afterwards\\n')\n")
+
+
+def read_lines(proc, n, timeout=20):
+    """n lines of the process's output, keeping its stdin open (EOF would answer its read)."""
+    lines = []
+    deadline = time.monotonic() + timeout
+    while len(lines) < n and time.monotonic() < deadline:
+        if select.select([proc.stdout], [], [], 0.1)[0]:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip(b"\n"))
+    return lines
+
+
+def start_waiting_client(tmp_path):
     state_dir = tmp_path / "state"
     sup = SupervisorProcess(str(tmp_path), workers=1, env_extra={"LSCA_STATE_DIR": str(state_dir)})
-    script = ("import os, sys, time\n"
-              "r, w = os.pipe()\n"
-              "os.write(1, b'ready\\n')\n"
-              "sys.stdin.readline()\n"                    # wait until the supervisor is dead
-              "try:\n"
-              "    os.fsync(r)\n"                          # EINVAL natively, EIO if the answer is lost
-              "    print('answered')\n"
-              "except OSError as e:\n"
-              "    print(e.errno)\n"
-              "os.write(1, b'native afterwards\\n')\n")
-    client = subprocess.Popen([PY, "-c", script], env=sup.client_env(), stdin=subprocess.PIPE,
+    client = subprocess.Popen([PY, "-c", WAITING_CLIENT], env=sup.client_env(), stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)
+    assert client.stdout.readline() == b"ready\n"
+    time.sleep(0.3)                     # the read is now blocked in the worker
+    return sup, client, state_dir
+
+
+def test_killed_supervisor_workers_fail_the_waiting_call_and_exit(tmp_path):
+    """kill -9 of the supervisor alone: its workers notice, fail the call in flight with
+    EIO (its outcome is unknown), wake the program and exit; the program goes on natively."""
+    sup, client, state_dir = start_waiting_client(tmp_path)
     try:
-        assert client.stdout.readline() == b"ready\n"
         workers = [p.pid for p in psutil.Process(sup.process.pid).children()]
-        for pid in [sup.process.pid] + workers:
-            os.kill(pid, signal.SIGKILL)
-        assert wait_until(lambda: all(not psutil.pid_exists(p) or
-                                      psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in workers))
-        client.stdin.write(b"go\n")
-        client.stdin.flush()
-        out, _ = client.communicate(timeout=20)
-        assert out.splitlines()[-1] == b"native afterwards"
-        assert out.splitlines()[0] == str(errno.EIO).encode()   # the outcome is unknown: never guess
+        os.kill(sup.process.pid, signal.SIGKILL)
+        assert read_lines(client, 2) == [str(errno.EIO).encode(), b"native afterwards"]
+        assert wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                                          for p in workers))
     finally:
         client.kill()
         client.wait()
         sup.process.wait()
         assert cleanup_dead(str(state_dir))[0] == 1      # what the dead instance owned, exactly
+
+
+def test_cleanup_after_everything_was_killed_fails_the_waiting_call(tmp_path):
+    """kill -9 of the supervisor and its workers: nobody is left to answer; the cleanup
+    (lsca cleanup, or the next supervisor's start) fails the call with EIO and wakes it."""
+    sup, client, state_dir = start_waiting_client(tmp_path)
+    try:
+        for pid in [sup.process.pid] + [p.pid for p in psutil.Process(sup.process.pid).children()]:
+            os.kill(pid, signal.SIGKILL)
+        sup.process.wait()
+        assert cleanup_dead(str(state_dir))[0] == 1
+        assert read_lines(client, 2) == [str(errno.EIO).encode(), b"native afterwards"]
+    finally:
+        client.kill()
+        client.wait()

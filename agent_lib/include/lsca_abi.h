@@ -17,7 +17,7 @@
 
 /* LSCA_CDEF_BEGIN */
 #define LSCA_MAGIC 0x4C534341           /* "LSCA" */
-#define LSCA_ABI_VERSION 2
+#define LSCA_ABI_VERSION 3
 
 #define LSCA_SLOTS 64                   /* client threads in a call at once; one 64-bit pending mask */
 #define LSCA_INLINE_MAX 65536           /* bytes of a buffer carried in the slot itself */
@@ -96,8 +96,9 @@ enum lsca_xfer {
 };
 
 struct lsca_slot {
-    uint32_t state;               /* enum lsca_slot_state; acquire/release hand-off           */
-    uint32_t client_sleeping;     /* 1 while the client thread sleeps on its semaphore        */
+    uint32_t state;               /* enum lsca_slot_state; acquire/release hand-off; the futex
+                                     word the client sleeps on                                 */
+    uint32_t client_sleeping;     /* 1 while the client thread sleeps on state               */
     int32_t owner_tid;            /* 0: free slot; else the client thread that owns it        */
     uint32_t op;                  /* enum lsca_op                                             */
     uint32_t xfer;                /* enum lsca_xfer                                           */
@@ -109,7 +110,8 @@ struct lsca_slot {
     uint64_t args[LSCA_MAX_ARGS];
     uint64_t seq;                 /* per-shard call number, for traces                        */
     int32_t new_fds[2];           /* numbers the client installed the received descriptors at */
-    uint8_t pad[16];              /* keeps data[] and the slot size 64-byte aligned           */
+    uint32_t cancel;              /* 1: a signal handler interrupted the waiting client       */
+    uint8_t pad[12];              /* keeps data[] and the slot size 64-byte aligned           */
     uint8_t data[LSCA_INLINE_MAX];
 };
 
@@ -119,12 +121,13 @@ struct lsca_shard_header {
     uint32_t shard_size;
     uint32_t nslots;
     int32_t client_pid;
-    int32_t completion_semid;     /* SysV set: semaphore i wakes the thread waiting on slot i  */
+    uint32_t dead;                /* 1: nobody will answer any more (supervisor gone): native  */
     int32_t doorbell_semid;       /* SysV set of the owning worker                            */
     int32_t doorbell_semnum;
     uint32_t worker_sleeping;     /* worker announced it sleeps: the submitter must ring      */
     uint32_t worker_id;
     uint64_t pending_mask;        /* bit i: slot i was submitted (a hint; states are the truth) */
+    uint64_t cancel_mask;         /* bit i: slot i asks its call to be interrupted (a hint)    */
     uint64_t next_seq;
     uint64_t passthrough[LSCA_OP_MAX]; /* per op: calls the agent executed natively         */
     uint64_t declined[LSCA_OP_MAX];    /* per op: of those, calls a worker handed back        */

@@ -44,11 +44,16 @@ uint64_t lsca_now_ns(void);
 /* Publish a filled slot and ring the worker if it announced that it sleeps. */
 void lsca_ring_submit(void *shard, unsigned slot_index);
 
-/* Wait until the worker finished the slot: spin for spin_ns, then sleep on the
- * slot's completion semaphore. Returns 0, or -1 with errno when the semaphore set
- * is gone (supervisor stopped) or the supervisor pid has died. */
-int lsca_ring_wait(void *shard, unsigned slot_index, int completion_semid,
-                   uint64_t spin_ns, int supervisor_pid);
+/* Wait until the worker finished the slot: spin for spin_ns, then sleep on the slot's
+ * state word (a futex, no timeout). Returns 0 when DONE; 1 when a signal handler
+ * installed without SA_RESTART interrupted the sleep (one with SA_RESTART makes the
+ * kernel resume the wait, as it would resume the native call); -1 when the shard is
+ * dead (its supervisor is gone and nobody will answer). interruptible = 0 ignores
+ * signals (after a cancel request, the answer is coming). */
+int lsca_ring_wait(void *shard, unsigned slot_index, uint64_t spin_ns, int interruptible);
+
+/* Ask the worker to interrupt the slot's call (it answers EINTR, or what was done). */
+void lsca_ring_cancel(void *shard, unsigned slot_index);
 
 /* ---- worker side (cffi module) ---- */
 
@@ -60,16 +65,22 @@ struct lsca_worker_ctx {
     unsigned cursor;                              /* round-robin start among shards */
     void *shards[LSCA_WORKER_MAX_SHARDS];         /* NULL: unused entry */
     uint64_t pending[LSCA_WORKER_MAX_SHARDS];     /* hints taken from shard masks, not yet served */
+    uint64_t cancels[LSCA_WORKER_MAX_SHARDS];     /* cancel hints taken, not yet handed out */
 };
 
 /* Claim the next submitted slot of any owned shard (state SUBMITTED -> RUNNING).
  * Spins for spin_ns, then sleeps on the doorbell for at most timeout_ms.
- * Returns 1 with the shard and slot indices set, 0 when nothing was found. */
+ * Returns 1 with the shard and slot indices set, 2 for a cancel request of that slot,
+ * 0 when nothing was found. */
 int lsca_worker_next(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_index,
                      uint64_t spin_ns, int timeout_ms);
 
 /* Publish the slot's result (RUNNING -> DONE) and wake its client thread if it sleeps. */
-void lsca_worker_complete(void *shard, unsigned slot_index, int completion_semid);
+void lsca_worker_complete(void *shard, unsigned slot_index);
+
+/* Nobody will answer this shard any more: mark it dead, then fail every call that is
+ * submitted or running with EIO and wake its thread. Returns the calls failed. */
+int lsca_shard_fail_all(void *shard);
 /* LSCA_CDEF_END */
 
 #endif /* LSCA_RING_H */

@@ -26,6 +26,9 @@ int64_t lsca_remote_scatter(int pid, const void *local, size_t len, const void *
 /* The exact libc calls a worker executes for a client (no wrapper semantics in
  * between, e.g. Python's preadv treating offset -1 as "current position").
  * -1 with errno on failure; EINTR (a signal to the worker) is retried. */
+/* The calling thread's cancel word (a slot's cancel field) or NULL: while it is set, an
+ * EINTR ends the call instead of being retried (how a blocking call is interrupted). */
+void lsca_set_cancel_word(const uint32_t *word);
 int64_t lsca_do_read(int fd, void *buf, uint64_t count);
 int64_t lsca_do_write(int fd, const void *buf, uint64_t count);
 int64_t lsca_do_pread(int fd, void *buf, uint64_t count, int64_t offset);

@@ -31,8 +31,6 @@
 
 struct agent_state {
     void *shard;                 /* attached shard, NULL while not registered */
-    int completion_semid;
-    int supervisor_pid;
     pid_t pid;                   /* process the shard belongs to */
     unsigned generation;         /* bumped by fork: thread slots of older generations are void */
     int attempted;               /* registration tried in this process (no retry storm) */
@@ -211,8 +209,6 @@ static int register_process(void)
         errno = EPROTO;
         return -1;
     }
-    agent.completion_semid = h->completion_semid;
-    agent.supervisor_pid = w.supervisor_pid;
     agent.pid = getpid();
     /* The shard pointer is published last: threads that see it see the rest. */
     __atomic_store_n(&agent.shard, shard, __ATOMIC_RELEASE);
@@ -290,6 +286,11 @@ int lsca_begin(struct lsca_call *c, enum lsca_op op)
     shard = current_shard();
     if (!shard)
         return 0;
+    if (__atomic_load_n(&((struct lsca_shard_header *)shard)->dead, __ATOMIC_ACQUIRE)) {
+        /* The supervisor is gone for good: everything runs natively from now on. */
+        __atomic_store_n(&agent.shard, NULL, __ATOMIC_RELEASE);
+        return 0;
+    }
     c->slot = thread_slot(shard);
     if (!c->slot) {
         lsca_count_passthrough(op);
@@ -312,13 +313,19 @@ int lsca_exchange(struct lsca_call *c)
 
     c->slot->seq = __atomic_fetch_add(&h->next_seq, 1, __ATOMIC_RELAXED);
     lsca_ring_submit(h, i);
-    if (lsca_ring_wait(h, i, agent.completion_semid, agent.spin_ns, agent.supervisor_pid) < 0) {
+    int waited = lsca_ring_wait(h, i, agent.spin_ns, 1);
+    if (waited == 1) {
+        /* A handler without SA_RESTART ran: as natively, the call is interrupted. The
+         * worker answers EINTR, or what it completed before it heard of the signal. */
+        lsca_ring_cancel(h, i);
+        waited = lsca_ring_wait(h, i, agent.spin_ns, 0);
+    }
+    if (waited < 0) {
         /* The supervisor is gone mid-call: the outcome is unknown, so say EIO (never guess). */
         c->slot->status = LSCA_STATUS_DONE;
         c->slot->result = -1;
         c->slot->err = EIO;
         __atomic_store_n(&agent.shard, NULL, __ATOMIC_RELEASE);
-        __atomic_store_n(&agent.attempted, 1, __ATOMIC_RELEASE);
         return 1;
     }
     if (c->slot->status == LSCA_STATUS_DONE)

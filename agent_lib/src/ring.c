@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -29,58 +31,48 @@ static int sem_change(int semid, int semnum, int delta, const struct timespec *t
     return timeout ? semtimedop(semid, &op, 1, timeout) : semop(semid, &op, 1);
 }
 
+/* Shared (not PRIVATE) futex: the word lives in a SysV segment mapped by two processes. */
+static long futex(uint32_t *word, int op, uint32_t value)
+{
+    return LSCA_SYSCALL(SYS_futex, word, op, value, NULL, NULL, 0);
+}
+
 /* ---- client side ---- */
+
+static void ring_doorbell(struct lsca_shard_header *h)
+{
+    /* Pairs with the worker's store of worker_sleeping before its last scan. */
+    if (smp_load_sc(&h->worker_sleeping) && smp_xchg_sc(&h->worker_sleeping, 0))
+        sem_change(h->doorbell_semid, h->doorbell_semnum, +1, NULL);
+}
 
 void lsca_ring_submit(void *shard, unsigned i)
 {
     struct lsca_shard_header *h = shard;
     struct lsca_slot *slot = lsca_shard_slot(shard, i);
 
+    slot->cancel = 0;
     /* The request (op, args, data) is visible before the state says SUBMITTED. */
     smp_store_sc(&slot->state, LSCA_SLOT_SUBMITTED);
     /* The hint bit after the state: a worker that sees the bit sees the state. */
     __atomic_fetch_or(&h->pending_mask, (uint64_t)1 << i, __ATOMIC_SEQ_CST);
-    /* Pairs with the worker's store of worker_sleeping before its last scan. */
-    if (smp_load_sc(&h->worker_sleeping) && smp_xchg_sc(&h->worker_sleeping, 0))
-        sem_change(h->doorbell_semid, h->doorbell_semnum, +1, NULL);
+    ring_doorbell(h);
 }
 
-/* Liveness check while sleeping: a dead supervisor must not hang the program.
- * A killed supervisor its parent has not reaped yet is a zombie: gone as well. */
-static int supervisor_gone(int pid)
+void lsca_ring_cancel(void *shard, unsigned i)
 {
-    char path[64], stat[256];
-    int fd, saved = errno;
-    ssize_t n;
-    const char *state;
+    struct lsca_shard_header *h = shard;
 
-    if (pid <= 0)
-        return 0;
-    if (kill(pid, 0) == -1 && errno == ESRCH) {
-        errno = saved;
-        return 1;
-    }
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    fd = (int)LSCA_SYSCALL(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        errno = saved;
-        return 0;
-    }
-    n = LSCA_SYSCALL(SYS_read, fd, stat, sizeof(stat) - 1);
-    LSCA_SYSCALL(SYS_close, fd);
-    errno = saved;
-    if (n <= 0)
-        return 0;
-    stat[n] = '\0';
-    state = strrchr(stat, ')');           /* "pid (comm) S ...": comm may hold spaces */
-    return state && state[1] == ' ' && (state[2] == 'Z' || state[2] == 'X');
+    smp_store_sc(&lsca_shard_slot(shard, i)->cancel, 1);
+    __atomic_fetch_or(&h->cancel_mask, (uint64_t)1 << i, __ATOMIC_SEQ_CST);
+    ring_doorbell(h);
 }
 
-int lsca_ring_wait(void *shard, unsigned i, int semid, uint64_t spin_ns, int supervisor_pid)
+int lsca_ring_wait(void *shard, unsigned i, uint64_t spin_ns, int interruptible)
 {
+    struct lsca_shard_header *h = shard;
     struct lsca_slot *slot = lsca_shard_slot(shard, i);
     uint64_t deadline = 0;
-    const struct timespec tick = { .tv_sec = 1, .tv_nsec = 0 };
     unsigned n;
 
     for (n = 0;; n++) {
@@ -97,39 +89,32 @@ int lsca_ring_wait(void *shard, unsigned i, int semid, uint64_t spin_ns, int sup
         lsca_cpu_relax();
     }
 
-    /* Announce the sleep before the last look at the state (pairs with lsca_worker_complete). */
+    /* Announce the sleep before looking at the state again (pairs with lsca_worker_complete)
+     * and at dead (pairs with lsca_shard_fail_all). */
     smp_store_sc(&slot->client_sleeping, 1);
     for (;;) {
-        if (smp_load_sc(&slot->state) == LSCA_SLOT_DONE) {
-            if (smp_xchg_sc(&slot->client_sleeping, 0) == 1)
-                return 0;               /* the worker has not seen our flag: no post comes */
-            /* The worker took the flag and posts: consume that post to keep counts exact. */
-            while (sem_change(semid, (int)i, -1, &tick) == -1) {
-                if (errno != EINTR && errno != EAGAIN)
-                    return -1;
-                if (errno == EAGAIN && supervisor_gone(supervisor_pid))
-                    return 0;           /* the answer is there already */
-            }
-            return 0;
+        uint32_t state = smp_load_sc(&slot->state);
+        if (state == LSCA_SLOT_DONE)
+            break;
+        if (smp_load_sc(&h->dead)) {
+            smp_store_sc(&slot->client_sleeping, 0);
+            return -1;
         }
-        if (sem_change(semid, (int)i, -1, &tick) == 0)
-            return 0;                   /* the worker posts only after DONE */
-        if (errno == EINTR)
-            continue;                   /* the signal handler ran; the call is still in flight */
-        if (errno == EAGAIN) {
-            if (supervisor_gone(supervisor_pid)) {
-                errno = EIO;
-                return -1;
-            }
-            continue;
+        /* No timeout on purpose: only then does the kernel restart the wait after a
+         * handler with SA_RESTART and report EINTR after one without, like the native call. */
+        if (futex(&slot->state, FUTEX_WAIT, state) == -1 && errno == EINTR && interruptible) {
+            smp_store_sc(&slot->client_sleeping, 0);
+            return 1;
         }
-        return -1;                      /* EIDRM/EINVAL: the supervisor removed the set */
     }
+    smp_store_sc(&slot->client_sleeping, 0);
+    return 0;
 }
 
 /* ---- worker side ---- */
 
 /* Take the pending hints of every owned shard; claim one submitted slot. */
+/* Returns 1 for a claimed slot, 2 for a cancel request, 0 for nothing. */
 static int claim_one(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_index)
 {
     unsigned k;
@@ -141,6 +126,17 @@ static int claim_one(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_in
 
         if (!shard)
             continue;
+        if (smp_load_acquire(&h->cancel_mask))
+            ctx->cancels[idx] |= __atomic_exchange_n(&h->cancel_mask, 0, __ATOMIC_ACQ_REL);
+        if (ctx->cancels[idx]) {
+            unsigned i = (unsigned)__builtin_ctzll(ctx->cancels[idx]);
+            ctx->cancels[idx] &= ctx->cancels[idx] - 1;
+            if (i < LSCA_SLOTS) {
+                *shard_index = (int)idx;
+                *slot_index = (int)i;
+                return 2;
+            }
+        }
         if (smp_load_acquire(&h->pending_mask))
             ctx->pending[idx] |= __atomic_exchange_n(&h->pending_mask, 0, __ATOMIC_ACQ_REL);
         while (ctx->pending[idx]) {
@@ -170,7 +166,8 @@ static int any_pending(struct lsca_worker_ctx *ctx)
 
     for (idx = 0; idx < LSCA_WORKER_MAX_SHARDS; idx++) {
         struct lsca_shard_header *h = ctx->shards[idx];
-        if (h && (ctx->pending[idx] || smp_load_sc(&h->pending_mask)))
+        if (h && (ctx->pending[idx] || ctx->cancels[idx] || smp_load_sc(&h->pending_mask) ||
+                  smp_load_sc(&h->cancel_mask)))
             return 1;
     }
     return 0;
@@ -194,8 +191,9 @@ int lsca_worker_next(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_in
     unsigned n;
 
     for (n = 1;; n++) {
-        if (claim_one(ctx, shard_index, slot_index))
-            return 1;
+        int got = claim_one(ctx, shard_index, slot_index);
+        if (got)
+            return got;
         if ((n & 15) == 0 && lsca_now_ns() >= deadline)
             break;
         lsca_cpu_relax();
@@ -214,12 +212,34 @@ int lsca_worker_next(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_in
     return claim_one(ctx, shard_index, slot_index);
 }
 
-void lsca_worker_complete(void *shard, unsigned i, int semid)
+void lsca_worker_complete(void *shard, unsigned i)
 {
     struct lsca_slot *slot = lsca_shard_slot(shard, i);
 
     /* The answer is visible before DONE; DONE is ordered before the sleeping-flag check. */
     smp_store_sc(&slot->state, LSCA_SLOT_DONE);
     if (smp_xchg_sc(&slot->client_sleeping, 0) == 1)
-        sem_change(semid, (int)i, +1, NULL);
+        futex(&slot->state, FUTEX_WAKE, INT_MAX);
+}
+
+int lsca_shard_fail_all(void *shard)
+{
+    struct lsca_shard_header *h = shard;
+    unsigned i;
+    int failed = 0;
+
+    /* dead first: a client that submits after our scan sees it before it sleeps. */
+    smp_store_sc(&h->dead, 1);
+    for (i = 0; i < LSCA_SLOTS; i++) {
+        struct lsca_slot *slot = lsca_shard_slot(shard, i);
+        uint32_t state = smp_load_sc(&slot->state);
+        if (state != LSCA_SLOT_SUBMITTED && state != LSCA_SLOT_RUNNING)
+            continue;
+        slot->status = LSCA_STATUS_DONE;
+        slot->result = -1;
+        slot->err = EIO;                /* the outcome is unknown: never guess */
+        lsca_worker_complete(shard, i);
+        failed++;
+    }
+    return failed;
 }

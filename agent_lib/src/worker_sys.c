@@ -112,13 +112,21 @@ int64_t lsca_remote_scatter(int pid, const void *local, size_t len, const void *
     return remote_move(pid, 1, (void *)local, len, remote_iov, iovcnt);
 }
 
-#define RETRY_EINTR(expr)                              \
-    ({                                                 \
-        __typeof__(expr) r_;                           \
-        do                                             \
-            r_ = (expr);                               \
-        while (r_ == -1 && errno == EINTR);            \
-        r_;                                            \
+static __thread const volatile uint32_t *cancel_word;
+
+void lsca_set_cancel_word(const uint32_t *word)
+{
+    cancel_word = word;
+}
+
+/* A signal to the worker is retried over; one sent to cancel the call is not. */
+#define RETRY_EINTR(expr)                                                       \
+    ({                                                                          \
+        __typeof__(expr) r_;                                                    \
+        do                                                                      \
+            r_ = (expr);                                                        \
+        while (r_ == -1 && errno == EINTR && !(cancel_word && *cancel_word));   \
+        r_;                                                                     \
     })
 
 int64_t lsca_do_read(int fd, void *buf, uint64_t count)

@@ -54,12 +54,11 @@ class SupervisorError(Exception):
 class ClientRecord:
     """A registered client process and the IPC objects of its shard."""
 
-    def __init__(self, shard_id, pid, uid, shard, semid, pidfd, worker, session):
+    def __init__(self, shard_id, pid, uid, shard, pidfd, worker, session):
         self.shard_id = shard_id
         self.pid = pid
         self.uid = uid
         self.shard = shard
-        self.semid = semid
         self.pidfd = pidfd
         self.worker = worker
         self.session = session
@@ -193,6 +192,8 @@ class Supervisor:
             os.waitpid(pid, 0)
             self.workers.pop(pid).sock.close()
         for record in list(self.clients.values()):
+            # Nobody will answer: calls in flight fail with EIO, later ones run natively.
+            lib.lsca_shard_fail_all(ffi.cast("void *", record.shard.address))
             self._free_client(record, {})
         for semid in self.doorbells:
             self._drop_semaphores(semid)
@@ -368,7 +369,7 @@ class Supervisor:
                 log.warning("retrying %s of pid %d on the new worker", OP_NAMES.get(slot.op, slot.op), record.pid)
             else:
                 slot.status, slot.result, slot.err = lib.LSCA_STATUS_DONE, -1, errno.EIO
-                lib.lsca_worker_complete(shard, i, record.semid)
+                lib.lsca_worker_complete(shard, i)
                 log.warning("%s of pid %d was executing when its worker died: EIO",
                             OP_NAMES.get(slot.op, slot.op), record.pid)
 
@@ -503,15 +504,9 @@ class Supervisor:
         owner = (uid, gid) if os.geteuid() == 0 else (None, None)
         shard = self._new_segment(*owner)
         try:
-            semid = self._new_semaphores(SLOTS, *owner)
-        except OSError:
-            self._drop_segment(shard)
-            raise
-        try:
             pidfd = os.pidfd_open(pid)
         except OSError:
             self._drop_segment(shard)
-            self._drop_semaphores(semid)
             raise
         worker = self._least_loaded()
         header = shard_header(shard.address)
@@ -520,9 +515,8 @@ class Supervisor:
         header.shard_size = SHARD_SIZE
         header.nslots = SLOTS
         header.client_pid = pid
-        header.completion_semid = semid
         header.worker_sleeping = 1      # the first submit rings: the worker may be asleep
-        record = ClientRecord(self.next_shard_id, pid, uid, shard, semid, pidfd, worker, session)
+        record = ClientRecord(self.next_shard_id, pid, uid, shard, pidfd, worker, session)
         # The channel new descriptors travel on: worker end, client end (sent in the welcome).
         record.chan_worker, record.chan_client = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.next_shard_id += 1
@@ -544,7 +538,7 @@ class Supervisor:
         if session is not None and session.trace_fd is not None:
             fds["trace"] = session.trace_fd
         message = {"op": "assign", "shard": record.shard_id, "shmid": record.shard.id,
-                   "semid": record.semid, "pid": record.pid, "fds": list(fds),
+                   "pid": record.pid, "fds": list(fds),
                    "trace_prefix": session is not None and session.first_pid != record.pid}
         try:
             socket.send_fds(record.worker.sock, [json.dumps(message).encode()], list(fds.values()))
@@ -574,7 +568,6 @@ class Supervisor:
         if record.session is not None:
             record.session.account(record, proxied, passthrough, declined)
         self._drop_segment(record.shard)
-        self._drop_semaphores(record.semid)
         record.chan_worker.close()
         record.chan_client.close()
         if not record.releasing:

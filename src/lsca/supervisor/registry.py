@@ -7,8 +7,10 @@ import logging
 import os
 
 import psutil
+import sysv_ipc
 
 from lsca import ipc
+from lsca.abi import MAGIC, SHARD_SIZE, ffi, lib, shard_header
 
 log = logging.getLogger("lsca.supervisor")
 
@@ -70,6 +72,19 @@ def _alive(state):
     return start is not None and state.get("start_time") is not None and abs(start - state["start_time"]) < 1.0
 
 
+def _fail_waiting_clients(shmid):
+    """A client may sleep on a call nobody will answer now: fail it with EIO and wake it."""
+    try:
+        shm = sysv_ipc.attach(shmid)
+    except sysv_ipc.Error:
+        return
+    try:
+        if shm.size == SHARD_SIZE and shard_header(shm.address).magic == MAGIC:
+            lib.lsca_shard_fail_all(ffi.cast("void *", shm.address))
+    finally:
+        shm.detach()
+
+
 def cleanup_dead(directory=None):
     """Remove every object listed by instances whose process is gone. Returns
     (instances, segments, semaphore sets) removed."""
@@ -91,6 +106,7 @@ def cleanup_dead(directory=None):
             continue
         for shmid in state.get("shm", []):
             if shmid in present["shm"]:
+                _fail_waiting_clients(shmid)
                 ipc.remove_shm(shmid)
                 segments += 1
         for semid in state.get("sem", []):

@@ -8,6 +8,7 @@ import struct
 import sysv_ipc
 
 from lsca.abi import OP_MAX, SLOTS, ffi, lib, shard_slot
+from lsca.workers import pool
 from lsca.workers.fdcache import Declined, FdCache
 
 # Scratch buffers for calls whose bytes travel by address; larger ones are mapped per call.
@@ -15,11 +16,10 @@ SCRATCH_KEEP = 16 << 20
 
 
 class Client:
-    def __init__(self, shard_id, shmid, completion_semid, pid, session, trace_fd, chan=None, chan_peer=-1):
+    def __init__(self, shard_id, shmid, pid, session, trace_fd, chan=None, chan_peer=-1):
         self.shard_id = shard_id
         self.pid = pid
         self.session = session
-        self.completion_semid = completion_semid
         self.trace_fd = trace_fd
         self.shm = sysv_ipc.attach(shmid)
         self.address = self.shm.address
@@ -33,11 +33,11 @@ class Client:
         self.pending_trace = {}         # slot -> trace of a call whose descriptor numbers come later
         self.proxied = [0] * OP_MAX
         self._scratch = None
-        self.keep = None                # keeps the buffer of the call being served alive
 
     def scratch(self, size):
         """A writable buffer of at least size bytes (cdata pointer, keep-alive object)."""
-        if size > SCRATCH_KEEP:
+        if size > SCRATCH_KEEP or getattr(pool.local, "in_pool", False):
+            # Pool threads get their own: the shared one may be in use on the main thread.
             buf = mmap.mmap(-1, max(size, 1))
             return ffi.from_buffer(buf), buf
         if self._scratch is None:

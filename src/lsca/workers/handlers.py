@@ -9,7 +9,7 @@ import errno
 import os
 
 from lsca.abi import INLINE_MAX, OP_MAX, ffi, lib
-from lsca.workers import handlers_path
+from lsca.workers import handlers_path, pool
 from lsca.workers.fdcache import Declined
 
 INLINE = lib.LSCA_XFER_INLINE
@@ -27,6 +27,9 @@ def _as_int(value):
 
 
 def _fd(client, slot):
+    pinned = getattr(pool.local, "pinned", None)
+    if pinned is not None:
+        return pinned               # a pool thread works on its own duplicate
     if client.fds is None:
         raise Declined("no pidfd for this client")
     return client.fds.get(_as_int(slot.args[0]))
@@ -46,9 +49,10 @@ def _count(slot):
 
 
 def _never_block(entry, for_write, count):
-    # Blocking calls would stall every shard of this worker: hand them back.
-    if lib.lsca_would_block(entry.fd, entry.mode, entry.dev_major, for_write, count):
-        raise Declined("would block")
+    # A call that may block would stall every shard of this worker: a pool thread takes it.
+    if not getattr(pool.local, "in_pool", False) and \
+            lib.lsca_would_block(entry.fd, entry.mode, entry.dev_major, for_write, count):
+        raise pool.Blocking(entry)
 
 
 def _check(result):
@@ -64,7 +68,7 @@ def _outgoing(client, slot, count):
         if slot.data_len != count:
             raise OSError(errno.EINVAL, "inline length mismatch")
         return slot.data
-    ptr, client.keep = client.scratch(count)
+    ptr, pool.local.keep = client.scratch(count)
     if slot.op == lib.LSCA_OP_WRITEV:
         iov, iovcnt = _iovec_list(slot)
         _check(lib.lsca_remote_gather(client.pid, ptr, count, iov, iovcnt))
@@ -86,7 +90,7 @@ def _incoming(client, slot, count, read_into):
         n = _check(read_into(slot.data))
         slot.data_len = n
         return n
-    ptr, client.keep = client.scratch(count)
+    ptr, pool.local.keep = client.scratch(count)
     n = _check(read_into(ptr))
     if n > 0:
         if slot.op == lib.LSCA_OP_READV:

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 
 from lsca import ipc
@@ -17,7 +18,8 @@ from lsca.abi import OP_MAX, OP_NAMES, ffi, lib
 from lsca import trace
 from lsca.trace import format_call
 from lsca.workers.client import Client
-from lsca.workers.fdcache import Declined
+from lsca.workers.fdcache import Declined, FdEntry
+from lsca.workers.pool import Blocking, BlockingPool, install_interrupt_handler
 from lsca.workers.handlers import HANDLERS
 
 log = logging.getLogger("lsca.worker")
@@ -53,7 +55,11 @@ class Worker:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         self.control.setblocking(False)
+        self.orphaned = False
         self.ctx = ffi.new("struct lsca_worker_ctx *")
+        self.lock = threading.Lock()    # counters and traces, shared with pool threads
+        self.pool = BlockingPool(lambda client, i, entry: self.execute(client, i, entry))
+        install_interrupt_handler()
         self.ctx.doorbell_semid = self.doorbell_semid
         self.ctx.doorbell_semnum = 0
         self.clients = {}               # ctx index -> Client
@@ -70,8 +76,10 @@ class Worker:
         try:
             while self.alive:
                 self.row.heartbeat_ns = lib.lsca_now_ns()
-                if lib.lsca_worker_next(self.ctx, shard_index, slot_index, self.spin_ns, 0):
-                    self.serve(shard_index[0], slot_index[0])
+                if self.pool.cancelling:
+                    self.pool.resignal()
+                if self.dispatch(lib.lsca_worker_next(self.ctx, shard_index, slot_index, self.spin_ns, 0),
+                                 shard_index, slot_index):
                     now = time.monotonic()
                     if now >= next_control:
                         self.read_control()
@@ -85,11 +93,20 @@ class Worker:
                 self.read_control()
                 if os.getppid() != self.supervisor_pid:
                     log.warning("worker %d: supervisor is gone, exiting", self.index)
+                    self.orphaned = True
                     break
-                if self.alive and lib.lsca_worker_next(self.ctx, shard_index, slot_index, 0,
-                                                       self.sleep_ms):
-                    self.serve(shard_index[0], slot_index[0])
+                # Short sleeps while a blocked call is being interrupted (it may need another signal).
+                sleep_ms = 5 if self.pool.cancelling else self.sleep_ms
+                if self.alive:
+                    self.dispatch(lib.lsca_worker_next(self.ctx, shard_index, slot_index, 0, sleep_ms),
+                                  shard_index, slot_index)
         finally:
+            if self.orphaned:
+                # Nobody will reassign these clients: fail what is in flight (EIO) and wake
+                # them first; blocked pool calls are then interrupted and their answers ignored.
+                for client in self.clients.values():
+                    lib.lsca_shard_fail_all(client.shard)
+            self.pool.stop()
             for client in self.clients.values():
                 client.close()
 
@@ -97,20 +114,34 @@ class Worker:
         client = self.clients.get(index)
         if client is None:
             return
-        slot = client.slots[i]
         if i in client.pending_trace:
             self.flush_trace(client, i)
+        # What we execute, for the supervisor should we die in it (retry or EIO).
+        self.row.busy_slot = i
+        self.row.busy_shard = client.shard_id
+        self.execute(client, i)
+        self.row.busy_shard = 0
+
+    def execute(self, client, i, entry=None):
+        """Run slot i's call and answer it; on the main thread, or on a pool thread (entry
+        is then the descriptor pinned for it)."""
+        slot = client.slots[i]
         op = slot.op
         handler = HANDLERS[op] if op < OP_MAX else None
         request = trace.request(OP_NAMES[op], slot) if client.trace_fd is not None and op in OP_NAMES else None
         status, err = DONE, 0
-        # What we execute, for the supervisor should we die in it (retry or EIO).
-        self.row.busy_slot = i
-        self.row.busy_shard = client.shard_id
         try:
+            if slot.cancel:
+                raise OSError(errno.EINTR, "interrupted before it started")
             if handler is None:
                 raise OSError(errno.EINVAL, "unknown op")
             result = handler(client, slot)
+        except Blocking as b:
+            if entry is None and self.pool.has_room():
+                # The call may block: a pool thread takes it, the loop goes on serving.
+                self.pool.submit(client, i, FdEntry(os.dup(b.entry.fd), b.entry.mode, b.entry.dev_major))
+                return
+            status, result = PASSTHROUGH, 0
         except Declined:
             status, result = PASSTHROUGH, 0
         except OSError as e:
@@ -119,21 +150,37 @@ class Worker:
             # A malformed request fails this call only.
             result, err = -1, errno.EINVAL
             log.debug("worker %d: malformed request op=%d: %s", self.index, op, e)
+        finally:
+            if entry is not None:
+                os.close(entry.fd)
         slot.status = status
         slot.err = err
         slot.result = result
         traced = None
         if request is not None and status == DONE:
             traced = trace.answer(request, slot, slot.xfer == INLINE)
-        lib.lsca_worker_complete(client.shard, i, client.completion_semid)
-        self.row.busy_shard = 0
-        if status == DONE:
-            client.proxied[op] += 1
-        if traced is not None:
-            if result >= 0 and trace.creates_fds(traced):
-                client.pending_trace[i] = traced    # the numbers are known once the client took them
-            else:
-                self.write_trace(client, traced)
+        lib.lsca_worker_complete(client.shard, i)
+        with self.lock:
+            if status == DONE:
+                client.proxied[op] += 1
+            if traced is not None:
+                if result >= 0 and trace.creates_fds(traced):
+                    client.pending_trace[i] = traced    # the numbers are known once the client took them
+                else:
+                    self.write_trace(client, traced)
+
+    def cancel(self, index, i):
+        """The client's thread was interrupted by a signal handler: stop its blocked call."""
+        client = self.clients.get(index)
+        if client is not None:
+            self.pool.cancel((client.shard_id, i))
+
+    def dispatch(self, got, shard_index, slot_index):
+        if got == 1:
+            self.serve(shard_index[0], slot_index[0])
+        elif got == 2:
+            self.cancel(shard_index[0], slot_index[0])
+        return got
 
     def flush_trace(self, client, i):
         traced = client.pending_trace.pop(i)
@@ -167,7 +214,8 @@ class Worker:
             except OSError:
                 data, fds = b"", []
             if not data:
-                self.alive = False      # the supervisor closed its end
+                self.alive = False      # the supervisor closed its end (or died)
+                self.orphaned = os.getppid() != self.supervisor_pid
                 return
             message = json.loads(data)
             getattr(self, "on_" + message["op"])(message, fds)
@@ -176,7 +224,7 @@ class Worker:
         index = next(i for i in range(MAX_SHARDS) if i not in self.clients)
         named = dict(zip(message.get("fds", []), fds))
         chan = socket.socket(fileno=named["chan"]) if "chan" in named else None
-        client = Client(message["shard"], message["shmid"], message["semid"], message["pid"],
+        client = Client(message["shard"], message["shmid"], message["pid"],
                         message.get("session", ""), named.get("trace"), chan, named.get("peer", -1))
         client.trace_prefix = message.get("trace_prefix", False)
         self.clients[index] = client
@@ -190,6 +238,9 @@ class Worker:
         if index is not None:
             self.ctx.shards[index] = ffi.NULL
             self.ctx.pending[index] = 0
+            self.ctx.cancels[index] = 0
+            # Its blocked calls are abandoned (the client is gone): interrupt, then detach.
+            self.pool.drain(message["shard"])
             client = self.clients.pop(index)
             self.flush_all_traces(client)
             proxied = {OP_NAMES[op]: n for op, n in enumerate(client.proxied) if n and op in OP_NAMES}
@@ -205,6 +256,7 @@ class Worker:
             self.control.send(json.dumps(message).encode())
         finally:
             self.control.setblocking(False)
+        self.orphaned = False
 
 
 def ring(worker):
