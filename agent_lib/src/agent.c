@@ -45,6 +45,10 @@ struct thread_state {
     unsigned generation;
     int in_call;                 /* re-entrancy guard: a signal handler's calls run natively */
     pid_t tid;
+    void *waiting_shard;         /* set while this thread waits for a worker's answer */
+    unsigned waiting_slot;
+    int interrupted;             /* a handler ran during the wait (the call was cancelled) */
+    int restart;                 /* ... and every such handler had SA_RESTART */
 };
 
 static struct agent_state agent = { .chan_fd = -1 };
@@ -306,19 +310,47 @@ int lsca_begin(struct lsca_call *c, enum lsca_op op)
     return 1;
 }
 
+void lsca_signal_arrived(int sa_restart)
+{
+    void *shard = self.waiting_shard;
+
+    if (!shard)
+        return;                  /* not waiting in a proxied call: nothing to interrupt */
+    if (__atomic_load_n(&lsca_shard_slot(shard, self.waiting_slot)->state, __ATOMIC_ACQUIRE) == LSCA_SLOT_FREE)
+        return;                  /* not submitted yet: natively the signal came before the call */
+    if (!self.interrupted) {
+        /* First interrupt the call in the worker and take its answer, then the handler
+         * runs: the kernel keeps this order for a native call. */
+        lsca_ring_cancel(shard, self.waiting_slot);
+        lsca_ring_wait(shard, self.waiting_slot, agent.spin_ns, 0);
+        self.interrupted = 1;
+        self.restart = 1;
+    }
+    if (!sa_restart)
+        self.restart = 0;
+}
+
 int lsca_exchange(struct lsca_call *c)
 {
     struct lsca_shard_header *h = agent.shard;
     unsigned i = (unsigned)(c->slot - lsca_shard_slot(h, 0));
+    int waited;
 
     c->slot->seq = __atomic_fetch_add(&h->next_seq, 1, __ATOMIC_RELAXED);
-    lsca_ring_submit(h, i);
-    int waited = lsca_ring_wait(h, i, agent.spin_ns, 1);
-    if (waited == 1) {
-        /* A handler without SA_RESTART ran: as natively, the call is interrupted. The
-         * worker answers EINTR, or what it completed before it heard of the signal. */
-        lsca_ring_cancel(h, i);
+    for (;;) {
+        self.interrupted = 0;
+        self.waiting_slot = i;
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        self.waiting_shard = h;
+        lsca_ring_submit(h, i);
         waited = lsca_ring_wait(h, i, agent.spin_ns, 0);
+        self.waiting_shard = NULL;
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        /* Interrupted before it completed (EINTR): restarted if every handler said SA_RESTART. */
+        if (waited == 0 && self.interrupted && self.restart && c->slot->status == LSCA_STATUS_DONE &&
+            c->slot->result == -1 && c->slot->err == EINTR)
+            continue;
+        break;
     }
     if (waited < 0) {
         /* The supervisor is gone mid-call: the outcome is unknown, so say EIO (never guess). */

@@ -58,6 +58,10 @@ int lsca_exchange_newfds(struct lsca_call *c, int *fds, int nfds, int cloexec);
 int lsca_agent_fd(int fd);
 void lsca_agent_fd_evict(int fd);
 
+/* From the signal trampoline: a handler is about to run on this thread; interrupt the
+ * proxied call it waits in (if any) and take its answer first. */
+void lsca_signal_arrived(int sa_restart);
+
 /* A raw system call that never enters the agent's interposers. */
 long lsca_sys(long nr, ...);
 

@@ -131,7 +131,8 @@ class Worker:
         request = trace.request(OP_NAMES[op], slot) if client.trace_fd is not None and op in OP_NAMES else None
         status, err = DONE, 0
         try:
-            if slot.cancel:
+            # Only a call that may block is interruptible (a regular file's write never says EINTR).
+            if entry is not None and slot.cancel:
                 raise OSError(errno.EINTR, "interrupted before it started")
             if handler is None:
                 raise OSError(errno.EINVAL, "unknown op")
