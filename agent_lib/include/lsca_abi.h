@@ -17,7 +17,7 @@
 
 /* LSCA_CDEF_BEGIN */
 #define LSCA_MAGIC 0x4C534341           /* "LSCA" */
-#define LSCA_ABI_VERSION 3
+#define LSCA_ABI_VERSION 4
 
 #define LSCA_SLOTS 64                   /* client threads in a call at once; one 64-bit pending mask */
 #define LSCA_INLINE_MAX 65536           /* bytes of a buffer carried in the slot itself */
@@ -26,6 +26,7 @@
 #define LSCA_SESSION_LEN 40
 #define LSCA_HEADER_SIZE 4096           /* the header occupies the first page of a shard */
 #define LSCA_PATH_MAX 4096              /* a path longer than this (with its NUL) runs natively */
+#define LSCA_ADDR_MAX 128               /* sizeof(struct sockaddr_storage) */
 
 /* Key prefix of every SysV object LSCA creates, so leftovers are recognisable. */
 #define LSCA_IPC_KEY_PREFIX 0x15CA0000
@@ -72,7 +73,16 @@ enum lsca_op {
     LSCA_OP_CHDIR = 33,      /* args: native result, errno    data: path (already done natively) */
     LSCA_OP_FCHDIR = 34,     /* args: fd, native result, errno          (already done natively) */
     LSCA_OP_GETCWD = 35,     /* args: size                        data out: the path        */
-    LSCA_OP_COUNT = 36
+    /* Sockets. data[0..LSCA_ADDR_MAX) carries the address, the payload follows it. */
+    LSCA_OP_SENDTO = 36,     /* args: fd, len, flags, addrlen (0: none)   data: addr, bytes  */
+    LSCA_OP_RECVFROM = 37,   /* args: fd, len, flags, addrlen (0: none)   data out: addr, bytes */
+    LSCA_OP_SENDMSG = 38,    /* args: fd, len, flags, addrlen   gathered iovecs like writev  */
+    LSCA_OP_RECVMSG = 39,    /* args: fd, len, flags, addrlen   scattered by the agent; msg_flags
+                                in new_fds[1]                                               */
+    LSCA_OP_ACCEPT4 = 40,    /* args: fd, flags, addrlen        data out: addr; one descriptor */
+    LSCA_OP_CONNECT = 41,    /* args: fd, addrlen               data: addr                   */
+    LSCA_OP_SHUTDOWN = 42,   /* args: fd, how                                                */
+    LSCA_OP_COUNT = 43
 };
 
 /* Slot states. FREE -> SUBMITTED (client) -> RUNNING (worker) -> DONE (worker) -> FREE (client). */

@@ -60,6 +60,16 @@ int lsca_do_utimensat(int dirfd, const char *path, const void *times, int flags)
 int lsca_do_fcntl(int fd, int cmd, long arg);
 int lsca_do_pipe2(int *fds, int flags);
 
+/* Sockets (the worker always adds MSG_NOSIGNAL: SIGPIPE is the agent's to raise). */
+int64_t lsca_do_sendto(int fd, const void *buf, uint64_t len, int flags, const void *addr, uint32_t addrlen);
+int64_t lsca_do_recvfrom(int fd, void *buf, uint64_t len, int flags, void *addr, uint32_t *addrlen);
+int64_t lsca_do_sendmsg(int fd, const void *buf, uint64_t len, const void *addr, uint32_t addrlen, int flags);
+int64_t lsca_do_recvmsg(int fd, void *buf, uint64_t len, void *addr, uint32_t *addrlen, int flags,
+                        int *msg_flags);
+int lsca_do_accept4(int fd, void *addr, uint32_t *addrlen, int flags);
+int lsca_do_connect(int fd, const void *addr, uint32_t addrlen);
+int lsca_do_shutdown(int fd, int how);
+
 /* Act with a client's filesystem credentials in this thread only (raw syscalls: glibc's
  * wrappers would change every thread). -1 with errno when they did not take. */
 int lsca_become(int fsuid, int fsgid, int ngroups, const unsigned *groups);

@@ -379,7 +379,8 @@ long lsca_end(struct lsca_call *c)
     self.in_call = 0;
     /* The kernel sends SIGPIPE to the writing thread; the worker's write could not. */
     if (result == -1 && err == EPIPE &&
-        (c->op == LSCA_OP_WRITE || c->op == LSCA_OP_PWRITE || c->op == LSCA_OP_WRITEV))
+        (c->op == LSCA_OP_WRITE || c->op == LSCA_OP_PWRITE || c->op == LSCA_OP_WRITEV ||
+         ((c->op == LSCA_OP_SENDTO || c->op == LSCA_OP_SENDMSG) && !(c->slot->args[2] & MSG_NOSIGNAL))))
         raise(SIGPIPE);
     errno = result == -1 ? err : c->saved_errno;
     return result;
@@ -407,45 +408,88 @@ int lsca_put_path(struct lsca_call *c, const char *path)
     return 0;
 }
 
+/* Descriptors that arrived for another thread's call (the channel carries the call's seq). */
+#define STASH_MAX LSCA_SLOTS
+static struct { uint64_t seq; int n; int fds[2]; int used; } stash[STASH_MAX];
+
+/* Take the descriptors sent for call seq: from the stash, or from the channel (stashing
+ * what belongs to other calls). Under fd_call_lock. Returns the count, -1 on failure. */
+static int take_fds(uint64_t seq, int *fds, int nfds, int cloexec, int *truncated)
+{
+    int k;
+
+    for (k = 0; k < STASH_MAX; k++) {
+        if (stash[k].used && stash[k].seq == seq) {
+            stash[k].used = 0;
+            memcpy(fds, stash[k].fds, (size_t)(nfds < 2 ? nfds : 2) * sizeof(int));
+            return stash[k].n;
+        }
+    }
+    for (;;) {
+        union { struct cmsghdr align; char buf[CMSG_SPACE(2 * sizeof(int))]; } control;
+        uint64_t got_seq = 0;
+        int got[2] = { -1, -1 }, n = 0;
+        struct iovec iov = { .iov_base = &got_seq, .iov_len = sizeof(got_seq) };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                              .msg_control = control.buf, .msg_controllen = sizeof(control.buf) };
+        long r;
+        do
+            r = lsca_sys(SYS_recvmsg, agent.chan_fd, &msg, cloexec ? MSG_CMSG_CLOEXEC : 0);
+        while (r < 0 && errno == EINTR);
+        if (r <= 0)
+            return -1;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+            n = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            memcpy(got, CMSG_DATA(cm), (size_t)(n < 2 ? n : 2) * sizeof(int));
+        }
+        if (msg.msg_flags & MSG_CTRUNC)
+            *truncated = 1;
+        if (got_seq == seq) {
+            memcpy(fds, got, (size_t)(nfds < 2 ? nfds : 2) * sizeof(int));   /* fds holds nfds ints */
+            return n;
+        }
+        for (k = 0; k < STASH_MAX && stash[k].used; k++)
+            ;
+        if (k == STASH_MAX) {       /* cannot happen: one message per answered call */
+            for (r = 0; r < n; r++)
+                lsca_sys(SYS_close, got[r]);
+            continue;
+        }
+        stash[k].used = 1;
+        stash[k].seq = got_seq;
+        stash[k].n = n;
+        memcpy(stash[k].fds, got, sizeof(got));
+    }
+}
+
 int lsca_exchange_newfds(struct lsca_call *c, int *fds, int nfds, int cloexec)
 {
-    int answered, i, got = 0;
+    int answered, i, got, truncated = 0;
 
     if (agent.chan_fd < 0) {
         c->slot->result = 0;
         __atomic_fetch_add(&((struct lsca_shard_header *)agent.shard)->passthrough[c->op], 1, __ATOMIC_RELAXED);
         return 0;
     }
-    pthread_mutex_lock(&fd_call_lock);
+    /* No lock while waiting: an accept may wait for hours while other threads open files. */
     answered = lsca_exchange(c);
     if (answered && c->slot->result >= 0) {
-        /* The worker queued the descriptors before DONE: they are waiting for us. */
-        union { struct cmsghdr align; char buf[CMSG_SPACE(2 * sizeof(int))]; } control;
-        uint64_t seq;
-        struct iovec iov = { .iov_base = &seq, .iov_len = sizeof(seq) };
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-                              .msg_control = control.buf, .msg_controllen = sizeof(control.buf) };
-        long n;
-        do
-            n = lsca_sys(SYS_recvmsg, agent.chan_fd, &msg, cloexec ? MSG_CMSG_CLOEXEC : 0);
-        while (n < 0 && errno == EINTR);
-        struct cmsghdr *cm = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
-        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-            got = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        if (got > 0)
-            memcpy(fds, CMSG_DATA(cm), (size_t)(got < nfds ? got : nfds) * sizeof(int));
-        if (got != nfds || (msg.msg_flags & MSG_CTRUNC)) {
+        /* The worker queued the descriptors before DONE: they are there for us. */
+        pthread_mutex_lock(&fd_call_lock);
+        got = take_fds(c->slot->seq, fds, nfds, cloexec, &truncated);
+        pthread_mutex_unlock(&fd_call_lock);
+        if (got != nfds || truncated) {
             /* A full descriptor table truncates the message: as natively, EMFILE. */
             for (i = 0; i < got && i < nfds; i++)
                 lsca_sys(SYS_close, fds[i]);
             c->slot->result = -1;
-            c->slot->err = (msg.msg_flags & MSG_CTRUNC) ? EMFILE : EIO;
+            c->slot->err = truncated ? EMFILE : EIO;
         } else {
             for (i = 0; i < nfds; i++)
                 c->slot->new_fds[i] = fds[i];
         }
     }
-    pthread_mutex_unlock(&fd_call_lock);
     return answered;
 }
 
@@ -462,6 +506,11 @@ static void after_fork_in_child(void)
         lsca_sys(SYS_close, agent.chan_fd);   /* the parent's channel, not ours */
     agent.chan_fd = -1;
     pthread_mutex_init(&fd_call_lock, NULL);
+    for (int k = 0; k < STASH_MAX; k++) {      /* the parent's threads' descriptors */
+        for (int j = 0; stash[k].used && j < stash[k].n && j < 2; j++)
+            lsca_sys(SYS_close, stash[k].fds[j]);
+        stash[k].used = 0;
+    }
     agent.generation++;
     pthread_mutex_init(&register_lock, NULL);
     self.slot = 0;

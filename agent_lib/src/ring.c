@@ -65,6 +65,9 @@ void lsca_ring_cancel(void *shard, unsigned i)
 
     smp_store_sc(&lsca_shard_slot(shard, i)->cancel, 1);
     __atomic_fetch_or(&h->cancel_mask, (uint64_t)1 << i, __ATOMIC_SEQ_CST);
+    /* The signal may have come between the state store and the hint bit of the submit:
+     * publish the hint too, or the worker never learns of the call we now wait for. */
+    __atomic_fetch_or(&h->pending_mask, (uint64_t)1 << i, __ATOMIC_SEQ_CST);
     ring_doorbell(h);
 }
 

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <sys/ipc.h>
 #include <sys/sem.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -265,6 +266,51 @@ int lsca_do_fcntl(int fd, int cmd, long arg)
 int lsca_do_pipe2(int *fds, int flags)
 {
     return pipe2(fds, flags);
+}
+
+int64_t lsca_do_sendto(int fd, const void *buf, uint64_t len, int flags, const void *addr, uint32_t addrlen)
+{
+    return RETRY_EINTR(sendto(fd, buf, (size_t)len, flags | MSG_NOSIGNAL, addrlen ? addr : NULL, addrlen));
+}
+
+int64_t lsca_do_recvfrom(int fd, void *buf, uint64_t len, int flags, void *addr, uint32_t *addrlen)
+{
+    return RETRY_EINTR(recvfrom(fd, buf, (size_t)len, flags, *addrlen ? addr : NULL, *addrlen ? addrlen : NULL));
+}
+
+int64_t lsca_do_sendmsg(int fd, const void *buf, uint64_t len, const void *addr, uint32_t addrlen, int flags)
+{
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = (size_t)len };
+    struct msghdr msg = { .msg_name = addrlen ? (void *)addr : NULL, .msg_namelen = addrlen,
+                          .msg_iov = &iov, .msg_iovlen = 1 };
+    return RETRY_EINTR(sendmsg(fd, &msg, flags | MSG_NOSIGNAL));
+}
+
+int64_t lsca_do_recvmsg(int fd, void *buf, uint64_t len, void *addr, uint32_t *addrlen, int flags,
+                        int *msg_flags)
+{
+    struct iovec iov = { .iov_base = buf, .iov_len = (size_t)len };
+    struct msghdr msg = { .msg_name = *addrlen ? addr : NULL, .msg_namelen = *addrlen,
+                          .msg_iov = &iov, .msg_iovlen = 1 };
+    ssize_t r = RETRY_EINTR(recvmsg(fd, &msg, flags));
+    *addrlen = msg.msg_namelen;
+    *msg_flags = msg.msg_flags;
+    return r;
+}
+
+int lsca_do_accept4(int fd, void *addr, uint32_t *addrlen, int flags)
+{
+    return RETRY_EINTR(accept4(fd, *addrlen ? addr : NULL, *addrlen ? addrlen : NULL, flags));
+}
+
+int lsca_do_connect(int fd, const void *addr, uint32_t addrlen)
+{
+    return connect(fd, addr, addrlen);      /* EINTR: the connection goes on, as natively */
+}
+
+int lsca_do_shutdown(int fd, int how)
+{
+    return shutdown(fd, how);
 }
 
 int lsca_become(int fsuid, int fsgid, int ngroups, const unsigned *groups)

@@ -116,13 +116,13 @@ def answer(snap, slot, xfer_inline):
 
 def creates_fds(snap):
     op, cmd = snap["op"], snap["args"][1]
-    return op in ("openat", "dup", "dup3", "pipe2") or (op == "fcntl" and cmd in (0, 1030))
+    return op in ("openat", "dup", "dup3", "pipe2", "accept4") or (op == "fcntl" and cmd in (0, 1030))
 
 
 def with_fds(snap, fd0, fd1):
     """The line of a descriptor-creating call, with the numbers the client got."""
     snap["fds"] = (fd0, fd1)
-    if snap["op"] in ("openat", "dup", "fcntl"):
+    if snap["op"] in ("openat", "dup", "fcntl", "accept4"):
         snap["result"] = fd0
     elif snap["op"] == "dup3":
         snap["result"] = snap["args"][1]

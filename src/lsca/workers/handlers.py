@@ -9,7 +9,7 @@ import errno
 import os
 
 from lsca.abi import INLINE_MAX, OP_MAX, ffi, lib
-from lsca.workers import handlers_path, pool
+from lsca.workers import handlers_path, handlers_socket, pool
 from lsca.workers.fdcache import Declined
 
 INLINE = lib.LSCA_XFER_INLINE
@@ -177,6 +177,7 @@ HANDLERS[lib.LSCA_OP_FTRUNCATE] = h_ftruncate
 HANDLERS[lib.LSCA_OP_FSTAT] = h_fstat
 HANDLERS[lib.LSCA_OP_CLOSE] = h_close
 handlers_path.register(HANDLERS)
+handlers_socket.register(HANDLERS)
 
 # Calls whose answer includes descriptors sent over the client's channel.
-FD_CREATING = {lib.LSCA_OP_OPENAT, lib.LSCA_OP_DUP, lib.LSCA_OP_DUP3, lib.LSCA_OP_PIPE2}
+FD_CREATING = {lib.LSCA_OP_OPENAT, lib.LSCA_OP_DUP, lib.LSCA_OP_DUP3, lib.LSCA_OP_PIPE2, lib.LSCA_OP_ACCEPT4}

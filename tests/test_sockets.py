@@ -1,0 +1,22 @@
+"""Socket I/O through workers: the same outcomes as natively, including blocking
+accept/recv on pool threads, addresses, truncation flags and SIGPIPE."""
+import json
+import os
+import sys
+
+from conftest import PROGRAMS, parse_trace, run_native
+
+SOCKET_OPS = os.path.join(PROGRAMS, "socket_ops.py")
+
+
+def test_socket_traffic_matches_native_and_goes_through_workers(lsca_run):
+    native = run_native([sys.executable, SOCKET_OPS])
+    proc, stats, lines = lsca_run([sys.executable, SOCKET_OPS], trace=True)
+    assert native.returncode == proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert json.loads(proc.stdout) == json.loads(native.stdout)
+    assert json.loads(native.stdout)["echo_ok"] and json.loads(native.stdout)["sigpipe"]
+    names = {name for _, name, _, _ in parse_trace(lines)}
+    for op in ("accept4", "connect", "sendto", "recvfrom", "sendmsg", "recvmsg", "shutdown"):
+        assert op in names, op
+    for op in ("accept4", "connect", "sendto", "recvfrom"):
+        assert stats["proxied"].get(op, 0) > 0, (op, stats)
