@@ -59,16 +59,22 @@ class Driven:
     """A served client we can ask for more work, line by line."""
 
     def __init__(self, sup, path, stats_dir=None):
+        self.errors = open(f"{path}.stderr", "w+b")
         self.proc = subprocess.Popen([PY, "-c", ECHO_CLIENT, str(path)], env=sup.client_env(),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors)
         self.total = 0
 
     def ask(self, n, timeout=20):
-        self.proc.stdin.write(f"{n}\n".encode())
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(f"{n}\n".encode())
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except BrokenPipeError:
+            line = b""
         self.total += n
-        line = self.proc.stdout.readline()
-        assert line, "the client died"
+        if not line:
+            self.errors.seek(0)
+            raise AssertionError(f"the client died ({self.proc.poll()}): {self.errors.read().decode()}")
         return int(line)
 
     def close(self):
