@@ -166,3 +166,46 @@ def test_supervisor_killed_with_sigkill_is_cleaned_by_lsca_cleanup_and_next_star
     finally:
         client.close()
         remove_objects(objects)
+
+
+def test_hup_reloads_the_config_file_and_a_bad_one_changes_nothing(tmp_path):
+    config = tmp_path / "lsca.toml"
+    config.write_text("workers = 1\nworker_timeout = 30\n")
+    log = open(tmp_path / "supervisor.log", "w+")
+    sup = SupervisorProcess(str(tmp_path), workers=5, extra=["--config", str(config), "--workers", "2"])
+    client = None
+    try:
+        assert wait_until(lambda: len(workers_of(sup)) == 2)        # the flag wins over the file
+        client = Driven(sup, tmp_path / "out")
+        assert client.ask(3) == 33
+        config.write_text("workers = 3\nlog_level = 'info'\n")
+        sup.process.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: len(workers_of(sup)) == 3)
+        config.write_text("workers = [\n")                          # not TOML
+        sup.process.send_signal(signal.SIGHUP)
+        config.write_text("workers = 0\n")                           # TOML, but not a valid value
+        sup.process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert len(workers_of(sup)) == 3 and sup.process.poll() is None
+        config.write_text("workers = 1\n")
+        sup.process.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: len(workers_of(sup)) == 1)
+        assert client.ask(5) == 11 * client.total                   # its worker may have been retired
+    finally:
+        if client:
+            client.close()
+        assert sup.stop() == 0
+
+
+def test_a_bad_config_file_at_start_is_one_line_and_exit_2(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("workers = 2\nunknown_thing = 1\n")
+    proc = subprocess.run([PY, "-m", "lsca.supervisor", "--socket", str(tmp_path / "s.sock"), "--config", str(config)],
+                          env=clean_env(), capture_output=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.decode().strip().count("\n") == 0
+    assert "unknown setting 'unknown_thing'" in proc.stderr.decode()
+    config.write_text("workers = 2\nworker_timeout = = 3\n")
+    proc = subprocess.run([PY, "-m", "lsca.supervisor", "--socket", str(tmp_path / "s.sock"), "--config", str(config)],
+                          env=clean_env(), capture_output=True, timeout=30)
+    assert proc.returncode == 2 and "line 2" in proc.stderr.decode()

@@ -59,7 +59,41 @@ LOG_LEVEL = Setting("log_level", "--log-level", str.upper, "WARNING",
 EXIT_WITH = Setting("exit_with", "--exit-with", positive_int, None,
                     "stop when this process exits (used by 'lsca run')", "PID", hidden=True)
 
-SUPERVISOR_SETTINGS = [WORKERS, SOCKET, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL, EXIT_WITH]
+CONFIG = Setting("config", "--config", str, None,
+                 "TOML file of settings (workers, worker_spin_us, worker_timeout, log_level); "
+                 "command-line flags win over it; HUP reads it again", "FILE")
+
+SUPERVISOR_SETTINGS = [WORKERS, SOCKET, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL, CONFIG, EXIT_WITH]
+# What a configuration file may set (and a HUP may change).
+RELOADABLE = [WORKERS, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL]
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used: one line saying where and why."""
+
+
+def load_config(path):
+    """The settings of a TOML file as {name: value}, each checked by its declaration."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}")
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}")
+    known = {s.name: s for s in RELOADABLE}
+    values = {}
+    for key, value in raw.items():
+        setting = known.get(key.replace("-", "_"))
+        if setting is None:
+            raise ConfigError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
+        try:
+            values[setting.name] = setting.type(str(value))
+        except ValueError as e:
+            raise ConfigError(f"{path}: {key} = {value!r}: {e}")
+    return values
 
 
 def add_arguments(parser, settings):

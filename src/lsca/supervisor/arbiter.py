@@ -19,6 +19,7 @@ import time
 from lsca import ipc
 from lsca.abi import (ABI_VERSION, HELLO_SIZE, MAGIC, OP_MAX, OP_NAMES, SHARD_SIZE, SLOTS, ffi, lib,
                       pack_welcome, parse_hello, shard_header, shard_slot)
+from lsca.settings import ConfigError, load_config
 from lsca.supervisor.registry import Registry, cleanup_dead
 from lsca.supervisor.session import Session
 from lsca.supervisor.systemd import Notifier
@@ -81,8 +82,9 @@ class Supervisor:
     SIG_NAMES = {sig: sig.name[3:].lower() for sig in SIGNALS}
 
     def __init__(self, socket_path, workers, worker_spin_us=200, exit_with=None, sleep_ms=1000,
-                 worker_timeout=30.0):
+                 worker_timeout=30.0, config=None):
         self.socket_path = socket_path
+        self.config = config
         self.worker_timeout = worker_timeout
         self.target_workers = workers
         self.spin_ns = worker_spin_us * 1000
@@ -268,7 +270,29 @@ class Supervisor:
     handle_quit = handle_int
 
     def handle_hup(self):
-        log.info("HUP: nothing to reload yet")
+        if not self.config:
+            log.warning("HUP: no --config file: nothing to reload")
+            return
+        self.notifier.reloading()
+        try:
+            values = load_config(self.config)
+        except ConfigError as e:
+            log.error("HUP: %s; keeping the settings in force", e)
+            self.notifier.ready_again(self.status_text())
+            return
+        if "log_level" in values:
+            logging.getLogger().setLevel(values["log_level"])
+        if "worker_timeout" in values:
+            self.worker_timeout = values["worker_timeout"]
+        if "worker_spin_us" in values:
+            self.spin_ns = values["worker_spin_us"] * 1000     # for workers started from now on
+        target = values.get("workers", self.target_workers)
+        while self.target_workers < target:
+            self.handle_ttin()
+        while self.target_workers > max(target, 1):
+            self.handle_ttou()
+        log.warning("HUP: reloaded %s", self.config)
+        self.notifier.ready_again(self.status_text())
 
     def handle_ttin(self):
         self.target_workers += 1
@@ -280,7 +304,7 @@ class Supervisor:
             log.info("TTOU: keeping the last worker")
             return
         self.target_workers -= 1
-        worker = max(self.workers.values(), key=lambda w: w.index)
+        worker = max((w for w in self.workers.values() if not w.retiring), key=lambda w: w.index)
         log.info("TTOU: retiring worker %d", worker.index)
         worker.retiring = True
         try:
@@ -296,10 +320,13 @@ class Supervisor:
 
     def spawn_worker(self, index=None, doorbell=None):
         if index is None:
-            index = len(self.doorbells)
-            # A root supervisor's clients have other uids and must be able to ring; a user's only itself.
-            doorbell = self._new_semaphores(1, mode=0o666 if os.geteuid() == 0 else 0o600)
-            self.doorbells.append(doorbell)
+            # The lowest row of the worker table no live worker holds (a retired one's is free).
+            used = {w.index for w in self.workers.values()}
+            index = next(i for i in range(lib.LSCA_MAX_WORKERS) if i not in used)
+            if index == len(self.doorbells):
+                # A root supervisor's clients have other uids and must be able to ring; a user's only itself.
+                self.doorbells.append(self._new_semaphores(1, mode=0o666 if os.geteuid() == 0 else 0o600))
+            doorbell = self.doorbells[index]
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         row = self.worker_rows[index]
         row.heartbeat_ns = lib.lsca_now_ns()     # a fresh worker gets a full timeout to start

@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 
-from lsca.settings import SUPERVISOR_SETTINGS, add_arguments
+from lsca.settings import SUPERVISOR_SETTINGS, ConfigError, add_arguments, load_config
 from lsca.supervisor.arbiter import Supervisor, SupervisorError
 
 
@@ -20,7 +20,16 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        # The file's values become defaults: flags given on the command line win.
+        try:
+            parser.set_defaults(**load_config(args.config))
+        except ConfigError as e:
+            print(f"lsca-supervisor: {e}", file=sys.stderr)
+            return 2
+        args = parser.parse_args(argv)
     level = getattr(logging, args.log_level, None)
     if not isinstance(level, int):
         print(f"lsca-supervisor: unknown log level {args.log_level!r}", file=sys.stderr)
@@ -32,7 +41,7 @@ def main(argv=None):
     # A blocked TERM inherited from whoever started us would make us unstoppable.
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     supervisor = Supervisor(args.socket, args.workers, args.worker_spin_us, args.exit_with,
-                            worker_timeout=args.worker_timeout)
+                            worker_timeout=args.worker_timeout, config=args.config)
     try:
         supervisor.start()
         supervisor.run()
