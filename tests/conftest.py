@@ -168,6 +168,16 @@ def lsca_run(supervisor, tmp_path):
     return run
 
 
+def wait_until(predicate, timeout=15.0):
+    """Poll predicate until it holds or the timeout passes; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
 def run_native(cmd, cwd=None, input=None, timeout=120):
     return subprocess.run(list(cmd), cwd=cwd, input=input, env=clean_env(), capture_output=True,
                           timeout=timeout)

@@ -11,7 +11,7 @@ import time
 import psutil
 
 from lsca import ipc
-from conftest import SupervisorProcess, clean_env, new_objects, remove_objects
+from conftest import wait_until, SupervisorProcess, clean_env, new_objects, remove_objects
 
 PY = sys.executable
 
@@ -46,13 +46,6 @@ def workers_of(sup):
     return sorted(p.pid for p in psutil.Process(sup.process.pid).children())
 
 
-def wait_until(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 class Driven:

@@ -20,7 +20,7 @@ from lsca import ipc
 from lsca.abi import HELLO_SIZE, SHARD_SIZE
 from lsca.supervisor.arbiter import admits
 from lsca.supervisor.registry import cleanup_dead
-from conftest import SupervisorProcess, clean_env, new_objects, remove_objects, run_native
+from conftest import wait_until, SupervisorProcess, clean_env, new_objects, remove_objects, run_native
 
 PY = sys.executable
 
@@ -30,13 +30,6 @@ def shards_of(supervisor_pid):
     return [row for row in ipc._table("shm") if row["cpid"] == supervisor_pid and row["size"] == SHARD_SIZE]
 
 
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # ---- agent without a supervisor ----

@@ -39,6 +39,13 @@ void lsca_abandon(struct lsca_call *c);
 /* Count a call the agent decided to run natively without taking a slot. */
 void lsca_count_passthrough(enum lsca_op op);
 
+/* glibc's __fxstat/__xstat version number for this arch's native struct stat. */
+#if defined(__x86_64__)
+#define NATIVE_STAT_VER 1
+#else
+#define NATIVE_STAT_VER 0
+#endif
+
 /* Pointers that fault in every process: handed to the kernel natively so it says EFAULT. */
 static inline int lsca_bad_pointer(const void *p, size_t len)
 {

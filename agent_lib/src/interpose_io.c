@@ -20,13 +20,6 @@
 #define IOV_MAX 1024
 #endif
 
-/* glibc's __fxstat version number for the native struct stat of this arch. */
-#if defined(__x86_64__)
-#define NATIVE_STAT_VER 1
-#else
-#define NATIVE_STAT_VER 0
-#endif
-
 extern void __chk_fail(void) __attribute__((noreturn));
 extern int __fxstat(int ver, int fd, struct stat *buf);
 

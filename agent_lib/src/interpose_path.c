@@ -18,12 +18,6 @@
 
 #include "agent.h"
 
-#if defined(__x86_64__)
-#define NATIVE_STAT_VER 1
-#else
-#define NATIVE_STAT_VER 0
-#endif
-
 extern void __chk_fail(void) __attribute__((noreturn));
 
 DECLARE_REAL(fstatat);

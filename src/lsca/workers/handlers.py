@@ -8,6 +8,7 @@ slot is trusted: every length and mode is checked before use.
 import errno
 import os
 
+from lsca.workers.calls import as_int, check, client_fd
 from lsca.abi import INLINE_MAX, OP_MAX, ffi, lib
 from lsca.workers import handlers_path, handlers_socket, pool
 from lsca.workers.fdcache import Declined
@@ -21,18 +22,6 @@ IOVEC_SIZE = ffi.sizeof("uint64_t") * 2
 STAT_SIZE = lib.lsca_stat_size()
 
 
-def _as_int(value):
-    """A 64-bit argument as the signed C value it was marshalled from."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _fd(client, slot):
-    pinned = getattr(pool.local, "pinned", None)
-    if pinned is not None:
-        return pinned               # a pool thread works on its own duplicate
-    if client.fds is None:
-        raise Declined("no pidfd for this client")
-    return client.fds.get(_as_int(slot.args[0]))
 
 
 def _count(slot):
@@ -55,13 +44,6 @@ def _never_block(entry, for_write, count):
         raise pool.Blocking(entry)
 
 
-def _check(result):
-    """A C call's result, or its errno as OSError (read right after the call)."""
-    if result < 0:
-        raise OSError(ffi.errno, os.strerror(ffi.errno))
-    return result
-
-
 def _outgoing(client, slot, count):
     """Pointer to the bytes a write-like call sends."""
     if slot.xfer == INLINE:
@@ -71,9 +53,9 @@ def _outgoing(client, slot, count):
     ptr, pool.local.keep = client.scratch(count)
     if slot.op == lib.LSCA_OP_WRITEV:
         iov, iovcnt = _iovec_list(slot)
-        _check(lib.lsca_remote_gather(client.pid, ptr, count, iov, iovcnt))
+        check(lib.lsca_remote_gather(client.pid, ptr, count, iov, iovcnt))
     else:
-        _check(lib.lsca_remote_read(client.pid, ptr, slot.remote_addr, count))
+        check(lib.lsca_remote_read(client.pid, ptr, slot.remote_addr, count))
     return ptr
 
 
@@ -87,68 +69,68 @@ def _iovec_list(slot):
 def _incoming(client, slot, count, read_into):
     """Run read_into(pointer) and deliver the bytes read to the client; returns the count."""
     if slot.xfer == INLINE:
-        n = _check(read_into(slot.data))
+        n = check(read_into(slot.data))
         slot.data_len = n
         return n
     ptr, pool.local.keep = client.scratch(count)
-    n = _check(read_into(ptr))
+    n = check(read_into(ptr))
     if n > 0:
         if slot.op == lib.LSCA_OP_READV:
             iov, iovcnt = _iovec_list(slot)
-            _check(lib.lsca_remote_scatter(client.pid, ptr, n, iov, iovcnt))
+            check(lib.lsca_remote_scatter(client.pid, ptr, n, iov, iovcnt))
         else:
-            _check(lib.lsca_remote_write(client.pid, ptr, slot.remote_addr, n))
+            check(lib.lsca_remote_write(client.pid, ptr, slot.remote_addr, n))
     return n
 
 
 def h_write(client, slot):
     count = _count(slot)
-    entry = _fd(client, slot)
+    entry = client_fd(client, slot)
     _never_block(entry, True, count)
-    return _check(lib.lsca_do_write(entry.fd, _outgoing(client, slot, count), count))
+    return check(lib.lsca_do_write(entry.fd, _outgoing(client, slot, count), count))
 
 
 def h_pwrite(client, slot):
     count = _count(slot)
-    entry = _fd(client, slot)
-    return _check(lib.lsca_do_pwrite(entry.fd, _outgoing(client, slot, count), count, _as_int(slot.args[2])))
+    entry = client_fd(client, slot)
+    return check(lib.lsca_do_pwrite(entry.fd, _outgoing(client, slot, count), count, as_int(slot.args[2])))
 
 
 def h_read(client, slot):
     count = _count(slot)
-    entry = _fd(client, slot)
+    entry = client_fd(client, slot)
     _never_block(entry, False, count)
     return _incoming(client, slot, count, lambda ptr: lib.lsca_do_read(entry.fd, ptr, count))
 
 
 def h_pread(client, slot):
     count = _count(slot)
-    entry = _fd(client, slot)
-    offset = _as_int(slot.args[2])
+    entry = client_fd(client, slot)
+    offset = as_int(slot.args[2])
     return _incoming(client, slot, count, lambda ptr: lib.lsca_do_pread(entry.fd, ptr, count, offset))
 
 
 def h_lseek(client, slot):
-    entry = _fd(client, slot)
-    return _check(lib.lsca_do_lseek(entry.fd, _as_int(slot.args[1]), _as_int(slot.args[2])))
+    entry = client_fd(client, slot)
+    return check(lib.lsca_do_lseek(entry.fd, as_int(slot.args[1]), as_int(slot.args[2])))
 
 
 def h_fsync(client, slot):
-    return _check(lib.lsca_do_fsync(_fd(client, slot).fd))
+    return check(lib.lsca_do_fsync(client_fd(client, slot).fd))
 
 
 def h_fdatasync(client, slot):
-    return _check(lib.lsca_do_fdatasync(_fd(client, slot).fd))
+    return check(lib.lsca_do_fdatasync(client_fd(client, slot).fd))
 
 
 def h_ftruncate(client, slot):
-    entry = _fd(client, slot)
-    return _check(lib.lsca_do_ftruncate(entry.fd, _as_int(slot.args[1])))
+    entry = client_fd(client, slot)
+    return check(lib.lsca_do_ftruncate(entry.fd, as_int(slot.args[1])))
 
 
 def h_fstat(client, slot):
-    entry = _fd(client, slot)
-    _check(lib.lsca_fstat_into(entry.fd, slot.data))
+    entry = client_fd(client, slot)
+    check(lib.lsca_fstat_into(entry.fd, slot.data))
     slot.data_len = STAT_SIZE
     return 0
 
@@ -156,8 +138,8 @@ def h_fstat(client, slot):
 def h_close(client, slot):
     # The agent closed natively already; drop our reference before its close() returns.
     if client.fds is not None:
-        client.fds.drop(_as_int(slot.args[0]))
-    result, err = _as_int(slot.args[1]), _as_int(slot.args[2])
+        client.fds.drop(as_int(slot.args[0]))
+    result, err = as_int(slot.args[1]), as_int(slot.args[2])
     if result < 0:
         raise OSError(err, "close")
     return result

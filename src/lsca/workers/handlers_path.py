@@ -11,6 +11,7 @@ import os
 import re
 import stat
 
+from lsca.workers.calls import as_int, check
 from lsca.abi import INLINE_MAX, ffi, lib
 from lsca.workers.creds import acting_as
 from lsca.workers.fdcache import NOT_OPEN, Declined
@@ -24,16 +25,6 @@ TTY_MAJORS = {4, 5} | set(range(136, 144))
 STAT_SIZE = lib.lsca_stat_size()
 STATX_SIZE = lib.lsca_statx_size()
 TIMES_SIZE = 2 * ffi.sizeof("uint64_t") * 2      # struct timespec[2] on 64-bit
-
-
-def _as_int(value):
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _check(result):
-    if result < 0:
-        raise OSError(ffi.errno, os.strerror(ffi.errno))
-    return result
 
 
 def paths(slot, count, start=0):
@@ -77,7 +68,7 @@ def send_new_fds(client, slot, fds):
 # ---- descriptor-creating calls ----
 
 def h_openat(client, slot):
-    dirfd, flags, mode = _as_int(slot.args[0]), _as_int(slot.args[1]), slot.args[2] & 0o7777
+    dirfd, flags, mode = as_int(slot.args[0]), as_int(slot.args[1]), slot.args[2] & 0o7777
     (path,) = paths(slot, 1)
     refuse_self_names(path)
     with acting_as(client, slot, needs_cwd((dirfd, path))):
@@ -95,7 +86,7 @@ def h_openat(client, slot):
                 raise Declined("opening a FIFO waits for its other end")
             if stat.S_ISCHR(mode_bits) and _char_major(base, path, flags) in TTY_MAJORS:
                 raise Declined("a terminal: controlling-tty rules are the program's")
-        fd = _check(lib.lsca_do_openat(base, path, flags, mode))
+        fd = check(lib.lsca_do_openat(base, path, flags, mode))
     try:
         return send_new_fds(client, slot, [fd])
     finally:
@@ -109,7 +100,7 @@ def _char_major(base, path, flags):
 
 
 def h_dup(client, slot):
-    entry = client.fds.get(_as_int(slot.args[0])) if client.fds is not None else NOT_OPEN
+    entry = client.fds.get(as_int(slot.args[0])) if client.fds is not None else NOT_OPEN
     if entry is NOT_OPEN:
         raise OSError(errno.EBADF, "bad descriptor")
     return send_new_fds(client, slot, [entry.fd])
@@ -117,7 +108,7 @@ def h_dup(client, slot):
 
 def h_pipe2(client, slot):
     fds = ffi.new("int[2]")
-    _check(lib.lsca_do_pipe2(fds, _as_int(slot.args[0])))
+    check(lib.lsca_do_pipe2(fds, as_int(slot.args[0])))
     try:
         return send_new_fds(client, slot, [fds[0], fds[1]])
     finally:
@@ -130,24 +121,24 @@ FCNTL_ON_DESCRIPTION = {3, 4, 1031, 1032, 1033, 1034}   # GETFL SETFL SETPIPE_SZ
 
 
 def h_fcntl(client, slot):
-    cmd = _as_int(slot.args[1])
+    cmd = as_int(slot.args[1])
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
         return h_dup(client, slot)
     if cmd not in FCNTL_ON_DESCRIPTION:
         raise Declined("fcntl command that belongs to the calling process")
-    entry = client.fds.get(_as_int(slot.args[0])) if client.fds is not None else NOT_OPEN
-    return _check(lib.lsca_do_fcntl(entry.fd, cmd, _as_int(slot.args[2])))
+    entry = client.fds.get(as_int(slot.args[0])) if client.fds is not None else NOT_OPEN
+    return check(lib.lsca_do_fcntl(entry.fd, cmd, as_int(slot.args[2])))
 
 
 # ---- path calls ----
 
 def _stat_like(client, slot, call, size, dev_of):
-    dirfd, flags = _as_int(slot.args[0]), _as_int(slot.args[1])
+    dirfd, flags = as_int(slot.args[0]), as_int(slot.args[1])
     (path,) = paths(slot, 1)
     refuse_self_names(path)
     out = ffi.new("char[]", size)
     with acting_as(client, slot, needs_cwd((dirfd, path))):
-        _check(call(dirfd_of(client, dirfd, path), path, flags, out))
+        check(call(dirfd_of(client, dirfd, path), path, flags, out))
     if dev_of(out) == client.proc_dev:
         raise Declined("a /proc object describes the calling process")
     ffi.memmove(slot.data, out, size)
@@ -167,48 +158,48 @@ def h_statx(client, slot):
 
 
 def h_faccessat(client, slot):
-    dirfd, mode, flags = _as_int(slot.args[0]), _as_int(slot.args[1]), _as_int(slot.args[2])
+    dirfd, mode, flags = as_int(slot.args[0]), as_int(slot.args[1]), as_int(slot.args[2])
     (path,) = paths(slot, 1)
     refuse_self_names(path)
     # access(2) checks with the real ids: take those as the filesystem ids, then ask with AT_EACCESS.
     real_ids = not flags & AT_EACCESS
     with acting_as(client, slot, needs_cwd((dirfd, path)), real_ids=real_ids):
-        return _check(lib.lsca_do_faccessat(dirfd_of(client, dirfd, path), path, mode, flags | AT_EACCESS))
+        return check(lib.lsca_do_faccessat(dirfd_of(client, dirfd, path), path, mode, flags | AT_EACCESS))
 
 
 def _one_path(call, *extra_args):
     """A handler for calls of the form call(dirfd, path, *scalar args)."""
     def handler(client, slot):
-        dirfd = _as_int(slot.args[0])
+        dirfd = as_int(slot.args[0])
         (path,) = paths(slot, 1)
         refuse_self_names(path)
-        values = [_as_int(slot.args[i]) for i in extra_args]
+        values = [as_int(slot.args[i]) for i in extra_args]
         with acting_as(client, slot, needs_cwd((dirfd, path))):
-            return _check(call(dirfd_of(client, dirfd, path), path, *values))
+            return check(call(dirfd_of(client, dirfd, path), path, *values))
     return handler
 
 
 def _two_paths(call):
     def handler(client, slot):
-        olddirfd, newdirfd, flags = _as_int(slot.args[0]), _as_int(slot.args[1]), _as_int(slot.args[2])
+        olddirfd, newdirfd, flags = as_int(slot.args[0]), as_int(slot.args[1]), as_int(slot.args[2])
         old, new = paths(slot, 2)
         refuse_self_names(old, new)
         with acting_as(client, slot, needs_cwd((olddirfd, old), (newdirfd, new))):
-            return _check(call(dirfd_of(client, olddirfd, old), old, dirfd_of(client, newdirfd, new), new,
+            return check(call(dirfd_of(client, olddirfd, old), old, dirfd_of(client, newdirfd, new), new,
                                flags & 0xFFFFFFFF))
     return handler
 
 
 def h_symlinkat(client, slot):
-    newdirfd = _as_int(slot.args[0])
+    newdirfd = as_int(slot.args[0])
     target, linkpath = paths(slot, 2)
     refuse_self_names(linkpath)                  # the target is only text
     with acting_as(client, slot, needs_cwd((newdirfd, linkpath))):
-        return _check(lib.lsca_do_symlinkat(target, dirfd_of(client, newdirfd, linkpath), linkpath))
+        return check(lib.lsca_do_symlinkat(target, dirfd_of(client, newdirfd, linkpath), linkpath))
 
 
 def h_readlinkat(client, slot):
-    dirfd, size = _as_int(slot.args[0]), slot.args[1]
+    dirfd, size = as_int(slot.args[0]), slot.args[1]
     (path,) = paths(slot, 1)
     refuse_self_names(path)
     if size > INLINE_MAX:
@@ -219,7 +210,7 @@ def h_readlinkat(client, slot):
         st = ffi.new("char[]", STAT_SIZE)
         if lib.lsca_do_fstatat(base, path, st, AT_SYMLINK_NOFOLLOW) == 0 and lib.lsca_stat_dev(st) == client.proc_dev:
             raise Declined("a /proc link names the calling process")
-        n = _check(lib.lsca_do_readlinkat(base, path, out, size))
+        n = check(lib.lsca_do_readlinkat(base, path, out, size))
     ffi.memmove(slot.data, out, n)
     slot.data_len = n
     return n
@@ -227,27 +218,27 @@ def h_readlinkat(client, slot):
 
 def h_fchmod(client, slot):
     with acting_as(client, slot, False):
-        return _check(lib.lsca_do_fchmod(_fd_or_closed(client, slot), slot.args[1] & 0o7777))
+        return check(lib.lsca_do_fchmod(_fd_or_closed(client, slot), slot.args[1] & 0o7777))
 
 
 def h_fchown(client, slot):
     with acting_as(client, slot, False):
-        return _check(lib.lsca_do_fchown(_fd_or_closed(client, slot), _as_int(slot.args[1]), _as_int(slot.args[2])))
+        return check(lib.lsca_do_fchown(_fd_or_closed(client, slot), as_int(slot.args[1]), as_int(slot.args[2])))
 
 
 def _fd_or_closed(client, slot):
-    return (client.fds.get(_as_int(slot.args[0])) if client.fds is not None else NOT_OPEN).fd
+    return (client.fds.get(as_int(slot.args[0])) if client.fds is not None else NOT_OPEN).fd
 
 
 def h_truncate(client, slot):
     (path,) = paths(slot, 1)
     refuse_self_names(path)
     with acting_as(client, slot, not path.startswith(b"/")):
-        return _check(lib.lsca_do_truncate(path, _as_int(slot.args[0])))
+        return check(lib.lsca_do_truncate(path, as_int(slot.args[0])))
 
 
 def h_utimensat(client, slot):
-    dirfd, flags, has_times, has_path = (_as_int(slot.args[i]) for i in range(4))
+    dirfd, flags, has_times, has_path = (as_int(slot.args[i]) for i in range(4))
     times = ffi.NULL
     start = 0
     if has_times:
@@ -260,7 +251,7 @@ def h_utimensat(client, slot):
         refuse_self_names(path)
     with acting_as(client, slot, path is not None and needs_cwd((dirfd, path))):
         base = dirfd_of(client, dirfd, path) if path is not None else _fd_or_closed(client, slot)
-        return _check(lib.lsca_do_utimensat(base, path if path is not None else ffi.NULL, times, flags))
+        return check(lib.lsca_do_utimensat(base, path if path is not None else ffi.NULL, times, flags))
 
 
 def h_getcwd(client, slot):
@@ -279,7 +270,7 @@ def h_getcwd(client, slot):
 
 def h_notified(client, slot):
     """chdir/fchdir ran natively in the program; the worker reports what it did."""
-    result, err = _as_int(slot.args[1]), _as_int(slot.args[2])
+    result, err = as_int(slot.args[1]), as_int(slot.args[2])
     if result < 0:
         raise OSError(err, os.strerror(err) if 0 < err < 4096 else "error")
     return result

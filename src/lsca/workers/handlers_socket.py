@@ -4,6 +4,7 @@ connect still in progress) run on a pool thread, interruptible like any blocked 
 import errno
 import os
 
+from lsca.workers.calls import as_int, check, client_fd
 from lsca.abi import INLINE_MAX, ffi, lib
 from lsca.workers import pool
 from lsca.workers.creds import acting_as
@@ -15,25 +16,6 @@ REMOTE_MAX = 256 << 20
 MSG_DONTWAIT = 0x40
 AF_UNIX = 1
 SOCK_NONBLOCK = os.O_NONBLOCK
-
-
-def _as_int(value):
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _check(result):
-    if result < 0:
-        raise OSError(ffi.errno, os.strerror(ffi.errno))
-    return result
-
-
-def _entry(client, slot):
-    pinned = getattr(pool.local, "pinned", None)
-    if pinned is not None:
-        return pinned
-    if client.fds is None:
-        raise Declined("no pidfd for this client")
-    return client.fds.get(_as_int(slot.args[0]))
 
 
 def _may_block(entry, flags, for_write, count):
@@ -59,37 +41,37 @@ def _payload_out(client, slot, length):
     if slot.xfer != lib.LSCA_XFER_REMOTE or length > REMOTE_MAX:
         raise Declined("too large to move") if length > REMOTE_MAX else OSError(errno.EINVAL, "bad transfer mode")
     ptr, pool.local.keep = client.scratch(length)
-    _check(lib.lsca_remote_read(client.pid, ptr, slot.remote_addr, length))
+    check(lib.lsca_remote_read(client.pid, ptr, slot.remote_addr, length))
     return ptr
 
 
 def h_sendto(client, slot):
-    length, flags = slot.args[1], _as_int(slot.args[2])
-    entry = _entry(client, slot)
+    length, flags = slot.args[1], as_int(slot.args[2])
+    entry = client_fd(client, slot)
     _may_block(entry, flags, True, length)
     addr, addrlen = _addr(slot)
-    return _check(lib.lsca_do_sendto(entry.fd, _payload_out(client, slot, length), length, flags, addr, addrlen))
+    return check(lib.lsca_do_sendto(entry.fd, _payload_out(client, slot, length), length, flags, addr, addrlen))
 
 
 def h_sendmsg(client, slot):
-    length, flags = slot.args[1], _as_int(slot.args[2])
-    entry = _entry(client, slot)
+    length, flags = slot.args[1], as_int(slot.args[2])
+    entry = client_fd(client, slot)
     _may_block(entry, flags, True, length)
     addr, addrlen = _addr(slot)
-    return _check(lib.lsca_do_sendmsg(entry.fd, _payload_out(client, slot, length), length, addr, addrlen, flags))
+    return check(lib.lsca_do_sendmsg(entry.fd, _payload_out(client, slot, length), length, addr, addrlen, flags))
 
 
 def _receive(client, slot, call):
     """call(fd, buffer, length, addrlen_ptr) for recvfrom/recvmsg; delivers bytes and address."""
-    length, flags, want_addr = slot.args[1], _as_int(slot.args[2]), slot.args[3]
-    entry = _entry(client, slot)
+    length, flags, want_addr = slot.args[1], as_int(slot.args[2]), slot.args[3]
+    entry = client_fd(client, slot)
     _may_block(entry, flags, False, length)
     addrlen = ffi.new("uint32_t *", ADDR_MAX if want_addr else 0)
     if slot.xfer == lib.LSCA_XFER_INLINE:
         if length > PAYLOAD_MAX:
             raise OSError(errno.EINVAL, "inline length beyond the slot")
         addr = ffi.new("char[]", ADDR_MAX)
-        n = _check(call(entry.fd, slot.data + ADDR_MAX, length, addr, addrlen, flags))
+        n = check(call(entry.fd, slot.data + ADDR_MAX, length, addr, addrlen, flags))
     else:
         if slot.xfer != lib.LSCA_XFER_REMOTE:
             raise OSError(errno.EINVAL, "bad transfer mode")
@@ -97,9 +79,9 @@ def _receive(client, slot, call):
             raise Declined("too large to move")
         ptr, pool.local.keep = client.scratch(length)
         addr = ffi.new("char[]", ADDR_MAX)
-        n = _check(call(entry.fd, ptr, length, addr, addrlen, flags))
+        n = check(call(entry.fd, ptr, length, addr, addrlen, flags))
         if n > 0:
-            _check(lib.lsca_remote_write(client.pid, ptr, slot.remote_addr, min(n, length)))
+            check(lib.lsca_remote_write(client.pid, ptr, slot.remote_addr, min(n, length)))
     if want_addr:
         ffi.memmove(slot.data, addr, min(addrlen[0], ADDR_MAX))
     slot.new_fds[0] = addrlen[0]
@@ -121,12 +103,12 @@ def h_recvmsg(client, slot):
 
 
 def h_accept4(client, slot):
-    flags, want_addr = _as_int(slot.args[1]), slot.args[2]
-    entry = _entry(client, slot)
+    flags, want_addr = as_int(slot.args[1]), slot.args[2]
+    entry = client_fd(client, slot)
     _may_block(entry, 0, False, 0)
     addr = ffi.new("char[]", ADDR_MAX)
     addrlen = ffi.new("uint32_t *", ADDR_MAX if want_addr else 0)
-    fd = _check(lib.lsca_do_accept4(entry.fd, addr, addrlen, flags))
+    fd = check(lib.lsca_do_accept4(entry.fd, addr, addrlen, flags))
     try:
         if want_addr:
             ffi.memmove(slot.data, addr, min(addrlen[0], ADDR_MAX))
@@ -138,7 +120,7 @@ def h_accept4(client, slot):
 
 
 def h_connect(client, slot):
-    entry = _entry(client, slot)
+    entry = client_fd(client, slot)
     addrlen = slot.args[1]
     if addrlen > ADDR_MAX or slot.data_len != addrlen:
         raise OSError(errno.EINVAL, "bad address length")
@@ -146,15 +128,15 @@ def h_connect(client, slot):
     if family == AF_UNIX and addrlen > 2 and slot.data[2] != b"\0":
         # A socket file: resolved in the client's cwd with its credentials, as a path.
         with acting_as(client, slot, True):
-            return _check(lib.lsca_do_connect(entry.fd, slot.data, addrlen))
+            return check(lib.lsca_do_connect(entry.fd, slot.data, addrlen))
     if not getattr(pool.local, "in_pool", False) and entry is not NOT_OPEN and \
             not lib.lsca_do_fcntl(entry.fd, 3, 0) & SOCK_NONBLOCK:
         raise pool.Blocking(entry)          # a connection may take long to establish
-    return _check(lib.lsca_do_connect(entry.fd, slot.data, addrlen))
+    return check(lib.lsca_do_connect(entry.fd, slot.data, addrlen))
 
 
 def h_shutdown(client, slot):
-    return _check(lib.lsca_do_shutdown(_entry(client, slot).fd, _as_int(slot.args[1])))
+    return check(lib.lsca_do_shutdown(client_fd(client, slot).fd, as_int(slot.args[1])))
 
 
 def register(handlers):
