@@ -64,6 +64,7 @@ class ClientRecord:
         self.worker = worker
         self.session = session
         self.releasing = False
+        self.retried = set()            # seqs of calls already run again after a worker died
 
 
 class Connection:
@@ -378,6 +379,11 @@ class Supervisor:
                 log.error("worker %d (pid %d) died (status %#x): starting a new one", worker.index, pid, status)
                 targets = self.spawn_worker(worker.index, worker.doorbell_semid)
             for record in orphans:
+                if record.releasing:
+                    # The client is gone; its release died with the worker: free it here.
+                    lib.lsca_shard_fail_all(ffi.cast("void *", record.shard.address))
+                    self._free_client(record, {})
+                    continue
                 record.worker = targets or self._least_loaded()
                 self._resolve_in_flight(record)
                 self._assign(record)
@@ -390,7 +396,9 @@ class Supervisor:
             slot = shard_slot(record.shard.address, i)
             if slot.state != lib.LSCA_SLOT_RUNNING:
                 continue
-            if idempotent(slot):
+            # Once only: a call that also killed its second worker is answered EIO.
+            if idempotent(slot) and slot.seq not in record.retried:
+                record.retried.add(slot.seq)
                 slot.state = lib.LSCA_SLOT_SUBMITTED
                 header.pending_mask |= 1 << i
                 log.warning("retrying %s of pid %d on the new worker", OP_NAMES.get(slot.op, slot.op), record.pid)

@@ -139,9 +139,14 @@ def h_close(client, slot):
     # The agent closed natively already; drop our reference before its close() returns.
     if client.fds is not None:
         client.fds.drop(as_int(slot.args[0]))
+    return reported(slot)
+
+
+def reported(slot):
+    """The outcome the agent reports for a call it ran natively (close, chdir, fchdir)."""
     result, err = as_int(slot.args[1]), as_int(slot.args[2])
     if result < 0:
-        raise OSError(err, "close")
+        raise OSError(err if 0 < err < 4096 else errno.EINVAL, "reported error")
     return result
 
 

@@ -270,10 +270,8 @@ def h_getcwd(client, slot):
 
 def h_notified(client, slot):
     """chdir/fchdir ran natively in the program; the worker reports what it did."""
-    result, err = as_int(slot.args[1]), as_int(slot.args[2])
-    if result < 0:
-        raise OSError(err, os.strerror(err) if 0 < err < 4096 else "error")
-    return result
+    from lsca.workers.handlers import reported
+    return reported(slot)
 
 
 def register(handlers):

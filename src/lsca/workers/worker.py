@@ -154,15 +154,20 @@ class Worker:
         finally:
             if entry is not None:
                 os.close(entry.fd)
+        if not 0 <= err < 4096 or not -(1 << 63) <= result < (1 << 63):
+            result, err = -1, errno.EINVAL          # whatever a malformed request made of them
         slot.status = status
         slot.err = err
         slot.result = result
         traced = None
-        if request is not None and status == DONE:
-            traced = trace.answer(request, slot, slot.xfer == INLINE)
+        try:
+            if request is not None and status == DONE:
+                traced = trace.answer(request, slot, slot.xfer == INLINE)
+        except Exception:                           # a trace never costs the call its answer
+            traced = None
         lib.lsca_worker_complete(client.shard, i)
         with self.lock:
-            if status == DONE:
+            if status == DONE and op < OP_MAX:
                 client.proxied[op] += 1
             if traced is not None:
                 if result >= 0 and trace.creates_fds(traced):
@@ -195,7 +200,10 @@ class Worker:
     def write_trace(self, client, traced):
         if client.trace_fd is None:
             return
-        line = format_call(traced)
+        try:
+            line = format_call(traced)
+        except Exception:
+            line = f"{traced.get('op', '?')}(...) = {traced.get('result', '?')}"
         if client.trace_prefix:
             line = f"[pid {client.pid:>6}] {line}"
         try:
