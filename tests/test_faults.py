@@ -202,3 +202,36 @@ def test_a_bad_config_file_at_start_is_one_line_and_exit_2(tmp_path):
     proc = subprocess.run([PY, "-m", "lsca.supervisor", "--socket", str(tmp_path / "s.sock"), "--config", str(config)],
                           env=clean_env(), capture_output=True, timeout=30)
     assert proc.returncode == 2 and "line 2" in proc.stderr.decode()
+
+
+def test_calls_a_dead_worker_was_executing_run_again_only_if_idempotent(tmp_path):
+    """Two calls claimed (RUNNING) by a worker that is then killed: the pread (idempotent)
+    is executed by the replacement, the write (not idempotent) is answered EIO."""
+    import errno
+    import sysv_ipc
+    from lsca.abi import ffi, lib, shard_slot
+    from conftest import PROGRAMS
+
+    sup = SupervisorProcess(str(tmp_path), workers=1)
+    fake = subprocess.Popen([PY, os.path.join(PROGRAMS, "fake_client.py"), sup.socket, "022"],
+                            env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        info = json.loads(fake.stdout.readline())
+        shm = sysv_ipc.attach(info["shmid"])
+        pread, write = shard_slot(shm.address, 0), shard_slot(shm.address, 1)
+        pread.op, pread.args[0], pread.args[1], pread.args[2] = lib.LSCA_OP_PREAD, info["zero"], 16, 0
+        write.op, write.args[0], write.args[1] = lib.LSCA_OP_WRITE, info["null"], 3
+        ffi.memmove(write.data, b"abc", 3)
+        write.data_len = 3
+        for seq, slot in enumerate((pread, write), start=1000):
+            slot.xfer, slot.seq, slot.result, slot.state = lib.LSCA_XFER_INLINE, seq, 12345, lib.LSCA_SLOT_RUNNING
+        (worker,) = workers_of(sup)
+        os.kill(worker, signal.SIGKILL)
+        assert wait_until(lambda: pread.state == write.state == lib.LSCA_SLOT_DONE)
+        assert (pread.status, pread.result, bytes(ffi.buffer(pread.data, 16))) == (0, 16, bytes(16))
+        assert (write.status, write.result, write.err) == (0, -1, errno.EIO)
+        shm.detach()
+    finally:
+        fake.kill()
+        fake.wait()
+        assert sup.stop() == 0
