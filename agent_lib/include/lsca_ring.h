@@ -78,6 +78,10 @@ int lsca_worker_next(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_in
 /* Publish the slot's result (RUNNING -> DONE) and wake its client thread if it sleeps. */
 void lsca_worker_complete(void *shard, unsigned slot_index);
 
+/* After the worker that owned the shard died: the hints of submitted calls it had taken
+ * died with it. Publish them again (atomically); returns how many. */
+int lsca_shard_republish(void *shard);
+
 /* Nobody will answer this shard any more: mark it dead, then fail every call that is
  * submitted or running with EIO and wake its thread. Returns the calls failed. */
 int lsca_shard_fail_all(void *shard);

@@ -336,8 +336,9 @@ int lsca_exchange(struct lsca_call *c)
     unsigned i = (unsigned)(c->slot - lsca_shard_slot(h, 0));
     int waited;
 
-    c->slot->seq = __atomic_fetch_add(&h->next_seq, 1, __ATOMIC_RELAXED);
     for (;;) {
+        /* A fresh seq each submission, a restart included: it names the call to the worker. */
+        c->slot->seq = __atomic_fetch_add(&h->next_seq, 1, __ATOMIC_RELAXED);
         self.interrupted = 0;
         self.waiting_slot = i;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);

@@ -37,6 +37,11 @@ static long futex(uint32_t *word, int op, uint32_t value)
     return LSCA_SYSCALL(SYS_futex, word, op, value, NULL, NULL, 0);
 }
 
+static uint32_t sleep_flag(uint64_t seq)
+{
+    return (uint32_t)seq | 0x80000000u;
+}
+
 /* ---- client side ---- */
 
 static void ring_doorbell(struct lsca_shard_header *h)
@@ -93,8 +98,10 @@ int lsca_ring_wait(void *shard, unsigned i, uint64_t spin_ns, int interruptible)
     }
 
     /* Announce the sleep before looking at the state again (pairs with lsca_worker_complete)
-     * and at dead (pairs with lsca_shard_fail_all). */
-    smp_store_sc(&slot->client_sleeping, 1);
+     * and at dead (pairs with lsca_shard_fail_all). The flag names this call (its seq): a
+     * worker late in completing the previous call on this slot cannot take it away. */
+    uint32_t flag = sleep_flag(slot->seq);
+    smp_store_sc(&slot->client_sleeping, flag);
     for (;;) {
         uint32_t state = smp_load_sc(&slot->state);
         if (state == LSCA_SLOT_DONE)
@@ -218,11 +225,28 @@ int lsca_worker_next(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_in
 void lsca_worker_complete(void *shard, unsigned i)
 {
     struct lsca_slot *slot = lsca_shard_slot(shard, i);
+    /* Read before DONE: until then the client cannot start its next call on this slot. */
+    uint32_t flag = sleep_flag(slot->seq);
 
     /* The answer is visible before DONE; DONE is ordered before the sleeping-flag check. */
     smp_store_sc(&slot->state, LSCA_SLOT_DONE);
-    if (smp_xchg_sc(&slot->client_sleeping, 0) == 1)
+    if (__atomic_compare_exchange_n(&slot->client_sleeping, &flag, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
         futex(&slot->state, FUTEX_WAKE, INT_MAX);
+}
+
+int lsca_shard_republish(void *shard)
+{
+    struct lsca_shard_header *h = shard;
+    unsigned i;
+    int n = 0;
+
+    for (i = 0; i < LSCA_SLOTS; i++) {
+        if (smp_load_sc(&lsca_shard_slot(shard, i)->state) == LSCA_SLOT_SUBMITTED) {
+            __atomic_fetch_or(&h->pending_mask, (uint64_t)1 << i, __ATOMIC_SEQ_CST);
+            n++;
+        }
+    }
+    return n;
 }
 
 int lsca_shard_fail_all(void *shard)

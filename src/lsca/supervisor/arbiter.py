@@ -400,13 +400,14 @@ class Supervisor:
             if idempotent(slot) and slot.seq not in record.retried:
                 record.retried.add(slot.seq)
                 slot.state = lib.LSCA_SLOT_SUBMITTED
-                header.pending_mask |= 1 << i
                 log.warning("retrying %s of pid %d on the new worker", OP_NAMES.get(slot.op, slot.op), record.pid)
             else:
                 slot.status, slot.result, slot.err = lib.LSCA_STATUS_DONE, -1, errno.EIO
                 lib.lsca_worker_complete(shard, i)
                 log.warning("%s of pid %d was executing when its worker died: EIO",
                             OP_NAMES.get(slot.op, slot.op), record.pid)
+        # Submitted calls whose hints the dead worker had taken (and the retries above).
+        lib.lsca_shard_republish(shard)
 
     def _on_worker_message(self, sock):
         try:

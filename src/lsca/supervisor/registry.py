@@ -104,7 +104,9 @@ def cleanup_dead(directory=None):
             continue                    # being written, or not ours to judge
         if _alive(state):
             continue
-        for shmid in state.get("shm", []):
+        # Also what it created but could not record before it was killed (its creator pid).
+        created = {row["shmid"] for row in ipc._table("shm") if row["cpid"] == state.get("pid")}
+        for shmid in sorted(set(state.get("shm", [])) | created):
             if shmid in present["shm"]:
                 _fail_waiting_clients(shmid)
                 ipc.remove_shm(shmid)
