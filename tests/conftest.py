@@ -159,8 +159,17 @@ def lsca_run(supervisor, tmp_path):
         lsca_cmd = [sys.executable, "-m", "lsca.cli", "run", "--stats-file", str(stats_file)]
         if trace:
             lsca_cmd.append("--trace")
-        proc = subprocess.run(lsca_cmd + ["--"] + list(cmd), cwd=cwd, input=input, env=env,
-                              capture_output=True, timeout=timeout)
+        # Its own process group, so that a timeout ends the program under test too, not only lsca run.
+        child = subprocess.Popen(lsca_cmd + ["--"] + list(cmd), cwd=cwd, env=env, start_new_session=True,
+                                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = child.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            raise
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else None
         trace_lines = proc.stderr.decode(errors="replace").splitlines() if trace else []
         return proc, stats, trace_lines
