@@ -330,3 +330,28 @@ def test_cleanup_after_everything_was_killed_fails_the_waiting_call(tmp_path):
     finally:
         client.kill()
         client.wait()
+
+
+def test_trace_to_a_file_as_json_lines(supervisor, tmp_path):
+    out = tmp_path / "trace.jsonl"
+    env = clean_env()
+    env["LSCA_SOCKET"] = supervisor.socket
+    script = "import os\ntry: os.write(999, b'x')\nexcept OSError: pass\nos.write(1, b'hi')"
+    proc = subprocess.run([PY, "-m", "lsca.cli", "run", "--json", "-o", str(out), "--", PY, "-c", script],
+                          env=env, capture_output=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == b"hi" and proc.stderr == b""
+    import json
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {"time", "pid", "worker", "syscall", "call", "result", "errno"} <= set(records[0])
+    assert {"syscall": "write", "call": 'write(999, "x", 1)', "result": -1, "errno": "EBADF"}.items() <= \
+        next(r for r in records if r["call"].startswith("write(999")).items()
+    assert any(r["call"] == 'write(1, "hi", 2)' and r["result"] == 2 and r["errno"] is None for r in records)
+
+
+def test_trace_file_that_cannot_be_written_is_one_line(supervisor):
+    env = clean_env()
+    env["LSCA_SOCKET"] = supervisor.socket
+    proc = subprocess.run([PY, "-m", "lsca.cli", "run", "-o", "/nonexistent/dir/t", "--", "true"], env=env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.decode().strip() == "lsca: cannot write the trace to /nonexistent/dir/t: No such file or directory"

@@ -26,6 +26,11 @@ def build_parser():
                                  "(default: one per CPU core)")
     run_parser.add_argument("--trace", action="store_true",
                             help="print one strace-like line per proxied call to stderr")
+    run_parser.add_argument("-o", "--output", metavar="FILE",
+                            help="write the trace to FILE instead of stderr (implies --trace)")
+    run_parser.add_argument("--json", action="store_true",
+                            help="trace as JSON lines: time, pid, worker, syscall, call, result, errno "
+                                 "(implies --trace)")
     run_parser.add_argument("--stats", action="store_true",
                             help="print per-call counts of proxied and passthrough calls at exit")
     run_parser.add_argument("--stats-file", metavar="FILE",
@@ -50,8 +55,9 @@ def main(argv=None):
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             if not cmd:
                 parser.error("run: no command given (lsca run [options] -- CMD [ARGS])")
-            return run(cmd, workers=args.workers, trace=args.trace, show_stats=args.stats,
-                       stats_file=args.stats_file)
+            return run(cmd, workers=args.workers, trace=args.trace or args.json or bool(args.output),
+                       show_stats=args.stats, stats_file=args.stats_file, trace_file=args.output,
+                       trace_json=args.json)
         if args.command == "agent-path":
             print(agent_path())
             return 0

@@ -91,14 +91,14 @@ class EmbeddedSupervisor:
 class SessionClient:
     """The control connection of one run: opens a session, later fetches its counts."""
 
-    def __init__(self, socket_path, trace_fd=None):
+    def __init__(self, socket_path, trace_fd=None, trace_json=False):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.connect(socket_path)
         except OSError as e:
             raise RunError(f"cannot reach the supervisor at {socket_path}: {e.strerror}")
         self.reader = self.sock.makefile("rb")
-        request = json.dumps({"cmd": "session", "trace": trace_fd is not None}).encode() + b"\n"
+        request = json.dumps({"cmd": "session", "trace": trace_fd is not None, "json": trace_json}).encode() + b"\n"
         socket.send_fds(self.sock, [request], [trace_fd] if trace_fd is not None else [])
         self.token = self._answer()["session"]
 
@@ -182,7 +182,14 @@ def format_stats(stats):
     return "\n".join(lines)
 
 
-def run(command, workers=None, trace=False, show_stats=False, stats_file=None):
+def open_trace_file(path):
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise RunError(f"cannot write the trace to {path}: {e.strerror}") from None
+
+
+def run(command, workers=None, trace=False, show_stats=False, stats_file=None, trace_file=None, trace_json=False):
     """lsca run; returns the exit code (or ends the process by the program's signal)."""
     socket_path = os.environ.get("LSCA_SOCKET")
     embedded = None
@@ -193,7 +200,14 @@ def run(command, workers=None, trace=False, show_stats=False, stats_file=None):
             socket_path = embedded.socket_path
         elif workers:
             print("lsca: --workers is ignored: the supervisor at LSCA_SOCKET has its own pool", file=sys.stderr)
-        session = SessionClient(socket_path, trace_fd=sys.stderr.fileno() if trace else None)
+        trace_fd = None
+        if trace_file:
+            trace_fd = open_trace_file(trace_file)
+        elif trace:
+            trace_fd = sys.stderr.fileno()
+        session = SessionClient(socket_path, trace_fd=trace_fd, trace_json=trace_json)
+        if trace_file:
+            os.close(trace_fd)                  # the supervisor holds its own copy now
         signal.pthread_sigmask(signal.SIG_BLOCK, set(FORWARDED) | {signal.SIGCHLD})
         pid = spawn(command, child_environment(socket_path, session.token))
         status = wait_forwarding(pid)

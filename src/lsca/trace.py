@@ -5,8 +5,10 @@ call runs (paths, bytes written) and answer() after (result, bytes read, stat
 fields), because the slot is the client's again once the call is done.
 """
 import errno
+import json
 import os
 import stat
+import time
 
 from lsca.abi import INLINE_MAX, ffi, lib
 
@@ -197,3 +199,13 @@ def format_call(snap):
     else:                               # close, fsync, fdatasync, dup, fchdir
         text = f"{name}({a[0]})"
     return f"{text} = {result_string(result, snap['err'])}"
+
+
+def format_json(snap, pid, worker):
+    """One JSON line: when, who, the call as strace would show it, and its outcome."""
+    text = format_call(snap)
+    call, _, _ = text.rpartition(" = ")
+    result, err = snap["result"], snap["err"]
+    return json.dumps({"time": round(time.time(), 6), "pid": pid, "worker": worker,
+                       "syscall": call.split("(", 1)[0], "call": call, "result": result,
+                       "errno": errno.errorcode.get(err, str(err)) if result == -1 else None})

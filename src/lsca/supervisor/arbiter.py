@@ -575,7 +575,8 @@ class Supervisor:
             fds["trace"] = session.trace_fd
         message = {"op": "assign", "shard": record.shard_id, "shmid": record.shard.id,
                    "pid": record.pid, "fds": list(fds),
-                   "trace_prefix": session is not None and session.first_pid != record.pid}
+                   "trace_prefix": session is not None and session.first_pid != record.pid,
+                   "trace_json": session is not None and session.trace_json}
         try:
             socket.send_fds(record.worker.sock, [json.dumps(message).encode()], list(fds.values()))
         except OSError as e:
@@ -632,7 +633,7 @@ class Supervisor:
                 return self._reply(conn, {"error": "this connection has a session already"})
             token = secrets.token_hex(16)
             trace_fd = conn.fds.pop(0) if request.get("trace") and conn.fds else None
-            conn.session = self.sessions[token] = Session(token, trace_fd, conn)
+            conn.session = self.sessions[token] = Session(token, trace_fd, conn, bool(request.get("json")))
             return self._reply(conn, {"session": token})
         if command == "end" and conn.session is not None:
             conn.session.ending = True

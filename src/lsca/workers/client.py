@@ -31,6 +31,8 @@ class Client:
         self.fds = FdCache(pid, self.pidfd, chan_peer) if self.pidfd >= 0 else None
         self.proc_dev = os.stat("/proc").st_dev
         self.pending_trace = {}         # slot -> trace of a call whose descriptor numbers come later
+        self.trace_prefix = False
+        self.trace_json = False
         self.proxied = [0] * OP_MAX
         self._scratch = None
 

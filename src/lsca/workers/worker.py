@@ -201,11 +201,14 @@ class Worker:
         if client.trace_fd is None:
             return
         try:
-            line = format_call(traced)
+            if client.trace_json:
+                line = trace.format_json(traced, client.pid, self.index)
+            else:
+                line = format_call(traced)
+                if client.trace_prefix:
+                    line = f"[pid {client.pid:>6}] {line}"
         except Exception:
             line = f"{traced.get('op', '?')}(...) = {traced.get('result', '?')}"
-        if client.trace_prefix:
-            line = f"[pid {client.pid:>6}] {line}"
         try:
             os.write(client.trace_fd, (line + "\n").encode())
         except OSError:
@@ -236,6 +239,7 @@ class Worker:
         client = Client(message["shard"], message["shmid"], message["pid"],
                         message.get("session", ""), named.get("trace"), chan, named.get("peer", -1))
         client.trace_prefix = message.get("trace_prefix", False)
+        client.trace_json = message.get("trace_json", False)
         self.clients[index] = client
         self.by_shard[message["shard"]] = index
         self.ctx.pending[index] = 0
