@@ -355,3 +355,21 @@ def test_trace_file_that_cannot_be_written_is_one_line(supervisor):
                           capture_output=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.decode().strip() == "lsca: cannot write the trace to /nonexistent/dir/t: No such file or directory"
+
+
+def test_summary_table_counts_calls_errors_and_time(supervisor):
+    env = clean_env()
+    env["LSCA_SOCKET"] = supervisor.socket
+    script = ("import os\nfor i in range(100): os.write(1, b'')\n"
+              "for i in range(7):\n    try: os.stat('/nonexistent/x')\n    except OSError: pass\n")
+    proc = subprocess.run([PY, "-m", "lsca.cli", "run", "--summary", "--", PY, "-c", script], env=env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0
+    rows = {}
+    for line in proc.stderr.decode().splitlines():
+        m = re.match(r"^\s*([\d.]+)\s+([\d.]+)\s+(\d*)\s+(\d+)\s+(\d*)\s+(\S+)$", line)
+        if m:
+            rows[m.group(6)] = (float(m.group(1)), int(m.group(4)), int(m.group(5) or 0))
+    assert rows["write"][1] >= 100 and rows["write"][2] == 0
+    assert rows["newfstatat"][2] >= 7                       # the failed stats are errors
+    assert rows["total"][0] == 100.0 and rows["total"][1] == sum(v[1] for k, v in rows.items() if k != "total")

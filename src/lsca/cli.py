@@ -31,6 +31,9 @@ def build_parser():
     run_parser.add_argument("--json", action="store_true",
                             help="trace as JSON lines: time, pid, worker, syscall, call, result, errno "
                                  "(implies --trace)")
+    run_parser.add_argument("--summary", action="store_true",
+                            help="print an strace -c like table at exit: time in the workers, calls and "
+                                 "errors per call")
     run_parser.add_argument("--stats", action="store_true",
                             help="print per-call counts of proxied and passthrough calls at exit")
     run_parser.add_argument("--stats-file", metavar="FILE",
@@ -57,7 +60,7 @@ def main(argv=None):
                 parser.error("run: no command given (lsca run [options] -- CMD [ARGS])")
             return run(cmd, workers=args.workers, trace=args.trace or args.json or bool(args.output),
                        show_stats=args.stats, stats_file=args.stats_file, trace_file=args.output,
-                       trace_json=args.json)
+                       trace_json=args.json, summary=args.summary)
         if args.command == "agent-path":
             print(agent_path())
             return 0

@@ -189,7 +189,25 @@ def open_trace_file(path):
         raise RunError(f"cannot write the trace to {path}: {e.strerror}") from None
 
 
-def run(command, workers=None, trace=False, show_stats=False, stats_file=None, trace_file=None, trace_json=False):
+def format_summary(stats):
+    """An strace -c like table of the proxied calls: time in the workers, calls, errors."""
+    from lsca.trace import SYSCALL_NAMES
+    calls, latency, errors = stats["proxied"], stats.get("latency_ns", {}), stats.get("errors", {})
+    total = sum(latency.values()) or 1
+    rule = "------ ----------- ----------- --------- --------- ----------------"
+    lines = ["% time     seconds  usecs/call     calls    errors syscall", rule]
+    for op in sorted(calls, key=lambda o: (-latency.get(o, 0), o)):
+        ns, n = latency.get(op, 0), calls[op]
+        lines.append(f"{100 * ns / total:6.2f} {ns / 1e9:11.6f} {ns / 1e3 / n:11.0f} {n:9d} "
+                     f"{errors.get(op, 0) or '':>9} {SYSCALL_NAMES.get(op, op)}")
+    lines.append(rule)
+    lines.append(f"100.00 {sum(latency.values()) / 1e9:11.6f} {'':>11} {sum(calls.values()):9d} "
+                 f"{sum(errors.values()) or '':>9} total")
+    return "\n".join(lines)
+
+
+def run(command, workers=None, trace=False, show_stats=False, stats_file=None, trace_file=None, trace_json=False,
+        summary=False):
     """lsca run; returns the exit code (or ends the process by the program's signal)."""
     socket_path = os.environ.get("LSCA_SOCKET")
     embedded = None
@@ -219,6 +237,8 @@ def run(command, workers=None, trace=False, show_stats=False, stats_file=None, t
             stats = None
         if show_stats and stats:
             print(format_stats(stats), file=sys.stderr)
+        if summary and stats:
+            print(format_summary(stats), file=sys.stderr)
         if stats_file and stats:
             with open(stats_file, "w") as f:
                 json.dump(stats, f, indent=2)

@@ -420,7 +420,8 @@ class Supervisor:
         if message.get("op") == "released":
             record = self.clients.get(message["shard"])
             if record is not None:
-                self._free_client(record, message.get("proxied", {}))
+                self._free_client(record, message.get("proxied", {}), message.get("latency_ns", {}),
+                                  message.get("errors", {}))
 
     def _least_loaded(self):
         load = {w: 0 for w in self.workers.values() if not getattr(w, "retiring", False)}
@@ -598,12 +599,12 @@ class Supervisor:
                 pass
         self._free_client(record, {})
 
-    def _free_client(self, record, proxied):
+    def _free_client(self, record, proxied, latency_ns=None, errors=None):
         header = shard_header(record.shard.address)
         passthrough = {OP_NAMES[op]: header.passthrough[op] for op in OP_NAMES if header.passthrough[op]}
         declined = {OP_NAMES[op]: header.declined[op] for op in OP_NAMES if header.declined[op]}
         if record.session is not None:
-            record.session.account(record, proxied, passthrough, declined)
+            record.session.account(record, proxied, passthrough, declined, latency_ns or {}, errors or {})
         self._drop_segment(record.shard)
         record.chan_worker.close()
         record.chan_client.close()

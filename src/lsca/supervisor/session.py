@@ -16,24 +16,29 @@ class Session:
         self.proxied = Counter()
         self.passthrough = Counter()
         self.declined = Counter()
+        self.latency_ns = Counter()
+        self.errors = Counter()
 
     def add(self, record):
         if self.first_pid is None:
             self.first_pid = record.pid
         self.records.add(record)
 
-    def account(self, record, proxied, passthrough, declined):
+    def account(self, record, proxied, passthrough, declined, latency_ns, errors):
         """Fold a freed client's counts into the session."""
         self.records.discard(record)
         self.processes += 1
         self.proxied.update(proxied)
         self.passthrough.update(passthrough)
         self.declined.update(declined)
+        self.latency_ns.update(latency_ns)
+        self.errors.update(errors)
 
     def stats(self):
         return {"processes": self.processes, "running": len(self.records),
                 "proxied": dict(self.proxied), "passthrough": dict(self.passthrough),
-                "declined": dict(self.declined)}
+                "declined": dict(self.declined), "latency_ns": dict(self.latency_ns),
+                "errors": dict(self.errors)}
 
     def close(self):
         if self.trace_fd is not None:

@@ -34,6 +34,8 @@ class Client:
         self.trace_prefix = False
         self.trace_json = False
         self.proxied = [0] * OP_MAX
+        self.latency_ns = [0] * OP_MAX  # worker time per op, claim to answer
+        self.errors = [0] * OP_MAX
         self._scratch = None
 
     def scratch(self, size):

@@ -125,6 +125,7 @@ class Worker:
     def execute(self, client, i, entry=None):
         """Run slot i's call and answer it; on the main thread, or on a pool thread (entry
         is then the descriptor pinned for it)."""
+        started = time.monotonic_ns()
         slot = client.slots[i]
         op = slot.op
         handler = HANDLERS[op] if op < OP_MAX else None
@@ -169,6 +170,8 @@ class Worker:
         with self.lock:
             if status == DONE and op < OP_MAX:
                 client.proxied[op] += 1
+                client.latency_ns[op] += time.monotonic_ns() - started
+                client.errors[op] += result == -1
             if traced is not None:
                 if result >= 0 and trace.creates_fds(traced):
                     client.pending_trace[i] = traced    # the numbers are known once the client took them
@@ -256,9 +259,13 @@ class Worker:
             self.pool.drain(message["shard"])
             client = self.clients.pop(index)
             self.flush_all_traces(client)
-            proxied = {OP_NAMES[op]: n for op, n in enumerate(client.proxied) if n and op in OP_NAMES}
+            per_op = lambda counts: {OP_NAMES[op]: n for op, n in enumerate(counts) if n and op in OP_NAMES}
+            proxied, latency, errors = per_op(client.proxied), per_op(client.latency_ns), per_op(client.errors)
             client.close()
-        self.send({"op": "released", "shard": message["shard"], "proxied": proxied})
+        else:
+            latency = errors = {}
+        self.send({"op": "released", "shard": message["shard"], "proxied": proxied,
+                   "latency_ns": latency, "errors": errors})
 
     def on_stop(self, message, fds):
         self.alive = False
