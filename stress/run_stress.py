@@ -228,6 +228,11 @@ class ThreadWork:
     def unexpected(self, what, e):
         self.errors.append((what, getattr(e, "errno", 0) or 0, str(e)[:300]))
 
+    def unless_eio(self, what, e):
+        """EIO is a legitimate answer under faults (outcome unknown); any other errno is not."""
+        if e.errno != errno.EIO:
+            self.unexpected(what, e)
+
     def mismatch(self, text):
         self.mismatches.append(f"{time.time():.3f} {text}"[:400])
 
@@ -332,8 +337,7 @@ class ThreadWork:
         try:
             fd = self.sys("dup", os.dup, self.log_fd)
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("dup", e)
+            self.unless_eio("dup", e)
             return
         try:
             self.write_record(b"D", fd, self.size(), log=True)
@@ -355,8 +359,7 @@ class ThreadWork:
             n = self.sys("pwrite", os.pwrite, self.pw_fd, rec, idx * PW_BLOCK)
         except OSError as e:
             self.results.append(("P", idx, FAILED_EIO if e.errno == errno.EIO else FAILED_OTHER))
-            if e.errno != errno.EIO:
-                self.unexpected("pwrite", e)
+            self.unless_eio("pwrite", e)
             return
         self.results.append(("P", idx, OK if n == PW_BLOCK else SHORT))
         if n != PW_BLOCK:
@@ -374,8 +377,7 @@ class ThreadWork:
                 self.sys("lseek_set", os.lseek, self.pw_fd, idx * PW_BLOCK, os.SEEK_SET)
                 got = self.sys("read", os.read, self.pw_fd, PW_BLOCK)
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected(how, e)
+            self.unless_eio(how, e)
             return
         if got != rec:
             self.mismatch(f"{how} of block {idx} of {self.pw_path}: got {got[:60]!r}... ({len(got)} bytes)")
@@ -394,8 +396,7 @@ class ThreadWork:
             st2 = self.sys("stat", os.stat, self.log_path)
             st3 = self.sys("lstat", os.lstat, os.path.abspath(self.log_path))
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("stat", e)
+            self.unless_eio("stat", e)
             return
         if not st1.st_ino == st2.st_ino == st3.st_ino:
             self.mismatch(f"fstat/stat/lstat of {self.log_path}: inodes {st1.st_ino} {st2.st_ino} {st3.st_ino}")
@@ -411,16 +412,14 @@ class ThreadWork:
         except FileNotFoundError:
             pass
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("stat absent", e)
+            self.unless_eio("stat absent", e)
 
     def op_readback(self):
         """Open the log anew, read its tail: every whole line is a valid record of ours."""
         try:
             fd = self.sys("open", os.open, self.log_path, os.O_RDONLY)
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("open log O_RDONLY", e)
+            self.unless_eio("open log O_RDONLY", e)
             return
         try:
             size = self.sys("fstat", os.fstat, fd).st_size
@@ -428,8 +427,7 @@ class ThreadWork:
             self.sys("lseek_set", os.lseek, fd, start, os.SEEK_SET)
             data = self.sys("read", os.read, fd, 8192)
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("readback", e)
+            self.unless_eio("readback", e)
             return
         finally:
             self.sys("close", os.close, fd)
@@ -486,8 +484,7 @@ class ThreadWork:
             self.sys("rmdir", os.rmdir, d)
             return
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected(f"paths: {step}", e)
+            self.unless_eio(f"paths: {step}", e)
         # After a failure the names are in an unknown state: clean what is there.
         for fn, arg in ((os.close, fd), (os.unlink, f), (os.unlink, g), (os.rmdir, d)):
             if arg == -1:
@@ -501,8 +498,7 @@ class ThreadWork:
         try:
             r, w = self.sys("pipe", os.pipe)
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("pipe", e)
+            self.unless_eio("pipe", e)
             return
         try:
             data = os.urandom(self.rng.randint(1, PIPE_BUF))
@@ -510,8 +506,7 @@ class ThreadWork:
                 n = self.sys("write", os.write, w, data)
                 got = self.sys("read", os.read, r, len(data))
             except OSError as e:
-                if e.errno != errno.EIO:
-                    self.unexpected("pipe write/read", e)
+                self.unless_eio("pipe write/read", e)
                 return
             if n != len(data) or got != data:
                 self.mismatch(f"pipe: wrote {n} of {len(data)}, read back {len(got)} bytes, equal {got == data}")
@@ -524,8 +519,7 @@ class ThreadWork:
         try:
             r, w = self.sys("pipe", os.pipe)
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("pipe", e)
+            self.unless_eio("pipe", e)
             return
         data = os.urandom(self.rng.randint(1, 512))
         delay = self.rng.uniform(0.001, 0.02)
@@ -546,8 +540,7 @@ class ThreadWork:
             got = self.sys("read", os.read, r, len(data))
         except OSError as e:
             got = None
-            if e.errno != errno.EIO:
-                self.unexpected("blocking pipe read", e)
+            self.unless_eio("blocking pipe read", e)
         t.join()
         self.calls += 1
         self.sys("close", os.close, r)
@@ -564,8 +557,7 @@ class ThreadWork:
         try:
             r, w = self.sys("pipe", os.pipe)
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("pipe", e)
+            self.unless_eio("pipe", e)
             return
         data = os.urandom(self.rng.randint(70000, 200000))
         got = []
@@ -610,8 +602,7 @@ class ThreadWork:
         try:
             a, b = self.sys("socketpair", socket.socketpair)
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("socketpair", e)
+            self.unless_eio("socketpair", e)
             return
         try:
             data = os.urandom(self.rng.randint(1, 2048))
@@ -625,8 +616,7 @@ class ThreadWork:
             if n != len(data) or got != data:
                 self.mismatch(f"socketpair: sent {n} of {len(data)}, received {len(got)}, equal {got == data}")
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("socket write/read/send/recv", e)
+            self.unless_eio("socket write/read/send/recv", e)
         finally:
             a.close()
             b.close()
@@ -648,15 +638,13 @@ class ThreadWork:
                               f"{st.st_size}/{st.st_mode & 0o777:o}")
             self.sys("fdatasync", os.fdatasync, self.tr_fd)
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("truncate", e)
+            self.unless_eio("truncate", e)
 
     def op_fsync(self):
         try:
             self.sys("fsync", os.fsync, self.log_fd)
         except OSError as e:
-            if e.errno != errno.EIO:
-                self.unexpected("fsync", e)
+            self.unless_eio("fsync", e)
 
     def op_reopen(self):
         self.sys("close", os.close, self.log_fd)
