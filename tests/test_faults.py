@@ -48,6 +48,15 @@ def workers_of(sup):
 
 
 
+def asleep_on_doorbell(worker_pid):
+    """The worker's main thread waits on its doorbell semaphore: it executes no call."""
+    try:
+        with open(f"/proc/{worker_pid}/wchan") as f:
+            return "semtimedop" in f.read()
+    except OSError:
+        return False
+
+
 class Driven:
     """A served client we can ask for more work, line by line."""
 
@@ -82,6 +91,10 @@ def test_killed_worker_is_replaced_and_clients_keep_being_served(tmp_path):
         clients = [Driven(sup, tmp_path / f"out{i}") for i in range(3)]
         for c in clients:
             assert c.ask(5) == 55
+        # Kill only while no worker executes a call on its main thread (each sleeps on its
+        # doorbell; only the stdin reads wait in pool threads): an answer a worker wrote but had
+        # not yet marked done would be (rightly) EIO, its outcome being unknown to the client.
+        assert wait_until(lambda: all(asleep_on_doorbell(pid) for pid in workers_of(sup)))
         before = workers_of(sup)
         os.kill(before[0], signal.SIGKILL)
         assert wait_until(lambda: len(workers_of(sup)) == 2 and workers_of(sup) != before)
@@ -100,6 +113,7 @@ def test_silent_worker_is_aborted_and_replaced(tmp_path):
         client = Driven(sup, tmp_path / "out")
         assert client.ask(3) == 33
         (worker,) = workers_of(sup)
+        assert wait_until(lambda: asleep_on_doorbell(worker))      # no call on its main thread
         os.kill(worker, signal.SIGSTOP)         # alive but silent: no heartbeat
         assert wait_until(lambda: workers_of(sup) and workers_of(sup) != [worker], timeout=20)
         assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
