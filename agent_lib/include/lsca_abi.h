@@ -17,7 +17,7 @@
 
 /* LSCA_CDEF_BEGIN */
 #define LSCA_MAGIC 0x4C534341           /* "LSCA" */
-#define LSCA_ABI_VERSION 4
+#define LSCA_ABI_VERSION 5
 
 #define LSCA_SLOTS 64                   /* client threads in a call at once; one 64-bit pending mask */
 #define LSCA_INLINE_MAX 65536           /* bytes of a buffer carried in the slot itself */
@@ -141,17 +141,62 @@ struct lsca_shard_header {
     uint64_t next_seq;
     uint64_t passthrough[LSCA_OP_MAX]; /* per op: calls the agent executed natively         */
     uint64_t declined[LSCA_OP_MAX];    /* per op: of those, calls a worker handed back        */
+    /* Written by the worker (the client could forge them: they describe only itself). */
+    uint64_t proxied[LSCA_OP_MAX];     /* per op: calls a worker answered                      */
+    uint64_t failed[LSCA_OP_MAX];      /* per op: of those, answered -1                        */
+    uint64_t worker_ns[LSCA_OP_MAX];   /* per op: worker time, claim to answer                 */
 };
 
 /* The supervisor's private table (never mapped by clients): one row per worker. */
 #define LSCA_MAX_WORKERS 256
+/* Latency histogram: bucket 0 counts calls under 2^LSCA_LAT_SHIFT ns, bucket b > 0 those in
+ * [2^(b-1+LSCA_LAT_SHIFT), 2^(b+LSCA_LAT_SHIFT)) ns; the last bucket takes everything above. */
+#define LSCA_LAT_BUCKETS 28
+#define LSCA_LAT_SHIFT 7
+
+struct lsca_op_stats {
+    uint64_t calls;
+    uint64_t errors;
+    uint64_t total_ns;
+    uint64_t hist[LSCA_LAT_BUCKETS];
+};
 
 struct lsca_worker_status {
     uint64_t heartbeat_ns;        /* CLOCK_MONOTONIC of the worker's latest turn of its loop  */
     int32_t pid;
     int32_t busy_shard;           /* supervisor shard id of the call being executed; 0: idle  */
     int32_t busy_slot;
-    uint32_t pad;
+    uint32_t shards;              /* clients assigned to this worker                          */
+    uint64_t busy_ns;             /* total time spent executing calls (load = its rate)      */
+    struct lsca_op_stats ops[LSCA_OP_MAX];
+};
+
+/* One recorded call, as a worker appends it to a session's trace stream; the reader (lsca
+ * run) formats it. payload_len bytes follow the record (paths NUL-separated, then the first
+ * bytes of the buffer); size is the whole record rounded up to 8. */
+#define LSCA_TRACE_SHOWN 64               /* buffer bytes kept: enough to show 32 and say "..." */
+#define LSCA_TRACE_MAGIC 0x5452
+
+struct lsca_trace_record {
+    uint16_t magic;
+    uint16_t op;
+    uint32_t size;
+    uint64_t time_ns;             /* CLOCK_REALTIME when the answer was published             */
+    uint64_t latency_ns;          /* worker time, claim to answer                             */
+    uint64_t seq;
+    int32_t pid;
+    int32_t tid;
+    int64_t result;
+    int32_t err;
+    uint32_t worker;
+    int64_t args[LSCA_MAX_ARGS];
+    int32_t new_fds[2];           /* descriptor numbers the client got, for creating calls   */
+    uint32_t st_mode;             /* fstat/fstatat answers, for the line                     */
+    uint32_t path_len;            /* payload: paths (NUL-separated) ...                       */
+    int64_t st_size;
+    uint32_t data_len;            /* ... then this many bytes of the buffer shown             */
+    uint32_t data_total;          /* the buffer's full length                                 */
+    char comm[16];                /* the program's name                                       */
 };
 
 /* Registration over the supervisor's Unix socket: agent sends hello, gets welcome. */
