@@ -1,10 +1,12 @@
 """The lsca command: lsca run [options] -- CMD [ARGS...]."""
 import argparse
+import os
 import sys
 
 from lsca import __version__
 from lsca.runner import RunError, agent_path, run
-from lsca.settings import WORKERS
+from lsca.settings import WORKERS, default_socket
+from lsca.stats import StatsError
 
 
 def build_parser():
@@ -42,12 +44,53 @@ def build_parser():
                             help="the program to run and its arguments")
 
     commands.add_parser("agent-path", help="print the path of the agent library (for LD_PRELOAD)")
+    stats_parser = commands.add_parser(
+        "stats", help="print a running supervisor's statistics: calls, latencies, load, clients",
+        description="Ask a running supervisor for its counters twice, INTERVAL apart, and print calls, "
+                    "errors and latencies per call (since the supervisor started), calls/s and load "
+                    "per worker (over the interval), and its clients. Only the supervisor's user and "
+                    "root may ask.")
+    add_socket_argument(stats_parser)
+    stats_parser.add_argument("--json", action="store_true", help="print one line of JSON instead of tables")
+    stats_parser.add_argument("--interval", type=seconds(allow_zero=True), default=1.0, metavar="SEC",
+                              help="seconds between the two snapshots the rates come from; 0: one "
+                                   "snapshot, no rates (default: %(default)s)")
+    top_parser = commands.add_parser(
+        "top", help="watch a running supervisor's statistics, refreshed in place",
+        description="Like 'lsca stats', refreshed every INTERVAL: in place on a terminal, as plain "
+                    "tables separated by a blank line otherwise. q or Ctrl-C quits.")
+    add_socket_argument(top_parser)
+    top_parser.add_argument("--interval", type=seconds(allow_zero=False), default=1.0, metavar="SEC",
+                            help="seconds between refreshes (default: %(default)s)")
+    top_parser.add_argument("--iterations", type=WORKERS.type, metavar="N",
+                            help="stop after N refreshes (default: until q or Ctrl-C)")
     commands.add_parser(
         "cleanup", help="remove the SysV objects of supervisors that died (kill -9, crash)",
         description="Remove the shared-memory segments and semaphore sets that supervisors of this "
                     "user left when they died without stopping (every supervisor also does this at "
                     "start). Objects of running supervisors are never touched.")
+    from lsca import bench
+    bench.add_parser(commands)
     return parser
+
+
+def add_socket_argument(parser):
+    parser.add_argument("--socket", metavar="PATH", default=None,
+                        help="the supervisor's socket (default: LSCA_SOCKET, else the supervisor's "
+                             f"default, here {default_socket()})")
+
+
+def seconds(allow_zero):
+    def convert(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}")
+        if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds "
+                                             f"{'0 or more' if allow_zero else 'above 0'}")
+        return value
+    return convert
 
 
 def main(argv=None):
@@ -61,6 +104,15 @@ def main(argv=None):
             return run(cmd, workers=args.workers, trace=args.trace or args.json or bool(args.output),
                        show_stats=args.stats, stats_file=args.stats_file, trace_file=args.output,
                        trace_json=args.json, summary=args.summary)
+        if args.command == "bench":
+            from lsca import bench
+            return bench.run(args)
+        if args.command in ("stats", "top"):
+            from lsca.stats import stats_command, top_command
+            path = args.socket or os.environ.get("LSCA_SOCKET") or default_socket()
+            if args.command == "stats":
+                return stats_command(path, args.interval, args.json)
+            return top_command(path, args.interval, args.iterations)
         if args.command == "agent-path":
             print(agent_path())
             return 0
@@ -75,6 +127,9 @@ def main(argv=None):
     except RunError as e:
         print(f"lsca: {e}", file=sys.stderr)
         return 127 if "not found" in str(e) else 1
+    except StatsError as e:
+        print(f"lsca: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

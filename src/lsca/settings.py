@@ -19,6 +19,13 @@ def non_negative_int(text):
     return value
 
 
+def port_number(text):
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a TCP port, 1 to 65535")
+    return value
+
+
 def default_workers():
     return len(os.sched_getaffinity(0))
 
@@ -56,16 +63,22 @@ WORKER_TIMEOUT = Setting("worker_timeout", "--worker-timeout", positive_int, 30,
                          "before it is aborted and replaced (default: %(default)s)", "S")
 LOG_LEVEL = Setting("log_level", "--log-level", str.upper, "WARNING",
                     "log level: DEBUG, INFO, WARNING, ERROR (default: %(default)s)", "LEVEL")
+METRICS_PORT = Setting("metrics_port", "--metrics-port", port_number, None,
+                       "serve Prometheus metrics at http://127.0.0.1:PORT/metrics (default: off)", "PORT")
 EXIT_WITH = Setting("exit_with", "--exit-with", positive_int, None,
                     "stop when this process exits (used by 'lsca run')", "PID", hidden=True)
 
 CONFIG = Setting("config", "--config", str, None,
-                 "TOML file of settings (workers, worker_spin_us, worker_timeout, log_level); "
-                 "command-line flags win over it; HUP reads it again", "FILE")
+                 "TOML file of settings (workers, worker_spin_us, worker_timeout, log_level, "
+                 "metrics_port); command-line flags win over it; HUP reads it again (metrics_port "
+                 "changes at restart only)", "FILE")
 
-SUPERVISOR_SETTINGS = [WORKERS, SOCKET, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL, CONFIG, EXIT_WITH]
+SUPERVISOR_SETTINGS = [WORKERS, SOCKET, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL, METRICS_PORT, CONFIG,
+                       EXIT_WITH]
 # What a configuration file may set (and a HUP may change).
 RELOADABLE = [WORKERS, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL]
+# What a configuration file may set: the reloadable ones, and those read at start only.
+CONFIG_FILE_SETTINGS = RELOADABLE + [METRICS_PORT]
 
 
 class ConfigError(Exception):
@@ -83,7 +96,7 @@ def load_config(path):
         raise ConfigError(f"{path}: {e.strerror}")
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}")
-    known = {s.name: s for s in RELOADABLE}
+    known = {s.name: s for s in CONFIG_FILE_SETTINGS}
     values = {}
     for key, value in raw.items():
         setting = known.get(key.replace("-", "_"))

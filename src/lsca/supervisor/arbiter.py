@@ -20,6 +20,7 @@ from lsca import ipc
 from lsca.abi import (ABI_VERSION, HELLO_SIZE, MAGIC, OP_MAX, OP_NAMES, SHARD_SIZE, SLOTS, ffi, lib,
                       pack_welcome, parse_hello, shard_header, shard_slot)
 from lsca.settings import ConfigError, load_config
+from lsca.stats import ExitedClients, snapshot, stats_allowed
 from lsca.supervisor.registry import Registry, cleanup_dead
 from lsca.supervisor.session import Session
 from lsca.supervisor.systemd import Notifier
@@ -31,6 +32,7 @@ HELLO_PREFIX = struct.pack("=I", MAGIC)   # an agent's hello starts with the mag
 STOP_TIMEOUT_S = 5.0
 TICK_S = 1.0
 KILL_GRACE_S = 2.0          # between SIGABRT and SIGKILL for a worker that stopped heartbeating
+PUBLISH_S = 1.0             # how often the main loop publishes a snapshot for --metrics-port
 
 # Calls a replacement worker may run again when the one executing them died: running
 # them twice gives the same result. Anything else that was executing fails with EIO.
@@ -83,7 +85,7 @@ class Supervisor:
     SIG_NAMES = {sig: sig.name[3:].lower() for sig in SIGNALS}
 
     def __init__(self, socket_path, workers, worker_spin_us=200, exit_with=None, sleep_ms=1000,
-                 worker_timeout=30.0, config=None):
+                 worker_timeout=30.0, config=None, metrics_port=None):
         self.socket_path = socket_path
         self.config = config
         self.worker_timeout = worker_timeout
@@ -104,11 +106,18 @@ class Supervisor:
         self.listener = None
         self.doorbells = []
         self.selector = selectors.DefaultSelector()
+        self.exited = ExitedClients()   # counts of clients that are gone (statistics)
+        self.metrics_port = metrics_port
+        self.metrics = None
+        self.published = None           # the latest snapshot, for the metrics thread
+        self.next_publish = 0.0
 
     # ---- start / stop ----
 
     def start(self):
         self.pid = os.getpid()
+        if self.metrics_port:
+            self._serve_metrics()
         self.notifier = Notifier.from_environment()     # before any fork: workers must not inherit it
         cleanup_dead()                  # what earlier instances that died left behind
         self._listen()
@@ -127,9 +136,26 @@ class Supervisor:
             self.spawn_worker()
         log.info("listening on %s with %d workers", self.socket_path, self.target_workers)
         self.notifier.ready(self.status_text())
+        self.publish_snapshot()
 
     def status_text(self):
         return f"serving {len(self.clients)} client(s) on {self.socket_path} with {len(self.workers)} worker(s)"
+
+    def _serve_metrics(self):
+        from lsca.supervisor.metrics import ADDRESS, MetricsServer   # prometheus_client only when asked
+        try:
+            self.metrics = MetricsServer(self.metrics_port, lambda: self.published)
+        except OSError as e:
+            raise SupervisorError(f"cannot serve metrics on {ADDRESS}:{self.metrics_port}: {e.strerror or e}")
+        log.info("metrics on http://%s:%d/metrics", ADDRESS, self.metrics_port)
+
+    def publish_snapshot(self):
+        # The metrics thread reads only self.published, a fresh dict this loop swaps in whole (atomic under
+        # the GIL), so it never touches self.clients/self.workers or a shard this loop may detach: no lock.
+        if self.metrics is None or time.monotonic() < self.next_publish:
+            return
+        self.published = snapshot(self, programs=False)
+        self.next_publish = time.monotonic() + PUBLISH_S
 
     def _listen(self):
         directory = os.path.dirname(self.socket_path) or "."
@@ -201,6 +227,9 @@ class Supervisor:
         for semid in self.doorbells:
             self._drop_semaphores(semid)
         self.doorbells = []
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         if self.table is not None:
             self._drop_segment(self.table)
             self.table = None
@@ -227,6 +256,7 @@ class Supervisor:
                 sig = self.sig_queue.pop(0)
                 getattr(self, "handle_" + self.SIG_NAMES[sig])()
             self.murder_silent_workers()
+            self.publish_snapshot()
             now = time.monotonic()
             if self.notifier.watchdog_due(now):
                 self.notifier.watchdog(now)
@@ -285,6 +315,8 @@ class Supervisor:
             logging.getLogger().setLevel(values["log_level"])
         if "worker_timeout" in values:
             self.worker_timeout = values["worker_timeout"]
+        if values.get("metrics_port", self.metrics_port) != self.metrics_port:
+            log.warning("HUP: metrics_port changes at restart only; still serving on %s", self.metrics_port)
         if "worker_spin_us" in values:
             self.spin_ns = values["worker_spin_us"] * 1000     # for workers started from now on
         target = values.get("workers", self.target_workers)
@@ -605,6 +637,7 @@ class Supervisor:
         declined = {OP_NAMES[op]: header.declined[op] for op in OP_NAMES if header.declined[op]}
         if record.session is not None:
             record.session.account(record, proxied, passthrough, declined, latency_ns or {}, errors or {})
+        self.exited.add(header)
         self._drop_segment(record.shard)
         record.chan_worker.close()
         record.chan_client.close()
@@ -629,6 +662,13 @@ class Supervisor:
             command = request["cmd"]
         except (ValueError, KeyError, TypeError):
             return self._reply(conn, {"error": "malformed request"})
+        if command == "stats":
+            _pid, uid, _gid = struct.unpack("3i", conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            if not stats_allowed(os.geteuid(), uid):
+                who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()} and root"
+                return self._reply(conn, {"error": f"permission denied: uid {uid} may not read this "
+                                                   f"supervisor's statistics (only {who} may)"})
+            return self._reply(conn, {"stats": snapshot(self)})
         if command == "session":
             if conn.session is not None:
                 return self._reply(conn, {"error": "this connection has a session already"})

@@ -41,7 +41,8 @@ def main(argv=None):
     # A blocked TERM inherited from whoever started us would make us unstoppable.
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     supervisor = Supervisor(args.socket, args.workers, args.worker_spin_us, args.exit_with,
-                            worker_timeout=args.worker_timeout, config=args.config)
+                            worker_timeout=args.worker_timeout, config=args.config,
+                            metrics_port=args.metrics_port)
     try:
         supervisor.start()
         supervisor.run()
