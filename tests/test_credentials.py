@@ -9,6 +9,7 @@ import tempfile
 import pytest
 
 from lsca.runner import SessionClient, agent_path
+from lsca.tracestream import TraceReader
 from conftest import SupervisorProcess, clean_env, parse_trace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a root supervisor and a client as nobody")
@@ -74,14 +75,18 @@ def test_unprivileged_client_gets_native_permission_errors():
         sup = SupervisorProcess(base, workers=2)
         trace_path = os.path.join(base, "trace")
         trace_fd = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        reader = TraceReader(trace_fd)
         try:
-            session = SessionClient(sup.socket, trace_fd=trace_fd)
+            session = SessionClient(sup.socket, trace_fd=reader.sender_fd())
+            reader.close_sender()
+            reader.start()
             env = clean_env()
             env.update(LD_PRELOAD=agent, LSCA_SOCKET=sup.socket, LSCA_SESSION=session.token, LSCA_REQUIRED="1")
             under = subprocess.run(["/bin/sh", "-c", SCRIPT], cwd=lsca_root, env=env, **as_nobody)
             stats = session.end()
             session.close()
         finally:
+            reader.finish()
             os.close(trace_fd)
             assert sup.stop() == 0
 

@@ -176,6 +176,7 @@ struct lsca_worker_status {
  * bytes of the buffer); size is the whole record rounded up to 8. */
 #define LSCA_TRACE_SHOWN 64               /* buffer bytes kept: enough to show 32 and say "..." */
 #define LSCA_TRACE_MAGIC 0x5452
+#define LSCA_TRACE_NO_DATA 0xFFFFFFFF     /* data_len: the buffer was not captured (moved by address) */
 
 struct lsca_trace_record {
     uint16_t magic;

@@ -27,7 +27,12 @@ def build_parser():
                             help="workers of the supervisor started for this run "
                                  "(default: one per CPU core)")
     run_parser.add_argument("--trace", action="store_true",
-                            help="print one strace-like line per proxied call to stderr")
+                            help="print one strace-like line per proxied call to stderr; "
+                                 "--trace=SET records only the calls in SET (as -e trace=SET)")
+    run_parser.add_argument("-e", dest="expr", metavar="trace=SET", action="append", default=[],
+                            help="strace-style filter: SET is a comma list of calls (openat, read, stat, "
+                                 "pread64...) and classes (%%file, %%desc, %%network); a leading ! "
+                                 "negates it (implies --trace)")
     run_parser.add_argument("-o", "--output", metavar="FILE",
                             help="write the trace to FILE instead of stderr (implies --trace)")
     run_parser.add_argument("--json", action="store_true",
@@ -93,17 +98,53 @@ def seconds(allow_zero):
     return convert
 
 
+VALUE_OPTIONS = {"-o", "--output", "--workers", "-e", "--stats-file"}
+
+
+def split_trace_option(argv):
+    """--trace=SET means --trace -e trace=SET (only before the command: its own arguments
+    are never touched)."""
+    out, takes_value = [], False
+    for i, arg in enumerate(argv):
+        if arg == "--" or (i > 0 and not takes_value and not arg.startswith("-")):
+            return out + argv[i:]       # the command starts here
+        takes_value = arg in VALUE_OPTIONS
+        if arg.startswith("--trace="):
+            out += ["--trace", "-e", "trace=" + arg[len("--trace="):]]
+        else:
+            out.append(arg)
+    return out
+
+
+def trace_filter(parser, expressions):
+    """The set of op names the -e trace= expressions select; None when there are none."""
+    from lsca.opclasses import parse_filter
+    chosen = None
+    for expr in expressions:
+        key, _, value = expr.partition("=")
+        if key != "trace" or not value:
+            parser.error(f"run: -e {expr}: only trace=SET is known")
+        try:
+            ops = parse_filter(value)
+        except ValueError as e:
+            parser.error(f"run: -e {expr}: {e}")
+        chosen = ops if chosen is None else chosen & ops
+    return chosen
+
+
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(split_trace_option(sys.argv[1:] if argv is None else list(argv)))
     try:
         if args.command == "run":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             if not cmd:
                 parser.error("run: no command given (lsca run [options] -- CMD [ARGS])")
-            return run(cmd, workers=args.workers, trace=args.trace or args.json or bool(args.output),
+            trace_ops = trace_filter(parser, args.expr)
+            return run(cmd, workers=args.workers,
+                       trace=args.trace or args.json or bool(args.output) or trace_ops is not None,
                        show_stats=args.stats, stats_file=args.stats_file, trace_file=args.output,
-                       trace_json=args.json, summary=args.summary)
+                       trace_json=args.json, summary=args.summary, trace_ops=trace_ops)
         if args.command == "bench":
             from lsca import bench
             return bench.run(args)

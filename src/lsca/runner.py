@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 from importlib import resources
+from lsca.opclasses import ALL as ALL_OPS, op_mask
+from lsca.tracestream import TraceReader
 
 READY_TIMEOUT_S = 15.0
 # Signals lsca run passes on to the program; tty-generated INT/QUIT reach it directly.
@@ -91,14 +93,15 @@ class EmbeddedSupervisor:
 class SessionClient:
     """The control connection of one run: opens a session, later fetches its counts."""
 
-    def __init__(self, socket_path, trace_fd=None, trace_json=False):
+    def __init__(self, socket_path, trace_fd=None, trace_mask=None):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.connect(socket_path)
         except OSError as e:
             raise RunError(f"cannot reach the supervisor at {socket_path}: {e.strerror}")
         self.reader = self.sock.makefile("rb")
-        request = json.dumps({"cmd": "session", "trace": trace_fd is not None, "json": trace_json}).encode() + b"\n"
+        request = json.dumps({"cmd": "session", "trace": trace_fd is not None,
+                              "trace_mask": trace_mask}).encode() + b"\n"
         socket.send_fds(self.sock, [request], [trace_fd] if trace_fd is not None else [])
         self.token = self._answer()["session"]
 
@@ -191,7 +194,7 @@ def open_trace_file(path):
 
 def format_summary(stats):
     """An strace -c like table of the proxied calls: time in the workers, calls, errors."""
-    from lsca.trace import SYSCALL_NAMES
+    from lsca.opclasses import SYSCALL_NAMES
     calls, latency, errors = stats["proxied"], stats.get("latency_ns", {}), stats.get("errors", {})
     total = sum(latency.values()) or 1
     rule = "------ ----------- ----------- --------- --------- ----------------"
@@ -207,25 +210,27 @@ def format_summary(stats):
 
 
 def run(command, workers=None, trace=False, show_stats=False, stats_file=None, trace_file=None, trace_json=False,
-        summary=False):
+        summary=False, trace_ops=None):
     """lsca run; returns the exit code (or ends the process by the program's signal)."""
     socket_path = os.environ.get("LSCA_SOCKET")
     embedded = None
     session = None
+    reader = None
     try:
         if not socket_path:
             embedded = EmbeddedSupervisor(workers)
             socket_path = embedded.socket_path
         elif workers:
             print("lsca: --workers is ignored: the supervisor at LSCA_SOCKET has its own pool", file=sys.stderr)
-        trace_fd = None
         if trace_file:
-            trace_fd = open_trace_file(trace_file)
+            reader = TraceReader(open_trace_file(trace_file), trace_json)
         elif trace:
-            trace_fd = sys.stderr.fileno()
-        session = SessionClient(socket_path, trace_fd=trace_fd, trace_json=trace_json)
-        if trace_file:
-            os.close(trace_fd)                  # the supervisor holds its own copy now
+            reader = TraceReader(sys.stderr.fileno(), trace_json)
+        mask = op_mask(trace_ops if trace_ops is not None else ALL_OPS)
+        session = SessionClient(socket_path, trace_fd=reader.sender_fd() if reader else None, trace_mask=mask)
+        if reader is not None:
+            reader.close_sender()               # the supervisor holds its own copy now
+            reader.start()
         signal.pthread_sigmask(signal.SIG_BLOCK, set(FORWARDED) | {signal.SIGCHLD})
         pid = spawn(command, child_environment(socket_path, session.token))
         status = wait_forwarding(pid)
@@ -235,6 +240,10 @@ def run(command, workers=None, trace=False, show_stats=False, stats_file=None, t
             # The program ran to its end: its status still passes through, without counts.
             print(f"lsca: {e}; no counts for this run", file=sys.stderr)
             stats = None
+        if reader is not None:
+            reader.finish()
+            if reader.write_error is not None:
+                print(f"lsca: the trace could not be written: {reader.write_error.strerror}", file=sys.stderr)
         if show_stats and stats:
             print(format_stats(stats), file=sys.stderr)
         if summary and stats:
@@ -243,6 +252,10 @@ def run(command, workers=None, trace=False, show_stats=False, stats_file=None, t
             with open(stats_file, "w") as f:
                 json.dump(stats, f, indent=2)
     finally:
+        if reader is not None and not reader.finishing:
+            reader.finish(timeout=1.0)
+        if reader is not None and trace_file:
+            os.close(reader.out_fd)
         if session is not None:
             session.close()
         if embedded is not None:

@@ -1,25 +1,20 @@
 """strace-like lines for proxied calls: write(1, "hello\\n", 6) = 6.
 
-A worker takes what a line needs from the slot in two steps: request() before the
-call runs (paths, bytes written) and answer() after (result, bytes read, stat
-fields), because the slot is the client's again once the call is done.
+Workers record calls as binary records (struct lsca_trace_record, appended by
+worker_fast.c on both of their routes) and send them in batches; the process that
+asked for the trace (lsca run) decodes and formats them here, off the calls' path.
 """
 import errno
 import json
 import os
 import stat
-import time
 
-from lsca.abi import INLINE_MAX, ffi, lib
+from lsca.abi import OP_NAMES, ffi, lib
+from lsca.opclasses import SYSCALL_NAMES
 
 SHOWN_BYTES = 32
 WHENCE = {0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END", 3: "SEEK_DATA", 4: "SEEK_HOLE"}
 # The names strace prints: the system calls glibc issues for these ops.
-SYSCALL_NAMES = {"pread": "pread64", "pwrite": "pwrite64", "fstatat": "newfstatat",
-                 "faccessat": "faccessat2"}
-PATH_OPS = {"openat": 1, "fstatat": 1, "statx": 1, "faccessat": 1, "mkdirat": 1, "unlinkat": 1,
-            "renameat2": 2, "linkat": 2, "symlinkat": 2, "readlinkat": 1, "fchmodat": 1,
-            "fchownat": 1, "truncate": 1, "chdir": 1}
 OPEN_FLAGS = [(os.O_WRONLY, "O_WRONLY"), (os.O_RDWR, "O_RDWR"), (os.O_CREAT, "O_CREAT"),
               (os.O_EXCL, "O_EXCL"), (os.O_NOCTTY, "O_NOCTTY"), (os.O_TRUNC, "O_TRUNC"),
               (os.O_APPEND, "O_APPEND"), (os.O_NONBLOCK, "O_NONBLOCK"), (os.O_DSYNC, "O_DSYNC"),
@@ -86,39 +81,49 @@ def result_string(result, err):
     return str(result)
 
 
-def _signed(v):
-    return v - (1 << 64) if v >= 1 << 63 else v
+RECORD = "struct lsca_trace_record *"
+RECORD_SIZE = ffi.sizeof("struct lsca_trace_record")
+NO_DATA = lib.LSCA_TRACE_NO_DATA
+READ_OPS = ("read", "pread", "readv", "readlinkat", "getcwd")
+FD_CREATING = {lib.LSCA_OP_OPENAT, lib.LSCA_OP_DUP, lib.LSCA_OP_DUP3, lib.LSCA_OP_PIPE2, lib.LSCA_OP_ACCEPT4}
+F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
 
 
-def request(op, slot):
-    """What the line needs from the request, before the call runs."""
-    snap = {"op": op, "args": [_signed(slot.args[i]) for i in range(4)], "data": None, "paths": []}
-    n = min(slot.data_len, INLINE_MAX)
-    if op in ("write", "pwrite", "writev") and slot.xfer == lib.LSCA_XFER_INLINE:
-        snap["data"] = bytes(ffi.buffer(slot.data, min(n, SHOWN_BYTES + 1)))
-    elif op in PATH_OPS or op == "utimensat":
-        start = 32 if op == "utimensat" and slot.args[2] else 0
-        raw = bytes(ffi.buffer(slot.data + start, max(0, n - start)))
-        snap["paths"] = raw.split(b"\0")[:PATH_OPS.get(op, 1)]
-    return snap
+def creates_fds(op, cmd):
+    """Whether a successful call of op (code) hands the client new descriptors."""
+    return op in FD_CREATING or (op == lib.LSCA_OP_FCNTL and cmd in (F_DUPFD, F_DUPFD_CLOEXEC))
 
 
-def answer(snap, slot, xfer_inline):
-    """Add the outcome, after the call ran (before the slot goes back to the client)."""
-    snap["result"], snap["err"] = slot.result, slot.err
-    op = snap["op"]
-    if op in ("read", "pread", "readv", "readlinkat", "getcwd") and xfer_inline and slot.result >= 0:
-        snap["data"] = bytes(ffi.buffer(slot.data, min(slot.result, SHOWN_BYTES + 1)))
-    elif op in ("fstat", "fstatat") and slot.result == 0:
-        mode, size = ffi.new("uint32_t *"), ffi.new("int64_t *")
-        lib.lsca_stat_summary(slot.data, mode, size)
-        snap["data"] = (mode[0], size[0])
-    return snap
+def decode(batch):
+    """The calls in one message of a trace stream (records as workers append them), as
+    dicts format_call() and format_json() take. A damaged record ends the batch."""
+    buf = ffi.from_buffer(batch)
+    off, end = 0, len(batch)
+    while off + RECORD_SIZE <= end:
+        r = ffi.cast(RECORD, buf + off)
+        size = r.size
+        if r.magic != lib.LSCA_TRACE_MAGIC or size < RECORD_SIZE or off + size > end:
+            return
+        payload = bytes(ffi.buffer(buf + off + RECORD_SIZE, size - RECORD_SIZE))
+        yield _call(r, payload)
+        off += size
 
 
-def creates_fds(snap):
-    op, cmd = snap["op"], snap["args"][1]
-    return op in ("openat", "dup", "dup3", "pipe2", "accept4") or (op == "fcntl" and cmd in (0, 1030))
+def _call(r, payload):
+    op = OP_NAMES.get(r.op, f"op{r.op}")
+    paths = payload[:r.path_len].split(b"\0")[:-1] if r.path_len else []
+    data = None
+    if r.data_len != NO_DATA:
+        data = payload[r.path_len:r.path_len + r.data_len]
+    if op in ("fstat", "fstatat") and r.result == 0:
+        data = (r.st_mode, r.st_size)
+    call = {"op": op, "args": [r.args[i] for i in range(4)], "data": data, "paths": paths,
+            "result": r.result, "err": r.err, "pid": r.pid, "tid": r.tid, "worker": r.worker,
+            "time_ns": r.time_ns, "latency_ns": r.latency_ns, "seq": r.seq,
+            "program": ffi.string(r.comm, 16).decode(errors="replace")}
+    if r.result >= 0 and creates_fds(r.op, r.args[1]):
+        call = with_fds(call, r.new_fds[0], r.new_fds[1])
+    return call
 
 
 def with_fds(snap, fd0, fd1):
@@ -201,11 +206,15 @@ def format_call(snap):
     return f"{text} = {result_string(result, snap['err'])}"
 
 
-def format_json(snap, pid, worker):
-    """One JSON line: when, who, the call as strace would show it, and its outcome."""
+def format_json(snap):
+    """One JSON line: when, who, the call as strace would show it, its outcome and cost."""
     text = format_call(snap)
     call, _, _ = text.rpartition(" = ")
     result, err = snap["result"], snap["err"]
-    return json.dumps({"time": round(time.time(), 6), "pid": pid, "worker": worker,
-                       "syscall": call.split("(", 1)[0], "call": call, "result": result,
-                       "errno": errno.errorcode.get(err, str(err)) if result == -1 else None})
+    return json.dumps({"time": round(snap["time_ns"] / 1e9, 6), "pid": snap["pid"], "tid": snap["tid"],
+                       "program": snap["program"], "worker": snap["worker"], "op": snap["op"],
+                       "syscall": call.split("(", 1)[0], "call": call,
+                       "paths": [p.decode(errors="surrogateescape") for p in snap["paths"]],
+                       "result": result,
+                       "errno": errno.errorcode.get(err, str(err)) if result == -1 else None,
+                       "latency_us": round(snap["latency_ns"] / 1000, 3)})

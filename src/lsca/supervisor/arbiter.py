@@ -223,7 +223,7 @@ class Supervisor:
         for record in list(self.clients.values()):
             # Nobody will answer: calls in flight fail with EIO, later ones run natively.
             lib.lsca_shard_fail_all(ffi.cast("void *", record.shard.address))
-            self._free_client(record, {})
+            self._free_client(record)
         for semid in self.doorbells:
             self._drop_semaphores(semid)
         self.doorbells = []
@@ -414,7 +414,7 @@ class Supervisor:
                 if record.releasing:
                     # The client is gone; its release died with the worker: free it here.
                     lib.lsca_shard_fail_all(ffi.cast("void *", record.shard.address))
-                    self._free_client(record, {})
+                    self._free_client(record)
                     continue
                 record.worker = targets or self._least_loaded()
                 self._resolve_in_flight(record)
@@ -452,8 +452,7 @@ class Supervisor:
         if message.get("op") == "released":
             record = self.clients.get(message["shard"])
             if record is not None:
-                self._free_client(record, message.get("proxied", {}), message.get("latency_ns", {}),
-                                  message.get("errors", {}))
+                self._free_client(record)
 
     def _least_loaded(self):
         load = {w: 0 for w in self.workers.values() if not getattr(w, "retiring", False)}
@@ -608,8 +607,7 @@ class Supervisor:
             fds["trace"] = session.trace_fd
         message = {"op": "assign", "shard": record.shard_id, "shmid": record.shard.id,
                    "pid": record.pid, "fds": list(fds),
-                   "trace_prefix": session is not None and session.first_pid != record.pid,
-                   "trace_json": session is not None and session.trace_json}
+                   "trace_mask": session.trace_mask if session is not None else 0}
         try:
             socket.send_fds(record.worker.sock, [json.dumps(message).encode()], list(fds.values()))
         except OSError as e:
@@ -629,14 +627,14 @@ class Supervisor:
                 return
             except OSError:
                 pass
-        self._free_client(record, {})
+        self._free_client(record)
 
-    def _free_client(self, record, proxied, latency_ns=None, errors=None):
+    def _free_client(self, record):
         header = shard_header(record.shard.address)
-        passthrough = {OP_NAMES[op]: header.passthrough[op] for op in OP_NAMES if header.passthrough[op]}
-        declined = {OP_NAMES[op]: header.declined[op] for op in OP_NAMES if header.declined[op]}
         if record.session is not None:
-            record.session.account(record, proxied, passthrough, declined, latency_ns or {}, errors or {})
+            per_op = lambda counts: {OP_NAMES[op]: counts[op] for op in OP_NAMES if counts[op]}
+            record.session.account(record, per_op(header.proxied), per_op(header.passthrough),
+                                   per_op(header.declined), per_op(header.worker_ns), per_op(header.failed))
         self.exited.add(header)
         self._drop_segment(record.shard)
         record.chan_worker.close()
@@ -674,7 +672,7 @@ class Supervisor:
                 return self._reply(conn, {"error": "this connection has a session already"})
             token = secrets.token_hex(16)
             trace_fd = conn.fds.pop(0) if request.get("trace") and conn.fds else None
-            conn.session = self.sessions[token] = Session(token, trace_fd, conn, bool(request.get("json")))
+            conn.session = self.sessions[token] = Session(token, trace_fd, conn, _op_mask(request.get("trace_mask")))
             return self._reply(conn, {"session": token})
         if command == "end" and conn.session is not None:
             conn.session.ending = True
@@ -693,6 +691,11 @@ class Supervisor:
                 not any(r.releasing or _exited(r.pidfd) for r in session.records):
             self._reply(session.conn, {"stats": session.stats()})
             session.ending = False
+
+
+def _op_mask(value):
+    """A session's trace filter: a 64-bit op mask (anything else: every op)."""
+    return value & ((1 << 64) - 1) if isinstance(value, int) and value >= 0 else (1 << 64) - 1
 
 
 def admits(supervisor_uid, client_uid):

@@ -4,10 +4,10 @@ from collections import Counter
 
 
 class Session:
-    def __init__(self, token, trace_fd, conn, trace_json=False):
+    def __init__(self, token, trace_fd, conn, trace_mask=0):
         self.token = token
-        self.trace_fd = trace_fd        # where workers write this session's trace lines
-        self.trace_json = trace_json    # JSON lines instead of strace-like text
+        self.trace_fd = trace_fd        # the stream workers send this session's records to
+        self.trace_mask = trace_mask    # bit op: record that op's calls
         self.conn = conn                # the lsca run connection; None once it closed
         self.records = set()            # live clients of the session
         self.first_pid = None

@@ -7,7 +7,7 @@ import struct
 
 import sysv_ipc
 
-from lsca.abi import OP_MAX, SLOTS, ffi, lib, shard_slot
+from lsca.abi import SLOTS, ffi, lib, shard_slot
 from lsca.workers import pool
 from lsca.workers.fdcache import Declined, FdCache
 
@@ -15,12 +15,19 @@ from lsca.workers.fdcache import Declined, FdCache
 SCRATCH_KEEP = 16 << 20
 
 
+def _program_name(pid):
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n")[:15]
+    except OSError:
+        return b"?"
+
+
 class Client:
-    def __init__(self, shard_id, shmid, pid, session, trace_fd, chan=None, chan_peer=-1):
+    def __init__(self, shard_id, shmid, pid, session, chan=None, chan_peer=-1, worker=0):
         self.shard_id = shard_id
         self.pid = pid
         self.session = session
-        self.trace_fd = trace_fd
         self.shm = sysv_ipc.attach(shmid)
         self.address = self.shm.address
         self.shard = ffi.cast("void *", self.address)
@@ -28,15 +35,23 @@ class Client:
         self.pidfd = lib.lsca_pidfd_open(pid)
         self.chan = chan                # our end of the channel new descriptors travel on
         self.chan_peer = chan_peer      # a duplicate of the client's end, to recognise it
-        self.fds = FdCache(pid, self.pidfd, chan_peer) if self.pidfd >= 0 else None
+        # What the compiled path knows of this client: descriptor cache, trace stream.
+        self.fast = lib.lsca_fast_new(self.shard, shard_id, pid, self.pidfd, chan_peer, worker)
+        if self.fast == ffi.NULL:
+            raise MemoryError("no memory for a client")
+        self.fast.comm = _program_name(pid)
+        self.fds = FdCache(self.fast)
         self.proc_dev = os.stat("/proc").st_dev
-        self.pending_trace = {}         # slot -> trace of a call whose descriptor numbers come later
-        self.trace_prefix = False
-        self.trace_json = False
-        self.proxied = [0] * OP_MAX
-        self.latency_ns = [0] * OP_MAX  # worker time per op, claim to answer
-        self.errors = [0] * OP_MAX
+        self.held_records = {}          # slot -> record of a call whose descriptor numbers come later
         self._scratch = None
+
+    def trace_to(self, fd, mask):
+        """Record the calls of the ops in mask (a 64-bit op mask) to the trace stream fd."""
+        lib.lsca_fast_set_trace(self.fast, fd, mask)
+
+    @property
+    def tracing(self):
+        return self.fast.trace_mask != 0
 
     def scratch(self, size):
         """A writable buffer of at least size bytes (cdata pointer, keep-alive object)."""
@@ -63,14 +78,12 @@ class Client:
         if self.chan_peer >= 0:
             os.close(self.chan_peer)
             self.chan_peer = -1
-        if self.fds is not None:
-            self.fds.clear()
+        if self.fast is not None:
+            lib.lsca_fast_free(self.fast)   # its duplicates closed, its records sent
+            self.fast = None
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
-        if self.trace_fd is not None:
-            os.close(self.trace_fd)
-            self.trace_fd = None
         try:
             self.shm.detach()
         except sysv_ipc.Error:

@@ -2,15 +2,11 @@
 
 glibc closes and reuses descriptors behind the agent's back (fclose -> __close),
 so a cached "client fd N <-> my duplicate" is trusted only after kcmp(KCMP_FILE)
-says both still name the same open file description.
+says both still name the same open file description. The cache itself is the
+compiled one (lsca_fd_get in worker_fast.c) that the hot path uses: one cache,
+one check, whichever route a call takes.
 """
-import errno
-import os
-from collections import OrderedDict
-
 from lsca.abi import ffi, lib
-
-MAX_ENTRIES = 256
 
 
 class Declined(Exception):
@@ -18,12 +14,26 @@ class Declined(Exception):
 
 
 class FdEntry:
-    __slots__ = ("fd", "mode", "dev_major")
+    """One descriptor as the C handlers see it (struct lsca_fd_entry)."""
+    __slots__ = ("c",)
 
-    def __init__(self, fd, mode, dev_major):
-        self.fd = fd
-        self.mode = mode
-        self.dev_major = dev_major
+    def __init__(self, fd=-1, mode=0, dev_major=0, c=None):
+        if c is None:
+            c = ffi.new("struct lsca_fd_entry *")
+            c.fd, c.mode, c.dev_major, c.client_fd = fd, mode, dev_major, -1
+        self.c = c
+
+    @property
+    def fd(self):
+        return self.c.fd
+
+    @property
+    def mode(self):
+        return self.c.mode
+
+    @property
+    def dev_major(self):
+        return self.c.dev_major
 
 
 # A client descriptor that is not open: calls run on fd -1, so the kernel itself picks
@@ -32,52 +42,28 @@ NOT_OPEN = FdEntry(-1, 0, 0)
 
 
 class FdCache:
-    def __init__(self, client_pid, pidfd, agent_fd=-1):
-        self.client_pid = client_pid
-        self.pidfd = pidfd
-        self.agent_fd = agent_fd        # the agent's own channel end: not the program's
-        self.my_pid = os.getpid()
-        self.entries = OrderedDict()
+    def __init__(self, fast):
+        self.fast = fast                # struct lsca_client_fast *
+        self.temporaries = []           # entries that did not fit the cache: closed after the call
 
     def get(self, client_fd):
-        """The entry for the client's descriptor; NOT_OPEN when it is not open."""
-        if client_fd < 0 or client_fd > 0x7FFFFFFF:
-            return NOT_OPEN
-        entry = self.entries.get(client_fd)
-        if entry is not None:
-            if lib.lsca_kcmp_file(self.client_pid, self.my_pid, client_fd, entry.fd) == 0:
-                return entry
-            self.drop(client_fd)        # closed and reused behind the agent's back
-        return self._fetch(client_fd)
-
-    def _fetch(self, client_fd):
-        fd = lib.lsca_pidfd_getfd(self.pidfd, client_fd)
-        if fd < 0:
-            err = ffi.errno
-            if err == errno.EBADF:
-                return NOT_OPEN
-            raise Declined(f"pidfd_getfd({client_fd}): {os.strerror(err)}")
-        if self.agent_fd >= 0 and lib.lsca_kcmp_file(self.my_pid, self.my_pid, fd, self.agent_fd) == 0:
-            os.close(fd)
-            return NOT_OPEN             # the program never opened it
-        kind = ffi.new("unsigned[2]")
-        if lib.lsca_fd_kind(fd, kind, kind + 1) < 0:
-            os.close(fd)
-            raise Declined("fstat of duplicate failed")
-        entry = FdEntry(fd, kind[0], kind[1])
-        self.entries[client_fd] = entry
-        if len(self.entries) > MAX_ENTRIES:
-            _, oldest = self.entries.popitem(last=False)
-            os.close(oldest.fd)
+        """The entry for the client's descriptor; fd -1 when it is not open."""
+        out = ffi.new("struct lsca_fd_entry *")
+        if lib.lsca_fd_get(self.fast, client_fd, out) < 0:
+            raise Declined(f"descriptor {client_fd} is out of reach (errno {ffi.errno})")
+        entry = FdEntry(c=out)
+        if out.owned:
+            self.temporaries.append(entry)
         return entry
 
+    def release_temporaries(self):
+        for entry in self.temporaries:
+            lib.lsca_fd_put(entry.c)
+        self.temporaries.clear()
+
     def drop(self, client_fd):
-        entry = self.entries.pop(client_fd, None)
-        if entry is not None:
-            os.close(entry.fd)
+        lib.lsca_fd_drop(self.fast, client_fd)
 
     def clear(self):
         """Let go of every file: a worker must not keep a client's file open while idle."""
-        for entry in self.entries.values():
-            os.close(entry.fd)
-        self.entries.clear()
+        lib.lsca_fd_clear(self.fast)

@@ -49,8 +49,8 @@ def dirfd_of(client, dirfd, path):
     """The worker's descriptor for a client dirfd (after entering the client's cwd)."""
     if dirfd == AT_FDCWD or path.startswith(b"/"):
         return AT_FDCWD
-    entry = client.fds.get(dirfd) if client.fds is not None else NOT_OPEN
-    if entry is not NOT_OPEN and os.fstat(entry.fd).st_dev == client.proc_dev:
+    entry = client.fds.get(dirfd)
+    if entry.fd >= 0 and os.fstat(entry.fd).st_dev == client.proc_dev:
         raise Declined("dirfd in /proc")
     return entry.fd
 
@@ -100,8 +100,8 @@ def _char_major(base, path, flags):
 
 
 def h_dup(client, slot):
-    entry = client.fds.get(as_int(slot.args[0])) if client.fds is not None else NOT_OPEN
-    if entry is NOT_OPEN:
+    entry = client.fds.get(as_int(slot.args[0]))
+    if entry.fd < 0:
         raise OSError(errno.EBADF, "bad descriptor")
     return send_new_fds(client, slot, [entry.fd])
 
@@ -126,7 +126,7 @@ def h_fcntl(client, slot):
         return h_dup(client, slot)
     if cmd not in FCNTL_ON_DESCRIPTION:
         raise Declined("fcntl command that belongs to the calling process")
-    entry = client.fds.get(as_int(slot.args[0])) if client.fds is not None else NOT_OPEN
+    entry = client.fds.get(as_int(slot.args[0]))
     return check(lib.lsca_do_fcntl(entry.fd, cmd, as_int(slot.args[2])))
 
 
@@ -227,7 +227,7 @@ def h_fchown(client, slot):
 
 
 def _fd_or_closed(client, slot):
-    return (client.fds.get(as_int(slot.args[0])) if client.fds is not None else NOT_OPEN).fd
+    return (client.fds.get(as_int(slot.args[0]))).fd
 
 
 def h_truncate(client, slot):

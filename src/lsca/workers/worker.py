@@ -14,9 +14,9 @@ import threading
 import time
 
 from lsca import ipc
-from lsca.abi import OP_MAX, OP_NAMES, ffi, lib
-from lsca import trace
-from lsca.trace import format_call
+from lsca.abi import OP_MAX, ffi, lib
+from lsca.trace import creates_fds
+from lsca.workers.calls import as_int
 from lsca.workers.client import Client
 from lsca.workers.fdcache import Declined, FdEntry
 from lsca.workers.pool import Blocking, BlockingPool, install_interrupt_handler
@@ -29,6 +29,9 @@ DONE = lib.LSCA_STATUS_DONE
 PASSTHROUGH = lib.LSCA_STATUS_PASSTHROUGH
 INLINE = lib.LSCA_XFER_INLINE
 CONTROL_EVERY_S = 0.01       # while busy, read the supervisor's messages this often
+TURN_NS = 10_000_000         # the compiled loop hands back at least this often
+TURN_CANCELLING_NS = 1_000_000
+ALL_OPS = (1 << OP_MAX) - 1
 
 
 class Worker:
@@ -57,6 +60,7 @@ class Worker:
         self.control.setblocking(False)
         self.orphaned = False
         self.ctx = ffi.new("struct lsca_worker_ctx *")
+        self.fast = ffi.new("struct lsca_client_fast *[]", MAX_SHARDS)   # ctx.shards[i]'s compiled side
         self.lock = threading.Lock()    # counters and traces, shared with pool threads
         self.pool = BlockingPool(lambda client, i, entry: self.execute(client, i, entry))
         install_interrupt_handler()
@@ -66,6 +70,8 @@ class Worker:
         self.by_shard = {}              # supervisor shard id -> ctx index
         if self.row is None:
             self.row = ffi.new("struct lsca_worker_status *")
+        elif ffi.typeof(self.row).kind == "struct":
+            self.row = ffi.addressof(self.row)     # the C loop writes it through a pointer
 
     def _handle_term(self, signum, frame):
         self.alive = False
@@ -78,18 +84,22 @@ class Worker:
                 self.row.heartbeat_ns = lib.lsca_now_ns()
                 if self.pool.cancelling:
                     self.pool.resignal()
-                if self.dispatch(lib.lsca_worker_next(self.ctx, shard_index, slot_index, self.spin_ns, 0),
-                                 shard_index, slot_index):
+                # The compiled loop answers hot calls itself and hands us the rest.
+                turn_ns = TURN_CANCELLING_NS if self.pool.cancelling else TURN_NS
+                got = lib.lsca_worker_run(self.ctx, self.fast, self.row, self.spin_ns, 0, turn_ns,
+                                          shard_index, slot_index)
+                if got:
+                    self.dispatch(got, shard_index, slot_index)
                     now = time.monotonic()
                     if now >= next_control:
                         self.read_control()
                         next_control = now + CONTROL_EVERY_S
                     continue
-                # Idle after spinning: let go of client files, read messages, then sleep.
+                # Idle after spinning: send records, let go of client files, read messages, sleep.
                 for client in self.clients.values():
-                    self.flush_all_traces(client)
-                    if client.fds is not None:
-                        client.fds.clear()
+                    self.flush_held_records(client)
+                    lib.lsca_trace_flush(client.fast, 0)
+                    client.fds.clear()
                 self.read_control()
                 if os.getppid() != self.supervisor_pid:
                     log.warning("worker %d: supervisor is gone, exiting", self.index)
@@ -98,7 +108,8 @@ class Worker:
                 # Short sleeps while a blocked call is being interrupted (it may need another signal).
                 sleep_ms = 5 if self.pool.cancelling else self.sleep_ms
                 if self.alive:
-                    self.dispatch(lib.lsca_worker_next(self.ctx, shard_index, slot_index, 0, sleep_ms),
+                    self.dispatch(lib.lsca_worker_run(self.ctx, self.fast, self.row, self.spin_ns, sleep_ms,
+                                                      TURN_NS, shard_index, slot_index),
                                   shard_index, slot_index)
         finally:
             if self.orphaned:
@@ -114,8 +125,8 @@ class Worker:
         client = self.clients.get(index)
         if client is None:
             return
-        if i in client.pending_trace:
-            self.flush_trace(client, i)
+        if i in client.held_records:
+            self.flush_held_record(client, i)
         # What we execute, for the supervisor should we die in it (retry or EIO).
         self.row.busy_slot = i
         self.row.busy_shard = client.shard_id
@@ -125,11 +136,11 @@ class Worker:
     def execute(self, client, i, entry=None):
         """Run slot i's call and answer it; on the main thread, or on a pool thread (entry
         is then the descriptor pinned for it)."""
-        started = time.monotonic_ns()
+        started = lib.lsca_now_ns()
         slot = client.slots[i]
         op = slot.op
         handler = HANDLERS[op] if op < OP_MAX else None
-        request = trace.request(OP_NAMES[op], slot) if client.trace_fd is not None and op in OP_NAMES else None
+        record = lib.lsca_trace_begin(client.fast, slot)
         status, err = DONE, 0
         try:
             # Only a call that may block is interruptible (a regular file's write never says EINTR).
@@ -155,28 +166,25 @@ class Worker:
         finally:
             if entry is not None:
                 os.close(entry.fd)
+            elif client.fds is not None:
+                client.fds.release_temporaries()
         if not 0 <= err < 4096 or not -(1 << 63) <= result < (1 << 63):
             result, err = -1, errno.EINVAL          # whatever a malformed request made of them
         slot.status = status
         slot.err = err
         slot.result = result
-        traced = None
-        try:
-            if request is not None and status == DONE:
-                traced = trace.answer(request, slot, slot.xfer == INLINE)
-        except Exception:                           # a trace never costs the call its answer
-            traced = None
+        took = lib.lsca_now_ns() - started
+        held = False
+        if record != ffi.NULL and status == DONE:
+            # Descriptor numbers are known once the client took them: hold the record till then.
+            held = result >= 0 and creates_fds(op, as_int(slot.args[1]))
+            size = lib.lsca_trace_end(client.fast, record, slot, took, not held)
+            if held:
+                client.held_records[i] = bytes(ffi.buffer(record, size))
+                client.fast.held_mask |= 1 << i
         lib.lsca_worker_complete(client.shard, i)
-        with self.lock:
-            if status == DONE and op < OP_MAX:
-                client.proxied[op] += 1
-                client.latency_ns[op] += time.monotonic_ns() - started
-                client.errors[op] += result == -1
-            if traced is not None:
-                if result >= 0 and trace.creates_fds(traced):
-                    client.pending_trace[i] = traced    # the numbers are known once the client took them
-                else:
-                    self.write_trace(client, traced)
+        if status == DONE:
+            lib.lsca_account(self.row, client.shard, op, took, result == -1)
 
     def cancel(self, index, i):
         """The client's thread was interrupted by a signal handler: stop its blocked call."""
@@ -191,32 +199,18 @@ class Worker:
             self.cancel(shard_index[0], slot_index[0])
         return got
 
-    def flush_trace(self, client, i):
-        traced = client.pending_trace.pop(i)
+    def flush_held_record(self, client, i):
+        """The record of a descriptor-creating call, now with the numbers the client got."""
+        data = bytearray(client.held_records.pop(i))
+        client.fast.held_mask &= ~(1 << i)
+        record = ffi.cast("struct lsca_trace_record *", ffi.from_buffer(data))
         slot = client.slots[i]
-        self.write_trace(client, trace.with_fds(traced, slot.new_fds[0], slot.new_fds[1]))
+        record.new_fds[0], record.new_fds[1] = slot.new_fds[0], slot.new_fds[1]
+        lib.lsca_trace_append(client.fast, record, len(data))
 
-    def flush_all_traces(self, client):
-        for i in list(client.pending_trace):
-            self.flush_trace(client, i)
-
-    def write_trace(self, client, traced):
-        if client.trace_fd is None:
-            return
-        try:
-            if client.trace_json:
-                line = trace.format_json(traced, client.pid, self.index)
-            else:
-                line = format_call(traced)
-                if client.trace_prefix:
-                    line = f"[pid {client.pid:>6}] {line}"
-        except Exception:
-            line = f"{traced.get('op', '?')}(...) = {traced.get('result', '?')}"
-        try:
-            os.write(client.trace_fd, (line + "\n").encode())
-        except OSError:
-            os.close(client.trace_fd)   # the reader went away: stop tracing this client
-            client.trace_fd = None
+    def flush_held_records(self, client):
+        for i in list(client.held_records):
+            self.flush_held_record(client, i)
 
     # ---- messages from the supervisor ----
 
@@ -240,32 +234,28 @@ class Worker:
         named = dict(zip(message.get("fds", []), fds))
         chan = socket.socket(fileno=named["chan"]) if "chan" in named else None
         client = Client(message["shard"], message["shmid"], message["pid"],
-                        message.get("session", ""), named.get("trace"), chan, named.get("peer", -1))
-        client.trace_prefix = message.get("trace_prefix", False)
-        client.trace_json = message.get("trace_json", False)
+                        message.get("session", ""), chan, named.get("peer", -1), self.index)
+        if "trace" in named:
+            client.trace_to(named["trace"], int(message.get("trace_mask", -1)) & ALL_OPS)
         self.clients[index] = client
+        self.fast[index] = client.fast
         self.by_shard[message["shard"]] = index
         self.ctx.pending[index] = 0
         self.ctx.shards[index] = client.shard
 
     def on_release(self, message, fds):
         index = self.by_shard.pop(message["shard"], None)
-        proxied = {}
         if index is not None:
             self.ctx.shards[index] = ffi.NULL
+            self.fast[index] = ffi.NULL
             self.ctx.pending[index] = 0
             self.ctx.cancels[index] = 0
             # Its blocked calls are abandoned (the client is gone): interrupt, then detach.
             self.pool.drain(message["shard"])
             client = self.clients.pop(index)
-            self.flush_all_traces(client)
-            per_op = lambda counts: {OP_NAMES[op]: n for op, n in enumerate(counts) if n and op in OP_NAMES}
-            proxied, latency, errors = per_op(client.proxied), per_op(client.latency_ns), per_op(client.errors)
-            client.close()
-        else:
-            latency = errors = {}
-        self.send({"op": "released", "shard": message["shard"], "proxied": proxied,
-                   "latency_ns": latency, "errors": errors})
+            self.flush_held_records(client)
+            client.close()              # its records are sent before we say released
+        self.send({"op": "released", "shard": message["shard"]})
 
     def on_stop(self, message, fds):
         self.alive = False

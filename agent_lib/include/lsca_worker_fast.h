@@ -1,0 +1,110 @@
+/*
+ * lsca_worker_fast.h - the worker's compiled hot path (part of the workers' cffi module).
+ *
+ * The descriptor ops a program makes most (read, write, pread, pwrite, readv, writev,
+ * lseek, fsync, fdatasync, ftruncate, fstat, close) have ONE handler, lsca_handle_io():
+ * the compiled loop lsca_worker_run() calls it directly, the Python dispatch table calls
+ * it for the calls that took the Python route (pool threads, first use of a descriptor).
+ * Also here: the validated descriptor cache, per-call accounting and trace records, so
+ * that both routes count and record a call the same way.
+ */
+#ifndef LSCA_WORKER_FAST_H
+#define LSCA_WORKER_FAST_H
+
+#include <stdint.h>
+#include "lsca_abi.h"
+#include "lsca_ring.h"
+
+/* LSCA_CDEF_BEGIN */
+#define LSCA_FDTAB_SIZE 256             /* cached duplicates per client (direct-mapped by fd)  */
+#define LSCA_TRACE_BATCH 65536          /* bytes of records sent in one message                */
+#define LSCA_TRACE_BACKLOG 67108864     /* records kept while the reader is slow; then we wait */
+
+struct lsca_fd_entry {
+    int32_t fd;                   /* the worker's duplicate; -1: the client has no such fd    */
+    int32_t client_fd;
+    uint32_t mode;                /* st_mode of the file                                      */
+    uint32_t dev_major;           /* for character devices                                    */
+    int32_t owned;                /* 1: not cached, lsca_fd_put() closes it after the call   */
+    uint32_t pad;
+};
+
+/* What a worker keeps of one client for the compiled path (lsca_fast_new allocates it). */
+struct lsca_client_fast {
+    void *shard;
+    int32_t shard_id;             /* the supervisor's id, for the worker table's busy_shard    */
+    int32_t pid;
+    int32_t pidfd;                /* -1: no pidfd, every descriptor call is declined           */
+    int32_t agent_fd;             /* our duplicate of the agent's channel end: not the program's */
+    int32_t my_pid;
+    uint32_t worker;
+    uint64_t trace_mask;          /* bit op: record this op's calls                            */
+    uint64_t slow_mask;           /* bit op: always the Python route (policy rules for the op) */
+    uint64_t held_mask;           /* bit slot: a record of the slot's last call is held back   */
+    int32_t trace_fd;             /* SOCK_SEQPACKET to the trace reader; -1: not tracing       */
+    uint32_t trace_used;          /* bytes of records waiting in trace_buf                     */
+    uint32_t trace_cap;
+    uint32_t trace_failed;        /* the reader went away: recording stopped                  */
+    uint8_t *trace_buf;
+    void *trace_lock;             /* pool threads append too                                  */
+    char comm[16];                /* the program's name, for records                          */
+    struct lsca_fd_entry fds[LSCA_FDTAB_SIZE];
+};
+
+/* Outcomes of lsca_handle_io(). */
+enum lsca_outcome {
+    LSCA_ANSWERED = 0,            /* *result (and *err when -1) hold the call's outcome        */
+    LSCA_DECLINE = 1,             /* the worker cannot do it correctly: native in the client   */
+    LSCA_WOULD_BLOCK = 2          /* it may wait: a blocking-call thread must take it          */
+};
+
+struct lsca_client_fast *lsca_fast_new(void *shard, int shard_id, int pid, int pidfd, int agent_fd,
+                                       unsigned worker);
+/* Closes every cached duplicate, sends what is recorded, frees it. */
+void lsca_fast_free(struct lsca_client_fast *c);
+/* Record the ops in mask on fd (a SOCK_SEQPACKET end, ours from now on); -1 stops. */
+void lsca_fast_set_trace(struct lsca_client_fast *c, int fd, uint64_t mask);
+
+/* The worker's duplicate of client descriptor client_fd, checked with kcmp(KCMP_FILE)
+ * before every use (glibc closes and reuses descriptors behind the agent's back).
+ * 0: *out is it; 1: the client has no such descriptor (out->fd = -1: the call runs on
+ * fd -1 so the kernel picks EBADF or an argument errno in its own order); -1 with errno:
+ * unreachable (decline). Main thread only. */
+int lsca_fd_get(struct lsca_client_fast *c, int64_t client_fd, struct lsca_fd_entry *out);
+void lsca_fd_put(const struct lsca_fd_entry *e);
+void lsca_fd_drop(struct lsca_client_fast *c, int64_t client_fd);
+/* Let go of every file: a worker must not keep a client's file open while idle. */
+void lsca_fd_clear(struct lsca_client_fast *c);
+
+/* 1 when op is one lsca_handle_io() answers. */
+int lsca_is_io_op(unsigned op);
+/* The one handler of the hot descriptor ops, for slot's call on descriptor e. in_pool: on
+ * a blocking-call thread (the call may wait; the thread's cancel word interrupts it). */
+int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const struct lsca_fd_entry *e,
+                   int in_pool, int64_t *result, int32_t *err);
+
+/* Count a call the worker answered: its worker-table row and the client's shard header. */
+void lsca_account(struct lsca_worker_status *row, void *shard, unsigned op, uint64_t ns, int failed);
+
+/* Records. begin() takes the request's part (args, paths, bytes written) before the call
+ * runs, into this thread's scratch record; NULL when the call is not recorded. end() adds
+ * the answer (before the slot goes back to the client) and returns the record's size;
+ * commit = 1 appends it, 0 leaves it to the caller (descriptor-creating calls: the
+ * numbers are known once the client took them), who appends it later. */
+struct lsca_trace_record *lsca_trace_begin(struct lsca_client_fast *c, const struct lsca_slot *slot);
+uint32_t lsca_trace_end(struct lsca_client_fast *c, struct lsca_trace_record *r, const struct lsca_slot *slot,
+                        uint64_t latency_ns, int commit);
+void lsca_trace_append(struct lsca_client_fast *c, const void *record, uint32_t size);
+/* Send what is recorded; wait = 0 sends only what the reader takes without waiting. */
+void lsca_trace_flush(struct lsca_client_fast *c, int wait);
+
+/* The worker's loop over hot calls: claims calls like lsca_worker_next() and answers the
+ * ones lsca_handle_io() can answer here and now. Returns 1 with a call for the Python route
+ * (shard and slot set), 2 with a cancel request, 0 when idle (after spinning spin_ns, then
+ * sleeping up to timeout_ms), 3 when turn_ns passed (Python's turn for its messages).
+ * fast[i] belongs to ctx->shards[i] (NULL: always the Python route). */
+int lsca_worker_run(struct lsca_worker_ctx *ctx, struct lsca_client_fast **fast, struct lsca_worker_status *row,
+                    uint64_t spin_ns, int timeout_ms, uint64_t turn_ns, int *shard_index, int *slot_index);
+/* LSCA_CDEF_END */
+
+#endif /* LSCA_WORKER_FAST_H */
