@@ -79,12 +79,12 @@ def no_leaks_after_suite():
 class SupervisorProcess:
     """A real lsca-supervisor on a temporary socket, ended by pid."""
 
-    def __init__(self, tmpdir, workers=2, extra=(), env_extra=None):
+    def __init__(self, tmpdir, workers=2, extra=(), env_extra=None, stderr=None):
         self.socket = os.path.join(tmpdir, "supervisor.sock")
         self.objects_before = ipc.lsca_objects()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lsca.supervisor", "--socket", self.socket, "--workers", str(workers), *extra],
-            stdin=subprocess.DEVNULL, env={**clean_env(), **(env_extra or {})})
+            stdin=subprocess.DEVNULL, stderr=stderr, env={**clean_env(), **(env_extra or {})})
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.process.poll() is not None:

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -279,6 +280,39 @@ void lsca_count_passthrough(enum lsca_op op)
         __atomic_fetch_add(&h->passthrough[op], 1, __ATOMIC_RELAXED);
 }
 
+/* The thread is in a call from here to lsca_end/lsca_abandon: its slot takes the request. */
+static int start_call(struct lsca_call *c, struct lsca_slot *slot, enum lsca_op op)
+{
+    c->slot = slot;
+    c->saved_errno = errno;
+    self.in_call = 1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    slot->op = op;
+    slot->xfer = LSCA_XFER_INLINE;
+    slot->data_len = 0;
+    slot->remote_addr = 0;
+    return 1;
+}
+
+/* LSCA_FAIL_CLOSED=1: without a supervisor a proxied call fails with EACCES instead of
+ * running natively. Its answer comes from a slot of the thread's own (never submitted). */
+static int fail_closed;
+static TLS struct lsca_slot *refusal_slot;
+
+static int refuse_or_native(struct lsca_call *c, enum lsca_op op)
+{
+    /* close/chdir/fchdir ran natively already and only report: never refuse those. */
+    if (!fail_closed || op == LSCA_OP_CLOSE || op == LSCA_OP_CHDIR || op == LSCA_OP_FCHDIR)
+        return 0;
+    if (!refusal_slot) {
+        void *p = mmap(NULL, sizeof(struct lsca_slot), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return 0;
+        refusal_slot = p;
+    }
+    return start_call(c, refusal_slot, op);
+}
+
 int lsca_begin(struct lsca_call *c, enum lsca_op op)
 {
     void *shard;
@@ -289,25 +323,18 @@ int lsca_begin(struct lsca_call *c, enum lsca_op op)
         return 0;                /* re-entered from a signal handler during a call: native */
     shard = current_shard();
     if (!shard)
-        return 0;
+        return agent.socket_path[0] ? refuse_or_native(c, op) : 0;
     if (__atomic_load_n(&((struct lsca_shard_header *)shard)->dead, __ATOMIC_ACQUIRE)) {
-        /* The supervisor is gone for good: everything runs natively from now on. */
+        /* The supervisor is gone for good: everything runs natively (or fails closed) from now on. */
         __atomic_store_n(&agent.shard, NULL, __ATOMIC_RELEASE);
-        return 0;
+        return refuse_or_native(c, op);
     }
     c->slot = thread_slot(shard);
     if (!c->slot) {
         lsca_count_passthrough(op);
         return 0;
     }
-    c->saved_errno = errno;
-    self.in_call = 1;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    c->slot->op = op;
-    c->slot->xfer = LSCA_XFER_INLINE;
-    c->slot->data_len = 0;
-    c->slot->remote_addr = 0;
-    return 1;
+    return start_call(c, c->slot, op);
 }
 
 void lsca_signal_arrived(int sa_restart)
@@ -333,8 +360,16 @@ void lsca_signal_arrived(int sa_restart)
 int lsca_exchange(struct lsca_call *c)
 {
     struct lsca_shard_header *h = agent.shard;
-    unsigned i = (unsigned)(c->slot - lsca_shard_slot(h, 0));
+    unsigned i;
     int waited;
+
+    if (c->slot == refusal_slot) {
+        c->slot->status = LSCA_STATUS_DONE;
+        c->slot->result = -1;
+        c->slot->err = EACCES;
+        return 1;
+    }
+    i = (unsigned)(c->slot - lsca_shard_slot(h, 0));
 
     for (;;) {
         /* A fresh seq each submission, a restart included: it names the call to the worker. */
@@ -535,6 +570,7 @@ __attribute__((constructor)) static void lsca_agent_init(void)
     pthread_key_create(&slot_key, release_slot);
     pthread_atfork(NULL, NULL, after_fork_in_child);
     agent.spin_ns = spin ? strtoull(spin, NULL, 10) : DEFAULT_SPIN_NS;
+    fail_closed = env_flag("LSCA_FAIL_CLOSED");
     if (session)
         memcpy(agent.session, session, strnlen(session, sizeof(agent.session) - 1));
     if (!path || !path[0] || env_flag("LSCA_AGENT_DISABLE"))
@@ -555,4 +591,7 @@ __attribute__((constructor)) static void lsca_agent_init(void)
                         "(LSCA_REQUIRED=1, not starting the program)\n", path, strerror(errno));
         _exit(126);
     }
+    if (fail_closed)
+        fprintf(stderr, "lsca: cannot register with the supervisor at %s: %s "
+                        "(LSCA_FAIL_CLOSED=1: proxied calls fail with EACCES)\n", path, strerror(errno));
 }

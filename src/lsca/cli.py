@@ -45,6 +45,12 @@ def build_parser():
                             help="print per-call counts of proxied and passthrough calls at exit")
     run_parser.add_argument("--stats-file", metavar="FILE",
                             help="write the counts as JSON to FILE at exit")
+    run_parser.add_argument("--policy", metavar="FILE",
+                            help="a TOML policy: calls to allow, deny (with an errno) or log, by call, "
+                                 "path, uid and program (see README); applied by the workers")
+    run_parser.add_argument("--fail-closed", action="store_true",
+                            help="when the supervisor cannot be reached (or dies), proxied calls fail "
+                                 "with EACCES instead of running natively")
     run_parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS]",
                             help="the program to run and its arguments")
 
@@ -98,7 +104,7 @@ def seconds(allow_zero):
     return convert
 
 
-VALUE_OPTIONS = {"-o", "--output", "--workers", "-e", "--stats-file"}
+VALUE_OPTIONS = {"-o", "--output", "--workers", "-e", "--stats-file", "--policy"}
 
 
 def split_trace_option(argv):
@@ -144,7 +150,8 @@ def main(argv=None):
             return run(cmd, workers=args.workers,
                        trace=args.trace or args.json or bool(args.output) or trace_ops is not None,
                        show_stats=args.stats, stats_file=args.stats_file, trace_file=args.output,
-                       trace_json=args.json, summary=args.summary, trace_ops=trace_ops)
+                       trace_json=args.json, summary=args.summary, trace_ops=trace_ops,
+                       policy=args.policy, fail_closed=args.fail_closed)
         if args.command == "bench":
             from lsca import bench
             return bench.run(args)

@@ -51,7 +51,7 @@ def child_environment(socket_path, session, base=None):
 class EmbeddedSupervisor:
     """A supervisor for this run only, in its own session (terminal signals do not reach it)."""
 
-    def __init__(self, workers):
+    def __init__(self, workers, policy=None):
         self.directory = tempfile.mkdtemp(prefix="lsca-run-")
         self.socket_path = os.path.join(self.directory, "supervisor.sock")
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LSCA_SOCKET")}
@@ -59,6 +59,8 @@ class EmbeddedSupervisor:
                    "--exit-with", str(os.getpid())]
         if workers:
             command += ["--workers", str(workers)]
+        if policy:
+            command += ["--policy", os.path.abspath(policy)]
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         self._wait_ready()
 
@@ -210,15 +212,24 @@ def format_summary(stats):
 
 
 def run(command, workers=None, trace=False, show_stats=False, stats_file=None, trace_file=None, trace_json=False,
-        summary=False, trace_ops=None):
+        summary=False, trace_ops=None, policy=None, fail_closed=False):
     """lsca run; returns the exit code (or ends the process by the program's signal)."""
     socket_path = os.environ.get("LSCA_SOCKET")
     embedded = None
     session = None
     reader = None
     try:
+        if policy:
+            if socket_path:
+                raise RunError("--policy needs the supervisor this run starts; the one at LSCA_SOCKET "
+                               "applies its own (lsca-supervisor --policy FILE)")
+            from lsca.policy import Policy, PolicyError
+            try:
+                Policy.load(policy)         # a bad file is one line here, before anything starts
+            except PolicyError as e:
+                raise RunError(f"policy {e}") from None
         if not socket_path:
-            embedded = EmbeddedSupervisor(workers)
+            embedded = EmbeddedSupervisor(workers, policy)
             socket_path = embedded.socket_path
         elif workers:
             print("lsca: --workers is ignored: the supervisor at LSCA_SOCKET has its own pool", file=sys.stderr)
@@ -232,7 +243,10 @@ def run(command, workers=None, trace=False, show_stats=False, stats_file=None, t
             reader.close_sender()               # the supervisor holds its own copy now
             reader.start()
         signal.pthread_sigmask(signal.SIG_BLOCK, set(FORWARDED) | {signal.SIGCHLD})
-        pid = spawn(command, child_environment(socket_path, session.token))
+        env = child_environment(socket_path, session.token)
+        if fail_closed:
+            env["LSCA_FAIL_CLOSED"] = "1"
+        pid = spawn(command, env)
         status = wait_forwarding(pid)
         try:
             stats = session.end()

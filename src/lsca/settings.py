@@ -65,6 +65,9 @@ LOG_LEVEL = Setting("log_level", "--log-level", str.upper, "WARNING",
                     "log level: DEBUG, INFO, WARNING, ERROR (default: %(default)s)", "LEVEL")
 METRICS_PORT = Setting("metrics_port", "--metrics-port", port_number, None,
                        "serve Prometheus metrics at http://127.0.0.1:PORT/metrics (default: off)", "PORT")
+POLICY = Setting("policy", "--policy", str, None,
+                 "TOML policy file: which proxied calls are allowed, denied (with an errno) or "
+                 "logged; HUP reads it again, a bad file is refused and the old policy stays", "FILE")
 EXIT_WITH = Setting("exit_with", "--exit-with", positive_int, None,
                     "stop when this process exits (used by 'lsca run')", "PID", hidden=True)
 
@@ -73,8 +76,8 @@ CONFIG = Setting("config", "--config", str, None,
                  "metrics_port); command-line flags win over it; HUP reads it again (metrics_port "
                  "changes at restart only)", "FILE")
 
-SUPERVISOR_SETTINGS = [WORKERS, SOCKET, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL, METRICS_PORT, CONFIG,
-                       EXIT_WITH]
+SUPERVISOR_SETTINGS = [WORKERS, SOCKET, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL, METRICS_PORT, POLICY,
+                       CONFIG, EXIT_WITH]
 # What a configuration file may set (and a HUP may change).
 RELOADABLE = [WORKERS, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL]
 # What a configuration file may set: the reloadable ones, and those read at start only.

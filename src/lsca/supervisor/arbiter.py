@@ -19,6 +19,7 @@ import time
 from lsca import ipc
 from lsca.abi import (ABI_VERSION, HELLO_SIZE, MAGIC, OP_MAX, OP_NAMES, SHARD_SIZE, SLOTS, ffi, lib,
                       pack_welcome, parse_hello, shard_header, shard_slot)
+from lsca.policy import Policy, PolicyError
 from lsca.settings import ConfigError, load_config
 from lsca.stats import ExitedClients, snapshot, stats_allowed
 from lsca.supervisor.registry import Registry, cleanup_dead
@@ -85,7 +86,7 @@ class Supervisor:
     SIG_NAMES = {sig: sig.name[3:].lower() for sig in SIGNALS}
 
     def __init__(self, socket_path, workers, worker_spin_us=200, exit_with=None, sleep_ms=1000,
-                 worker_timeout=30.0, config=None, metrics_port=None):
+                 worker_timeout=30.0, config=None, metrics_port=None, policy_path=None):
         self.socket_path = socket_path
         self.config = config
         self.worker_timeout = worker_timeout
@@ -108,6 +109,8 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.exited = ExitedClients()   # counts of clients that are gone (statistics)
         self.metrics_port = metrics_port
+        self.policy_path = policy_path
+        self.policy = None
         self.metrics = None
         self.published = None           # the latest snapshot, for the metrics thread
         self.next_publish = 0.0
@@ -116,6 +119,12 @@ class Supervisor:
 
     def start(self):
         self.pid = os.getpid()
+        if self.policy_path:
+            try:
+                self.policy = Policy.load(self.policy_path)
+            except PolicyError as e:
+                raise SupervisorError(f"policy {e}")
+            log.info("%s", self.policy.describe())
         if self.metrics_port:
             self._serve_metrics()
         self.notifier = Notifier.from_environment()     # before any fork: workers must not inherit it
@@ -301,10 +310,15 @@ class Supervisor:
     handle_quit = handle_int
 
     def handle_hup(self):
-        if not self.config:
-            log.warning("HUP: no --config file: nothing to reload")
+        if not self.config and not self.policy_path:
+            log.warning("HUP: no --config or --policy file: nothing to reload")
             return
         self.notifier.reloading()
+        if self.policy_path:
+            self.reload_policy()
+        if not self.config:
+            self.notifier.ready_again(self.status_text())
+            return
         try:
             values = load_config(self.config)
         except ConfigError as e:
@@ -326,6 +340,23 @@ class Supervisor:
             self.handle_ttou()
         log.warning("HUP: reloaded %s", self.config)
         self.notifier.ready_again(self.status_text())
+
+    def reload_policy(self):
+        """Read the policy file again; a bad one is refused and the policy in force stays."""
+        try:
+            policy = Policy.load(self.policy_path)
+        except PolicyError as e:
+            log.error("HUP: policy %s; keeping the policy in force", e)
+            return
+        self.policy = policy
+        message = json.dumps({"op": "policy", "policy": policy.to_json()}).encode()
+        for worker in self.workers.values():
+            try:
+                worker.sock.send(message)
+                ring(worker)
+            except OSError as e:
+                log.error("cannot reach worker %d: %s", worker.index, e)
+        log.warning("HUP: %s", policy.describe())
 
     def handle_ttin(self):
         self.target_workers += 1
@@ -365,6 +396,7 @@ class Supervisor:
         row.heartbeat_ns = lib.lsca_now_ns()     # a fresh worker gets a full timeout to start
         row.busy_shard = 0
         worker = Worker(index, doorbell, child_sock, self.spin_ns, self.sleep_ms, row)
+        worker.policy_json = self.policy.to_json() if self.policy is not None else None
         pid = os.fork()
         if pid == 0:
             code = 1

@@ -42,7 +42,7 @@ def main(argv=None):
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     supervisor = Supervisor(args.socket, args.workers, args.worker_spin_us, args.exit_with,
                             worker_timeout=args.worker_timeout, config=args.config,
-                            metrics_port=args.metrics_port)
+                            metrics_port=args.metrics_port, policy_path=args.policy)
     try:
         supervisor.start()
         supervisor.run()

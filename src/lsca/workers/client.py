@@ -43,6 +43,8 @@ class Client:
         self.fds = FdCache(self.fast)
         self.proc_dev = os.stat("/proc").st_dev
         self.held_records = {}          # slot -> record of a call whose descriptor numbers come later
+        self.gate = None                # the policy in force (lsca.workers.gate.Gate) or None
+        self.closing = []               # descriptors the current call opened for itself
         self._scratch = None
 
     def trace_to(self, fd, mask):

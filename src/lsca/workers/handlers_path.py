@@ -15,10 +15,12 @@ from lsca.workers.calls import as_int, check
 from lsca.abi import INLINE_MAX, ffi, lib
 from lsca.workers.creds import acting_as
 from lsca.workers.fdcache import NOT_OPEN, Declined
+from lsca.workers.gate import fd_path, resolve
 
 AT_FDCWD = -100
 AT_EACCESS = 0x200
 AT_SYMLINK_NOFOLLOW = 0x100
+AT_SYMLINK_FOLLOW = 0x400
 O_CREAT, O_NONBLOCK, O_NOFOLLOW, O_TMPFILE = os.O_CREAT, os.O_NONBLOCK, os.O_NOFOLLOW, 0o20000000 | os.O_DIRECTORY
 SELF_NAMES = (b"/proc", b"/dev/fd", b"/dev/stdin", b"/dev/stdout", b"/dev/stderr", b"/dev/tty")
 TTY_MAJORS = {4, 5} | set(range(136, 144))
@@ -59,6 +61,21 @@ def needs_cwd(*pairs):
     return any(dirfd == AT_FDCWD and not path.startswith(b"/") for dirfd, path in pairs)
 
 
+def place(client, slot, dirfd, path, follow):
+    """(descriptor, name) the *at call acts on. Under a policy that decides this op, the
+    place is resolved and checked first (lsca.workers.gate), and the call acts on it."""
+    base = dirfd_of(client, dirfd, path)
+    gate = client.gate
+    if gate is None or not gate.covers(slot.op):
+        return base, path
+    if not path:                        # AT_EMPTY_PATH: the descriptor itself
+        gate.check(client, slot, [fd_path(base)] if base >= 0 else [])
+        return base, path
+    where, name, full = resolve(client, base, path, follow, client.closing)
+    gate.check(client, slot, [full])
+    return where, name
+
+
 def send_new_fds(client, slot, fds):
     """Queue the descriptors for the client before the slot says DONE."""
     client.send_fds(slot.seq, fds)
@@ -72,7 +89,8 @@ def h_openat(client, slot):
     (path,) = paths(slot, 1)
     refuse_self_names(path)
     with acting_as(client, slot, needs_cwd((dirfd, path))):
-        base = dirfd_of(client, dirfd, path)
+        base, path = place(client, slot, dirfd, path, not flags & O_NOFOLLOW and
+                           not (flags & O_CREAT and flags & os.O_EXCL))
         st = ffi.new("char[]", STAT_SIZE)
         # Look before opening: what open would wait on or misname runs natively.
         if lib.lsca_do_fstatat(base, path, st, AT_SYMLINK_NOFOLLOW if flags & O_NOFOLLOW else 0) == 0:
@@ -88,6 +106,8 @@ def h_openat(client, slot):
                 raise Declined("a terminal: controlling-tty rules are the program's")
         fd = check(lib.lsca_do_openat(base, path, flags, mode))
     try:
+        if client.gate is not None and client.gate.covers(slot.op) and not flags & os.O_PATH:
+            client.gate.check(client, slot, [fd_path(fd)], again=True)   # what it opened, once more
         return send_new_fds(client, slot, [fd])
     finally:
         os.close(fd)
@@ -138,7 +158,7 @@ def _stat_like(client, slot, call, size, dev_of):
     refuse_self_names(path)
     out = ffi.new("char[]", size)
     with acting_as(client, slot, needs_cwd((dirfd, path))):
-        check(call(dirfd_of(client, dirfd, path), path, flags, out))
+        check(call(*place(client, slot, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW), flags, out))
     if dev_of(out) == client.proc_dev:
         raise Declined("a /proc object describes the calling process")
     ffi.memmove(slot.data, out, size)
@@ -164,18 +184,21 @@ def h_faccessat(client, slot):
     # access(2) checks with the real ids: take those as the filesystem ids, then ask with AT_EACCESS.
     real_ids = not flags & AT_EACCESS
     with acting_as(client, slot, needs_cwd((dirfd, path)), real_ids=real_ids):
-        return check(lib.lsca_do_faccessat(dirfd_of(client, dirfd, path), path, mode, flags | AT_EACCESS))
+        return check(lib.lsca_do_faccessat(*place(client, slot, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW),
+                                           mode, flags | AT_EACCESS))
 
 
-def _one_path(call, *extra_args):
-    """A handler for calls of the form call(dirfd, path, *scalar args)."""
+def _one_path(call, *extra_args, flags_arg=None):
+    """A handler for calls of the form call(dirfd, path, *scalar args); flags_arg: the arg
+    with AT_SYMLINK_NOFOLLOW for a call that follows a final symlink, None when it never does."""
     def handler(client, slot):
         dirfd = as_int(slot.args[0])
         (path,) = paths(slot, 1)
         refuse_self_names(path)
         values = [as_int(slot.args[i]) for i in extra_args]
+        follow = flags_arg is not None and not as_int(slot.args[flags_arg]) & AT_SYMLINK_NOFOLLOW
         with acting_as(client, slot, needs_cwd((dirfd, path))):
-            return check(call(dirfd_of(client, dirfd, path), path, *values))
+            return check(call(*place(client, slot, dirfd, path, follow), *values))
     return handler
 
 
@@ -184,9 +207,10 @@ def _two_paths(call):
         olddirfd, newdirfd, flags = as_int(slot.args[0]), as_int(slot.args[1]), as_int(slot.args[2])
         old, new = paths(slot, 2)
         refuse_self_names(old, new)
+        follow_old = slot.op == lib.LSCA_OP_LINKAT and flags & AT_SYMLINK_FOLLOW
         with acting_as(client, slot, needs_cwd((olddirfd, old), (newdirfd, new))):
-            return check(call(dirfd_of(client, olddirfd, old), old, dirfd_of(client, newdirfd, new), new,
-                               flags & 0xFFFFFFFF))
+            return check(call(*place(client, slot, olddirfd, old, follow_old),
+                              *place(client, slot, newdirfd, new, False), flags & 0xFFFFFFFF))
     return handler
 
 
@@ -195,7 +219,7 @@ def h_symlinkat(client, slot):
     target, linkpath = paths(slot, 2)
     refuse_self_names(linkpath)                  # the target is only text
     with acting_as(client, slot, needs_cwd((newdirfd, linkpath))):
-        return check(lib.lsca_do_symlinkat(target, dirfd_of(client, newdirfd, linkpath), linkpath))
+        return check(lib.lsca_do_symlinkat(target, *place(client, slot, newdirfd, linkpath, False)))
 
 
 def h_readlinkat(client, slot):
@@ -206,7 +230,7 @@ def h_readlinkat(client, slot):
         raise Declined("too large for the slot")
     out = ffi.new("char[]", max(size, 1))
     with acting_as(client, slot, needs_cwd((dirfd, path))):
-        base = dirfd_of(client, dirfd, path)
+        base, path = place(client, slot, dirfd, path, False)
         st = ffi.new("char[]", STAT_SIZE)
         if lib.lsca_do_fstatat(base, path, st, AT_SYMLINK_NOFOLLOW) == 0 and lib.lsca_stat_dev(st) == client.proc_dev:
             raise Declined("a /proc link names the calling process")
@@ -234,6 +258,10 @@ def h_truncate(client, slot):
     (path,) = paths(slot, 1)
     refuse_self_names(path)
     with acting_as(client, slot, not path.startswith(b"/")):
+        if client.gate is not None and client.gate.covers(slot.op):
+            # truncate has no *at form: the checked place through its directory's descriptor.
+            where, name = place(client, slot, AT_FDCWD, path, True)
+            path = f"/proc/self/fd/{where}/".encode() + name
         return check(lib.lsca_do_truncate(path, as_int(slot.args[0])))
 
 
@@ -250,7 +278,12 @@ def h_utimensat(client, slot):
     if path is not None:
         refuse_self_names(path)
     with acting_as(client, slot, path is not None and needs_cwd((dirfd, path))):
-        base = dirfd_of(client, dirfd, path) if path is not None else _fd_or_closed(client, slot)
+        if path is not None:
+            base, path = place(client, slot, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW)
+        else:
+            base = _fd_or_closed(client, slot)
+            if client.gate is not None and client.gate.covers(slot.op) and base >= 0:
+                client.gate.check(client, slot, [fd_path(base)])
         return check(lib.lsca_do_utimensat(base, path if path is not None else ffi.NULL, times, flags))
 
 
@@ -289,9 +322,10 @@ def register(handlers):
     handlers[lib.LSCA_OP_LINKAT] = _two_paths(lambda od, op, nd, np, f: lib.lsca_do_linkat(od, op, nd, np, f))
     handlers[lib.LSCA_OP_SYMLINKAT] = h_symlinkat
     handlers[lib.LSCA_OP_READLINKAT] = h_readlinkat
-    handlers[lib.LSCA_OP_FCHMODAT] = _one_path(lambda d, p, mode, f: lib.lsca_do_fchmodat(d, p, mode & 0o7777, f), 1, 2)
+    handlers[lib.LSCA_OP_FCHMODAT] = _one_path(lambda d, p, mode, f: lib.lsca_do_fchmodat(d, p, mode & 0o7777, f),
+                                               1, 2, flags_arg=2)
     handlers[lib.LSCA_OP_FCHMOD] = h_fchmod
-    handlers[lib.LSCA_OP_FCHOWNAT] = _one_path(lib.lsca_do_fchownat, 1, 2, 3)
+    handlers[lib.LSCA_OP_FCHOWNAT] = _one_path(lib.lsca_do_fchownat, 1, 2, 3, flags_arg=3)
     handlers[lib.LSCA_OP_FCHOWN] = h_fchown
     handlers[lib.LSCA_OP_TRUNCATE] = h_truncate
     handlers[lib.LSCA_OP_UTIMENSAT] = h_utimensat

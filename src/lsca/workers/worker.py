@@ -20,6 +20,8 @@ from lsca.workers.calls import as_int
 from lsca.workers.client import Client
 from lsca.workers.fdcache import Declined, FdEntry
 from lsca.workers.pool import Blocking, BlockingPool, install_interrupt_handler
+from lsca.policy import Policy
+from lsca.workers.gate import DESCRIPTOR_OPS, Gate, descriptor_paths, lexical_paths
 from lsca.workers.handlers import HANDLERS
 
 log = logging.getLogger("lsca.worker")
@@ -46,6 +48,7 @@ class Worker:
         self.sleep_ms = sleep_ms
         self.pid = None
         self.shards = 0                 # supervisor-side load count
+        self.policy_json = None         # the supervisor's policy, compiled in the child
 
     # ---- in the child ----
 
@@ -66,6 +69,7 @@ class Worker:
         install_interrupt_handler()
         self.ctx.doorbell_semid = self.doorbell_semid
         self.ctx.doorbell_semnum = 0
+        self.gate = Gate(Policy.from_json(self.policy_json)) if self.policy_json else None
         self.clients = {}               # ctx index -> Client
         self.by_shard = {}              # supervisor shard id -> ctx index
         if self.row is None:
@@ -142,12 +146,15 @@ class Worker:
         handler = HANDLERS[op] if op < OP_MAX else None
         record = lib.lsca_trace_begin(client.fast, slot)
         status, err = DONE, 0
+        gate = client.gate if client.gate is not None and client.gate.covers(op) else None
         try:
             # Only a call that may block is interruptible (a regular file's write never says EINTR).
             if entry is not None and slot.cancel:
                 raise OSError(errno.EINTR, "interrupted before it started")
             if handler is None:
                 raise OSError(errno.EINVAL, "unknown op")
+            if gate is not None and op in DESCRIPTOR_OPS:
+                gate.check(client, slot, descriptor_paths(client, slot, entry))
             result = handler(client, slot)
         except Blocking as b:
             if entry is None and self.pool.has_room():
@@ -157,17 +164,26 @@ class Worker:
             status, result = PASSTHROUGH, 0
         except Declined:
             status, result = PASSTHROUGH, 0
+            if gate is not None and not gate.check_lexical(client, slot, lexical_paths(client, slot)):
+                # It would run natively, out of the policy's reach: refuse it here instead.
+                status, result, err = DONE, -1, gate.last_errno
         except OSError as e:
             result, err = -1, e.errno or errno.EIO
         except (ValueError, OverflowError, TypeError) as e:
             # A malformed request fails this call only.
             result, err = -1, errno.EINVAL
             log.debug("worker %d: malformed request op=%d: %s", self.index, op, e)
+        except Exception:
+            # A fault of ours fails this call (never guess), not the worker and its other clients.
+            result, err = -1, errno.EIO
+            log.exception("worker %d: op %d of pid %d failed", self.index, op, client.pid)
         finally:
             if entry is not None:
                 os.close(entry.fd)
-            elif client.fds is not None:
+            else:
                 client.fds.release_temporaries()
+            while client.closing:
+                os.close(client.closing.pop())
         if not 0 <= err < 4096 or not -(1 << 63) <= result < (1 << 63):
             result, err = -1, errno.EINVAL          # whatever a malformed request made of them
         slot.status = status
@@ -239,6 +255,7 @@ class Worker:
             client.trace_to(named["trace"], int(message.get("trace_mask", -1)) & ALL_OPS)
         self.clients[index] = client
         self.fast[index] = client.fast
+        self.apply_gate(client)
         self.by_shard[message["shard"]] = index
         self.ctx.pending[index] = 0
         self.ctx.shards[index] = client.shard
@@ -256,6 +273,17 @@ class Worker:
             self.flush_held_records(client)
             client.close()              # its records are sent before we say released
         self.send({"op": "released", "shard": message["shard"]})
+
+    def on_policy(self, message, fds):
+        """A reloaded policy (the supervisor validated it): in force from the next call."""
+        self.gate = Gate(Policy.from_json(message["policy"])) if message.get("policy") else None
+        for client in self.clients.values():
+            self.apply_gate(client)
+
+    def apply_gate(self, client):
+        client.gate = self.gate
+        # The ops the policy may decide leave the compiled path for execute().
+        client.fast.slow_mask = self.gate.mask if self.gate is not None else 0
 
     def on_stop(self, message, fds):
         self.alive = False

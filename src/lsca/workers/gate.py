@@ -1,0 +1,164 @@
+"""The policy, where a worker applies it: on the place a call actually acts on.
+
+A path is resolved the way the kernel resolves it, but in steps the worker can see:
+the directories of the path in one openat(O_PATH|O_DIRECTORY) (the kernel follows
+their symlinks atomically and the worker then holds the directory itself), and a
+final symlink, for calls that follow one, one link at a time. The policy is decided
+on the absolute name of that place, and the call then acts on (directory fd, last
+name), so a directory swapped for a symlink after the check cannot redirect it.
+An open is checked once more on the file it opened (the descriptor's own name).
+"""
+import errno
+import logging
+import os
+
+from lsca.abi import OP_NAMES, ffi, lib
+from lsca.opclasses import op_mask
+from lsca.workers.creds import read_creds, task_dir
+from lsca.workers.fdcache import Declined
+
+log = logging.getLogger("lsca.policy")
+
+AT_FDCWD = -100
+MAX_HOPS = 40               # the kernel's ELOOP limit for one resolution
+O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+# close, chdir and fchdir ran natively in the program already and only report: no policy.
+REPORTS = {"close", "chdir", "fchdir"}
+# Ops whose first argument is the client's descriptor: decided on the name of its file.
+DESCRIPTOR_OPS = {lib.LSCA_OP_READ, lib.LSCA_OP_WRITE, lib.LSCA_OP_PREAD, lib.LSCA_OP_PWRITE,
+                  lib.LSCA_OP_READV, lib.LSCA_OP_WRITEV, lib.LSCA_OP_LSEEK, lib.LSCA_OP_FSYNC,
+                  lib.LSCA_OP_FDATASYNC, lib.LSCA_OP_FTRUNCATE, lib.LSCA_OP_FSTAT, lib.LSCA_OP_FCHMOD,
+                  lib.LSCA_OP_FCHOWN, lib.LSCA_OP_FCNTL, lib.LSCA_OP_DUP, lib.LSCA_OP_DUP3,
+                  lib.LSCA_OP_SENDTO, lib.LSCA_OP_RECVFROM, lib.LSCA_OP_SENDMSG, lib.LSCA_OP_RECVMSG,
+                  lib.LSCA_OP_ACCEPT4, lib.LSCA_OP_CONNECT, lib.LSCA_OP_SHUTDOWN}
+# Path ops: how many names they carry, and the index of the first one the policy sees.
+PATH_NAMES = {lib.LSCA_OP_RENAMEAT2: (2, 0), lib.LSCA_OP_LINKAT: (2, 0), lib.LSCA_OP_SYMLINKAT: (2, 1)}
+PATH_OPS = {lib.LSCA_OP_OPENAT, lib.LSCA_OP_FSTATAT, lib.LSCA_OP_STATX, lib.LSCA_OP_FACCESSAT,
+            lib.LSCA_OP_MKDIRAT, lib.LSCA_OP_UNLINKAT, lib.LSCA_OP_READLINKAT, lib.LSCA_OP_FCHMODAT,
+            lib.LSCA_OP_FCHOWNAT, lib.LSCA_OP_TRUNCATE} | set(PATH_NAMES)
+
+
+class Gate:
+    def __init__(self, policy):
+        self.policy = policy
+        self.ops = policy.ops_with_rules() - REPORTS
+        self.codes = {code for code, name in OP_NAMES.items() if name in self.ops}
+        self.mask = op_mask(self.ops)           # ops the compiled path must leave to us
+        self.needs_uid = any(rule.uids is not None for rule in policy.rules)
+        self.last_errno = errno.EACCES
+
+    def covers(self, op):
+        return op in self.codes
+
+    def check(self, client, slot, paths, again=False):
+        """Decide the call on its resolved paths; raises OSError(errno) when denied.
+        again: a second look at the same call (an open's result): say only a denial."""
+        op = OP_NAMES.get(slot.op, "?")
+        uid = self._uid(client, slot) if self.needs_uid else -1
+        program = bytes(ffi.string(client.fast.comm)).decode(errors="replace")
+        decision = self.policy.decide(op, [os.fsdecode(p) for p in paths], uid, program)
+        if decision.action == "deny" or (decision.log and not again):
+            log.warning("policy: %s %s %s by pid %d (%s)%s: %s", decision.action, op,
+                        " ".join(os.fsdecode(p) for p in paths) or "-", client.pid, program,
+                        f" uid {uid}" if uid >= 0 else "", decision.rule)
+        if decision.action == "deny":
+            self.last_errno = decision.errno
+            raise OSError(decision.errno, os.strerror(decision.errno))
+
+    def check_lexical(self, client, slot, paths):
+        """For a call that will run natively (declined): decide on the names as given,
+        made absolute; True when it may run."""
+        try:
+            self.check(client, slot, paths)
+            return True
+        except OSError:
+            return False
+
+    def _uid(self, client, slot):
+        try:
+            return read_creds(task_dir(client.pid, slot.owner_tid)).uids[0]
+        except (OSError, ValueError):
+            return -1
+
+
+def _split(path):
+    """(directory part, last name, had a trailing slash) of a non-empty path."""
+    stripped = path.rstrip(b"/")
+    if not stripped:
+        return b"/", b".", False
+    trailing = len(stripped) != len(path)
+    head, sep, name = stripped.rpartition(b"/")
+    if not sep:
+        return b".", name, trailing
+    return head or b"/", name, trailing
+
+
+def fd_path(fd):
+    """The absolute name of what fd is open on (as bytes)."""
+    return os.fsencode(os.readlink(f"/proc/self/fd/{fd}"))
+
+
+def resolve(client, base, path, follow, keep):
+    """The place path names from base (a directory fd or AT_FDCWD, the client's cwd being
+    entered): (directory fd, last name, absolute name). The directory fd goes to keep
+    (closed after the call). OSError as the kernel would fail the call's resolution."""
+    hops = 0
+    while True:
+        head, name, trailing = _split(path)
+        dfd = os.open(head, O_PATH_DIR, dir_fd=None if base == AT_FDCWD else base)
+        keep.append(dfd)
+        if os.fstat(dfd).st_dev == client.proc_dev:
+            raise Declined("a /proc place describes the calling process")
+        where = fd_path(dfd)
+        if not (follow or trailing) or name in (b".", b".."):
+            break
+        try:
+            target = os.readlink(name, dir_fd=dfd)
+        except OSError:
+            break                       # not a symlink (or missing): the place is this name
+        hops += 1
+        if hops > MAX_HOPS:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+        path, base = target + (b"/" if trailing else b""), dfd
+    full = os.path.normpath(os.path.join(where, name))
+    return dfd, name + (b"/" if trailing else b""), full
+
+
+def descriptor_paths(client, slot, entry=None):
+    """The name of the file the call's descriptor is open on (none when it is not open)."""
+    if entry is None:
+        entry = client.fds.get(_signed(slot.args[0]))
+    return [fd_path(entry.fd)] if entry.fd >= 0 else []
+
+
+def lexical_paths(client, slot):
+    """The names of a call as given, made absolute against the client's cwd or dirfd (for
+    a call that will run natively: the worker cannot hold what it will act on)."""
+    from lsca.workers.handlers_path import paths
+    try:
+        if slot.op in DESCRIPTOR_OPS:
+            return [os.fsencode(os.readlink(f"/proc/{client.pid}/fd/{_signed(slot.args[0])}"))]
+        if slot.op not in PATH_OPS:
+            return []
+        count, first = PATH_NAMES.get(slot.op, (1, 0))
+        names = paths(slot, count)[first:]
+        dirfds = [_signed(slot.args[0]), _signed(slot.args[1])] if count == 2 and first == 0 else \
+                 [_signed(slot.args[0])]
+        if slot.op == lib.LSCA_OP_TRUNCATE:
+            dirfds = [AT_FDCWD]
+        out = []
+        for name, dirfd in zip(names, dirfds):
+            if not name.startswith(b"/"):
+                base = f"/proc/{client.pid}/task/{slot.owner_tid}/cwd" if dirfd == AT_FDCWD else \
+                       f"/proc/{client.pid}/fd/{dirfd}"
+                name = os.path.join(os.fsencode(os.readlink(base)), name)
+            out.append(os.path.normpath(name))
+        return out
+    except (OSError, ValueError):
+        return []
+
+
+def _signed(value):
+    return value - (1 << 64) if value >= 1 << 63 else value
