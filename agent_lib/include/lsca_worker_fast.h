@@ -95,6 +95,8 @@ struct lsca_trace_record *lsca_trace_begin(struct lsca_client_fast *c, const str
 uint32_t lsca_trace_end(struct lsca_client_fast *c, struct lsca_trace_record *r, const struct lsca_slot *slot,
                         uint64_t latency_ns, int commit);
 void lsca_trace_append(struct lsca_client_fast *c, const void *record, uint32_t size);
+/* 1 once the client took the answer of call seq in slot i (descriptor numbers written). */
+int lsca_slot_taken(void *shard, unsigned slot_index, uint64_t seq);
 /* Send what is recorded; wait = 0 sends only what the reader takes without waiting. */
 void lsca_trace_flush(struct lsca_client_fast *c, int wait);
 

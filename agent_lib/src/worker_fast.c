@@ -515,6 +515,15 @@ uint32_t lsca_trace_end(struct lsca_client_fast *c, struct lsca_trace_record *r,
     return r->size;
 }
 
+int lsca_slot_taken(void *shard, unsigned i, uint64_t seq)
+{
+    struct lsca_slot *slot = lsca_shard_slot(shard, i);
+    /* The agent writes new_fds before it frees the slot (release): acquire pairs with it. */
+    uint32_t state = smp_load_acquire(&slot->state);
+
+    return state != LSCA_SLOT_DONE || slot->seq != seq;
+}
+
 /* Send whole records, at most one batch per message (SOCK_SEQPACKET keeps them whole). */
 static void send_records(struct lsca_client_fast *c, int wait)
 {

@@ -224,9 +224,13 @@ class Worker:
         record.new_fds[0], record.new_fds[1] = slot.new_fds[0], slot.new_fds[1]
         lib.lsca_trace_append(client.fast, record, len(data))
 
-    def flush_held_records(self, client):
-        for i in list(client.held_records):
-            self.flush_held_record(client, i)
+    def flush_held_records(self, client, all=False):
+        """Held records whose descriptor numbers the client has written by now (all: the
+        client is gone, take them as they are)."""
+        for i, data in list(client.held_records.items()):
+            seq = ffi.cast("struct lsca_trace_record *", ffi.from_buffer(data)).seq
+            if all or lib.lsca_slot_taken(client.shard, i, seq):
+                self.flush_held_record(client, i)
 
     # ---- messages from the supervisor ----
 
@@ -270,7 +274,7 @@ class Worker:
             # Its blocked calls are abandoned (the client is gone): interrupt, then detach.
             self.pool.drain(message["shard"])
             client = self.clients.pop(index)
-            self.flush_held_records(client)
+            self.flush_held_records(client, all=True)
             client.close()              # its records are sent before we say released
         self.send({"op": "released", "shard": message["shard"]})
 
