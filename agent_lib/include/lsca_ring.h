@@ -63,6 +63,7 @@ struct lsca_worker_ctx {
     int doorbell_semid;
     int doorbell_semnum;
     unsigned cursor;                              /* round-robin start among shards */
+    unsigned limit;                               /* entries at or above it are all unused */
     void *shards[LSCA_WORKER_MAX_SHARDS];         /* NULL: unused entry */
     uint64_t pending[LSCA_WORKER_MAX_SHARDS];     /* hints taken from shard masks, not yet served */
     uint64_t cancels[LSCA_WORKER_MAX_SHARDS];     /* cancel hints taken, not yet handed out */

@@ -129,8 +129,10 @@ static int claim_one(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_in
 {
     unsigned k;
 
-    for (k = 0; k < LSCA_WORKER_MAX_SHARDS; k++) {
-        unsigned idx = (ctx->cursor + k) % LSCA_WORKER_MAX_SHARDS;
+    unsigned limit = ctx->limit < LSCA_WORKER_MAX_SHARDS ? ctx->limit : LSCA_WORKER_MAX_SHARDS;
+
+    for (k = 0; k < limit; k++) {
+        unsigned idx = (ctx->cursor + k) % limit;
         void *shard = ctx->shards[idx];
         struct lsca_shard_header *h = shard;
 
@@ -174,7 +176,7 @@ static int any_pending(struct lsca_worker_ctx *ctx)
 {
     unsigned idx;
 
-    for (idx = 0; idx < LSCA_WORKER_MAX_SHARDS; idx++) {
+    for (idx = 0; idx < ctx->limit && idx < LSCA_WORKER_MAX_SHARDS; idx++) {
         struct lsca_shard_header *h = ctx->shards[idx];
         if (h && (ctx->pending[idx] || ctx->cancels[idx] || smp_load_sc(&h->pending_mask) ||
                   smp_load_sc(&h->cancel_mask)))
@@ -187,7 +189,7 @@ static void set_sleeping(struct lsca_worker_ctx *ctx, uint32_t value)
 {
     unsigned idx;
 
-    for (idx = 0; idx < LSCA_WORKER_MAX_SHARDS; idx++) {
+    for (idx = 0; idx < ctx->limit && idx < LSCA_WORKER_MAX_SHARDS; idx++) {
         struct lsca_shard_header *h = ctx->shards[idx];
         if (h)
             smp_store_sc(&h->worker_sleeping, value);

@@ -48,6 +48,12 @@ class TraceReader:
         self.ours.close()
 
     def _run(self):
+        # Formatting takes only CPU nobody else wants: while the program is busy its records
+        # wait in memory (the workers' buffers, this socket), and the lines follow after.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
         while True:
             ready = select.select([self.ours], [], [], 0.05)[0]
             if not ready:

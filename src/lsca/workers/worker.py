@@ -263,12 +263,15 @@ class Worker:
         self.by_shard[message["shard"]] = index
         self.ctx.pending[index] = 0
         self.ctx.shards[index] = client.shard
+        self.ctx.limit = max(self.ctx.limit, index + 1)
 
     def on_release(self, message, fds):
         index = self.by_shard.pop(message["shard"], None)
         if index is not None:
             self.ctx.shards[index] = ffi.NULL
             self.fast[index] = ffi.NULL
+            while self.ctx.limit and self.ctx.shards[self.ctx.limit - 1] == ffi.NULL:
+                self.ctx.limit -= 1
             self.ctx.pending[index] = 0
             self.ctx.cancels[index] = 0
             # Its blocked calls are abandoned (the client is gone): interrupt, then detach.
