@@ -42,8 +42,10 @@ struct lsca_client_fast {
     uint64_t slow_mask;           /* bit op: always the Python route (policy rules for the op) */
     uint64_t held_mask;           /* bit slot: a record of the slot's last call is held back   */
     int32_t trace_fd;             /* SOCK_SEQPACKET to the trace reader; -1: not tracing       */
-    uint32_t trace_used;          /* bytes of records waiting in trace_buf                     */
+    uint32_t trace_used;          /* end of the records waiting in trace_buf                   */
+    uint32_t trace_sent;          /* start of them: what lies before was sent                 */
     uint32_t trace_cap;
+    uint32_t trace_next_try;      /* send again once trace_used reaches it (not every record)  */
     uint32_t trace_failed;        /* the reader went away: recording stopped                  */
     uint8_t *trace_buf;
     void *trace_lock;             /* pool threads append too                                  */

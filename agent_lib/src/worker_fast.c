@@ -527,10 +527,8 @@ int lsca_slot_taken(void *shard, unsigned i, uint64_t seq)
 /* Send whole records, at most one batch per message (SOCK_SEQPACKET keeps them whole). */
 static void send_records(struct lsca_client_fast *c, int wait)
 {
-    uint32_t off = 0;
-
-    while (off < c->trace_used && c->trace_fd >= 0) {
-        uint32_t end = off;
+    while (c->trace_sent < c->trace_used && c->trace_fd >= 0) {
+        uint32_t off = c->trace_sent, end = off;
         ssize_t n;
 
         while (end < c->trace_used) {
@@ -550,13 +548,40 @@ static void send_records(struct lsca_client_fast *c, int wait)
             c->trace_fd = -1;
             c->trace_failed = 1;
             c->trace_mask = 0;
-            c->trace_used = 0;
+            c->trace_used = c->trace_sent = 0;
             return;
         }
-        off = end;
+        c->trace_sent = end;
     }
-    memmove(c->trace_buf, c->trace_buf + off, c->trace_used - off);
-    c->trace_used -= off;
+    if (c->trace_sent == c->trace_used)
+        c->trace_used = c->trace_sent = 0;
+    /* Whatever the reader took, try again only a batch later: a slow reader costs no walk per record. */
+    c->trace_next_try = c->trace_used + LSCA_TRACE_BATCH;
+}
+
+/* Room for size more bytes: what was sent is dropped from the front, then the buffer grows
+ * up to the backlog limit, then we wait for the reader. */
+static int make_room(struct lsca_client_fast *c, uint32_t size)
+{
+    send_records(c, 0);
+    if (c->trace_used + size <= c->trace_cap)
+        return 1;
+    if (c->trace_sent) {
+        memmove(c->trace_buf, c->trace_buf + c->trace_sent, c->trace_used - c->trace_sent);
+        c->trace_used -= c->trace_sent;
+        c->trace_next_try -= c->trace_sent < c->trace_next_try ? c->trace_sent : c->trace_next_try;
+        c->trace_sent = 0;
+    }
+    while (c->trace_used + size > c->trace_cap && !c->trace_failed) {
+        uint8_t *bigger = c->trace_cap < LSCA_TRACE_BACKLOG ? realloc(c->trace_buf, (size_t)c->trace_cap * 2) : NULL;
+        if (!bigger) {
+            send_records(c, 1);         /* the reader is that far behind: wait for it */
+            break;
+        }
+        c->trace_buf = bigger;
+        c->trace_cap *= 2;
+    }
+    return !c->trace_failed && c->trace_used + size <= c->trace_cap;
 }
 
 void lsca_trace_append(struct lsca_client_fast *c, const void *record, uint32_t size)
@@ -566,28 +591,11 @@ void lsca_trace_append(struct lsca_client_fast *c, const void *record, uint32_t 
     pthread_mutex_lock(c->trace_lock);
     if (c->trace_failed || !c->trace_buf)
         goto out;
-    if (c->trace_used + size > c->trace_cap) {
-        send_records(c, 0);
-        while (c->trace_used + size > c->trace_cap && !c->trace_failed) {
-            uint8_t *bigger;
-            if (c->trace_cap >= LSCA_TRACE_BACKLOG) {
-                send_records(c, 1);     /* the reader is that far behind: wait for it */
-                break;
-            }
-            bigger = realloc(c->trace_buf, (size_t)c->trace_cap * 2);
-            if (!bigger) {
-                send_records(c, 1);
-                break;
-            }
-            c->trace_buf = bigger;
-            c->trace_cap *= 2;
-        }
-        if (c->trace_failed || c->trace_used + size > c->trace_cap)
-            goto out;
-    }
+    if (c->trace_used + size > c->trace_cap && !make_room(c, size))
+        goto out;
     memcpy(c->trace_buf + c->trace_used, record, size);
     c->trace_used += size;
-    if (c->trace_used >= LSCA_TRACE_BATCH)
+    if (c->trace_used >= c->trace_next_try && c->trace_used - c->trace_sent >= LSCA_TRACE_BATCH)
         send_records(c, 0);
 out:
     pthread_mutex_unlock(c->trace_lock);
@@ -598,7 +606,7 @@ void lsca_trace_flush(struct lsca_client_fast *c, int wait)
     if (!c->trace_lock)
         return;
     pthread_mutex_lock(c->trace_lock);
-    if (c->trace_used)
+    if (c->trace_used > c->trace_sent)
         send_records(c, wait);
     pthread_mutex_unlock(c->trace_lock);
 }
