@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdio.h>             /* renameat, renameat2 */
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdio.h>             /* renameat2 */
 #include <sys/ipc.h>
 #include <sys/sem.h>
 #include <sys/socket.h>
