@@ -36,8 +36,8 @@ def build_parser():
     run_parser.add_argument("-o", "--output", metavar="FILE",
                             help="write the trace to FILE instead of stderr (implies --trace)")
     run_parser.add_argument("--json", action="store_true",
-                            help="trace as JSON lines: time, pid, worker, syscall, call, result, errno "
-                                 "(implies --trace)")
+                            help="trace as JSON lines: time, pid, tid, program, worker, op, syscall, call, "
+                                 "paths, result, errno, latency_us (implies --trace)")
     run_parser.add_argument("--summary", action="store_true",
                             help="print an strace -c like table at exit: time in the workers, calls and "
                                  "errors per call")
