@@ -47,7 +47,12 @@ class BlockingPool:
 
     def submit(self, client, i, entry):
         with self.lock:
-            if self.idle == 0 and len(self.threads) < self.max_threads:
+            # Each task gets a thread of its own: an idle one is taken for it here, under the
+            # lock (counted when it took the task, two quick submits could share one thread
+            # and the second wait behind a call that may block for ever), else a new one.
+            if self.idle > 0:
+                self.idle -= 1
+            elif len(self.threads) < self.max_threads:
                 thread = threading.Thread(target=self._thread_main, daemon=True,
                                           name=f"lsca-blocking-{len(self.threads)}")
                 self.threads.append(thread)
@@ -58,11 +63,7 @@ class BlockingPool:
     def _thread_main(self):
         local.in_pool = True
         while True:
-            with self.lock:
-                self.idle += 1
             task = self.tasks.get()
-            with self.lock:
-                self.idle -= 1
             if task is None:
                 return
             client, i, entry = task
@@ -80,6 +81,7 @@ class BlockingPool:
                 with self.lock:
                     self.busy.pop(key, None)
                     self.cancelling.pop(key, None)
+                    self.idle += 1          # free for the next task
 
     def cancel(self, key):
         """Interrupt the call of that slot if a thread is in it (again and again until it is out)."""
