@@ -127,6 +127,20 @@ class SupervisorProcess:
         return self.process.returncode
 
 
+def workers_of(sup):
+    return sorted(p.pid for p in psutil.Process(sup.process.pid).children())
+
+
+def asleep_on_doorbell(worker_pid):
+    """The worker's main thread waits on its doorbell semaphore: it executes no call (a
+    worker killed between writing an answer and marking it done rightly says EIO)."""
+    try:
+        with open(f"/proc/{worker_pid}/wchan") as f:
+            return "semtimedop" in f.read()
+    except OSError:
+        return False
+
+
 def clean_env():
     """This environment less anything of LSCA's (the test marker stays)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("LSCA_") and k != "LD_PRELOAD"}

@@ -11,7 +11,8 @@ import time
 import psutil
 
 from lsca import ipc
-from conftest import wait_until, SupervisorProcess, clean_env, new_objects, remove_objects
+from conftest import (wait_until, SupervisorProcess, asleep_on_doorbell, clean_env, new_objects,
+                      remove_objects, workers_of)
 
 PY = sys.executable
 
@@ -41,20 +42,6 @@ while (line := next_line()) is not None:
     os.write(1, (str(os.fstat(fd).st_size) + "\n").encode())
 """
 
-
-def workers_of(sup):
-    return sorted(p.pid for p in psutil.Process(sup.process.pid).children())
-
-
-
-
-def asleep_on_doorbell(worker_pid):
-    """The worker's main thread waits on its doorbell semaphore: it executes no call."""
-    try:
-        with open(f"/proc/{worker_pid}/wchan") as f:
-            return "semtimedop" in f.read()
-    except OSError:
-        return False
 
 
 class Driven:

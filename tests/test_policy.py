@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import PROGRAMS, SupervisorProcess, clean_env, parse_trace, wait_until
+from conftest import SupervisorProcess, asleep_on_doorbell, clean_env, parse_trace, wait_until, workers_of
 
 PY = sys.executable
 
@@ -212,6 +212,8 @@ def test_fail_closed_after_the_supervisor_died(tmp_path):
         env = sup.client_env(LSCA_FAIL_CLOSED="1")
         proc = subprocess.Popen([PY, "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE)
         assert proc.stdout.readline() == b"ready\n"
+        # Only once no call is in flight: the answer to a write already read could still be EIO.
+        assert wait_until(lambda: all(asleep_on_doorbell(w) for w in workers_of(sup)))
         sup.process.send_signal(signal.SIGINT)              # INT: workers end, shards marked dead
         sup.process.wait(30)
         proc.send_signal(signal.SIGUSR1)
