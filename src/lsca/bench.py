@@ -35,6 +35,8 @@ from collections import namedtuple
 from importlib import resources
 
 from lsca import __version__
+from lsca import settings
+from lsca.settings import argument_type
 
 # ---- what is measured ----
 
@@ -104,34 +106,6 @@ def comma_list(known, what):
     return parse
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
-
-
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
-    return value
-
-
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
 
 
 def nproc():
@@ -515,6 +489,11 @@ def count_lines(path):
         while chunk := f.read(1 << 20):
             lines += chunk.count(b"\n")
     return lines
+
+
+positive_int = argument_type(settings.positive_int)
+positive_float = argument_type(settings.positive_float)
+non_negative_int = argument_type(settings.non_negative_int)
 
 
 # ---- per-call cost ----

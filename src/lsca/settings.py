@@ -19,6 +19,13 @@ def non_negative_int(text):
     return value
 
 
+def positive_float(text):
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a number above 0")
+    return value
+
+
 def port_number(text):
     value = int(text)
     if not 1 <= value <= 65535:
@@ -112,17 +119,22 @@ def load_config(path):
     return values
 
 
+def argument_type(convert):
+    """convert as an argparse type: its ValueError becomes the one-line usage error."""
+    import argparse
+
+    def checked(text):
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: {e}")
+    return checked
+
+
 def add_arguments(parser, settings):
     import argparse
 
     for s in settings:
         default = s.default() if callable(s.default) else s.default
-
-        def convert(text, s=s):
-            try:
-                return s.type(text)
-            except ValueError as e:
-                raise argparse.ArgumentTypeError(f"invalid value {text!r}: {e}")
-
-        parser.add_argument(s.flag, dest=s.name, type=convert, default=default, metavar=s.metavar,
+        parser.add_argument(s.flag, dest=s.name, type=argument_type(s.type), default=default, metavar=s.metavar,
                             help=argparse.SUPPRESS if s.hidden else s.help)
