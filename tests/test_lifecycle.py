@@ -20,7 +20,7 @@ from lsca import ipc
 from lsca.abi import HELLO_SIZE, SHARD_SIZE
 from lsca.supervisor.arbiter import admits
 from lsca.supervisor.registry import cleanup_dead
-from conftest import wait_until, SupervisorProcess, clean_env, new_objects, remove_objects, run_native
+from conftest import wait_until, SupervisorProcess, clean_env, new_objects, run_native
 
 PY = sys.executable
 

@@ -1,8 +1,5 @@
 """Programs nobody here wrote give byte-identical output and the same exit status
 under 'lsca run' as natively, with a non-zero count of proxied calls."""
-import hashlib
-import os
-import shutil
 import sys
 
 import pytest

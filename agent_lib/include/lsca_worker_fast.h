@@ -2,7 +2,7 @@
  * lsca_worker_fast.h - the worker's compiled hot path (part of the workers' cffi module).
  *
  * The descriptor ops a program makes most (read, write, pread, pwrite, readv, writev,
- * lseek, fsync, fdatasync, ftruncate, fstat, close) have ONE handler, lsca_handle_io():
+ * lseek, fsync, fdatasync, ftruncate, fstat; the reports of close, chdir, fchdir) have ONE handler, lsca_handle_io():
  * the compiled loop lsca_worker_run() calls it directly, the Python dispatch table calls
  * it for the calls that took the Python route (pool threads, first use of a descriptor).
  * Also here: the validated descriptor cache, per-call accounting and trace records, so

@@ -28,7 +28,9 @@
 #define IO_OPS ((1ull << LSCA_OP_READ) | (1ull << LSCA_OP_WRITE) | (1ull << LSCA_OP_PREAD) |       \
                 (1ull << LSCA_OP_PWRITE) | (1ull << LSCA_OP_READV) | (1ull << LSCA_OP_WRITEV) |    \
                 (1ull << LSCA_OP_LSEEK) | (1ull << LSCA_OP_FSYNC) | (1ull << LSCA_OP_FDATASYNC) |  \
-                (1ull << LSCA_OP_FTRUNCATE) | (1ull << LSCA_OP_FSTAT) | (1ull << LSCA_OP_CLOSE))
+                (1ull << LSCA_OP_FTRUNCATE) | (1ull << LSCA_OP_FSTAT) | REPORT_OPS)
+/* Calls the agent ran natively and only reports (args: what, native result, native errno). */
+#define REPORT_OPS ((1ull << LSCA_OP_CLOSE) | (1ull << LSCA_OP_CHDIR) | (1ull << LSCA_OP_FCHDIR))
 
 /* ---- clients ---- */
 
@@ -356,11 +358,12 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
         if (n == 0)
             slot->data_len = (uint32_t)lsca_stat_size();
         ANSWER(n);
-    case LSCA_OP_CLOSE: {
-        /* The agent closed natively already; drop our reference before its close() returns,
-         * then answer what it reports. */
+    case LSCA_OP_CLOSE: case LSCA_OP_CHDIR: case LSCA_OP_FCHDIR: {
+        /* The agent ran it natively already (a close: we drop our reference before its
+         * close() returns); the answer is what it reports. */
         int64_t reported = (int64_t)slot->args[1], reported_err = (int64_t)slot->args[2];
-        lsca_fd_drop(c, (int64_t)slot->args[0]);
+        if (op == LSCA_OP_CLOSE)
+            lsca_fd_drop(c, (int64_t)slot->args[0]);
         if (reported < 0)
             FAIL(reported_err > 0 && reported_err < 4096 ? (int32_t)reported_err : EINVAL);
         *result = reported;
@@ -628,10 +631,10 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
     if (op >= 64 || !((IO_OPS & ~c->slow_mask) >> op & 1) || ((c->held_mask >> i) & 1))
         return 0;
     /* The length check comes first on both routes; a declined descriptor goes the Python way. */
-    if (op != LSCA_OP_CLOSE && lsca_fd_get(c, (int64_t)slot->args[0], &e) < 0)
+    if ((REPORT_OPS >> op) & 1)
+        memset(&e, 0, sizeof(e));       /* no descriptor to reach: only a report */
+    else if (lsca_fd_get(c, (int64_t)slot->args[0], &e) < 0)
         return 0;
-    if (op == LSCA_OP_CLOSE)
-        memset(&e, 0, sizeof(e));
     row->busy_slot = (int32_t)i;        /* for the supervisor, should we die in it */
     row->busy_shard = c->shard_id;
     r = lsca_trace_begin(c, slot);

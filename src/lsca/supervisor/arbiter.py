@@ -17,7 +17,7 @@ import struct
 import time
 
 from lsca import ipc
-from lsca.abi import (ABI_VERSION, HELLO_SIZE, MAGIC, OP_MAX, OP_NAMES, SHARD_SIZE, SLOTS, ffi, lib,
+from lsca.abi import (ABI_VERSION, HELLO_SIZE, MAGIC, OP_NAMES, SHARD_SIZE, SLOTS, ffi, lib,
                       pack_welcome, parse_hello, shard_header, shard_slot)
 from lsca.policy import Policy, PolicyError
 from lsca.settings import ConfigError, load_config
@@ -455,7 +455,6 @@ class Supervisor:
     def _resolve_in_flight(self, record):
         """Calls the dead worker had claimed: run again if idempotent, else fail with EIO."""
         shard = ffi.cast("void *", record.shard.address)
-        header = shard_header(record.shard.address)
         for i in range(SLOTS):
             slot = shard_slot(record.shard.address, i)
             if slot.state != lib.LSCA_SLOT_RUNNING:

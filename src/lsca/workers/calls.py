@@ -4,7 +4,6 @@ import os
 
 from lsca.abi import ffi
 from lsca.workers import pool
-from lsca.workers.fdcache import Declined
 
 
 def as_int(value):

@@ -14,7 +14,7 @@ import stat
 from lsca.workers.calls import as_int, check
 from lsca.abi import INLINE_MAX, ffi, lib
 from lsca.workers.creds import acting_as
-from lsca.workers.fdcache import NOT_OPEN, Declined
+from lsca.workers.fdcache import Declined
 from lsca.workers.gate import fd_path, resolve
 
 AT_FDCWD = -100
@@ -301,12 +301,6 @@ def h_getcwd(client, slot):
     return len(cwd) + 1
 
 
-def h_notified(client, slot):
-    """chdir/fchdir ran natively in the program; the worker reports what it did."""
-    from lsca.workers.handlers import reported
-    return reported(slot)
-
-
 def register(handlers):
     handlers[lib.LSCA_OP_OPENAT] = h_openat
     handlers[lib.LSCA_OP_DUP] = h_dup
@@ -329,6 +323,4 @@ def register(handlers):
     handlers[lib.LSCA_OP_FCHOWN] = h_fchown
     handlers[lib.LSCA_OP_TRUNCATE] = h_truncate
     handlers[lib.LSCA_OP_UTIMENSAT] = h_utimensat
-    handlers[lib.LSCA_OP_CHDIR] = h_notified
-    handlers[lib.LSCA_OP_FCHDIR] = h_notified
     handlers[lib.LSCA_OP_GETCWD] = h_getcwd

@@ -29,7 +29,6 @@ log = logging.getLogger("lsca.worker")
 MAX_SHARDS = lib.LSCA_WORKER_MAX_SHARDS
 DONE = lib.LSCA_STATUS_DONE
 PASSTHROUGH = lib.LSCA_STATUS_PASSTHROUGH
-INLINE = lib.LSCA_XFER_INLINE
 CONTROL_EVERY_S = 0.01       # while busy, read the supervisor's messages this often
 TURN_NS = 10_000_000         # the compiled loop hands back at least this often
 TURN_CANCELLING_NS = 1_000_000
