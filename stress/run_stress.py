@@ -940,7 +940,7 @@ class Stress:
         self.data = os.path.join(self.workdir, "data")
         self.state_dir = os.path.join(self.workdir, "state")
         os.makedirs(os.path.join(self.data, "scratch"), exist_ok=True)
-        os.makedirs(self.state_dir, exist_ok=True)
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)   # the registry refuses a directory others may read
         self.socket_path = os.path.join(self.workdir, "sup.sock")
         self.snapshot_lsca()
         self.selector = None

@@ -1,5 +1,6 @@
 """Fixtures: a real supervisor, clients run natively and under LSCA, and guards
 that every process a test starts is ended and every SysV object removed."""
+import contextlib
 import json
 import os
 import re
@@ -146,10 +147,12 @@ def clean_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("LSCA_") and k != "LD_PRELOAD"}
 
 
-@pytest.fixture(scope="module")
-def supervisor():
+@contextlib.contextmanager
+def running_supervisor(**options):
+    """A SupervisorProcess(**options) in a fresh directory; stopped (status 0) with every
+    SysV object it made removed, whatever the body did."""
     with tempfile.TemporaryDirectory(prefix="lsca-test-") as tmpdir:
-        sup = SupervisorProcess(tmpdir)
+        sup = SupervisorProcess(tmpdir, **options)
         try:
             yield sup
         finally:
@@ -158,6 +161,12 @@ def supervisor():
             remove_objects(left)
             assert status == 0, f"supervisor exited with {status}"
             assert left == {"shm": [], "sem": []}, f"supervisor left SysV objects: {left}"
+
+
+@pytest.fixture(scope="module")
+def supervisor():
+    with running_supervisor() as sup:
+        yield sup
 
 
 @pytest.fixture

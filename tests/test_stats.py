@@ -72,19 +72,21 @@ def op_entry(calls, errors=0, total_ns=None, h=None):
             "hist": h}
 
 
-def worker(index, pid, busy_ns, ops, shards=0):
-    return {"index": index, "pid": pid, "shards": shards, "busy_ns": busy_ns, "heartbeat_age_s": 0.01, "ops": ops}
+def worker(index, pid, busy_ns, ops, shards=0, trace_dropped=0):
+    return {"index": index, "pid": pid, "shards": shards, "busy_ns": busy_ns, "trace_dropped": trace_dropped,
+            "heartbeat_age_s": 0.01, "ops": ops}
 
 
-def client(pid, program="prog", worker=0, proxied=None, passthrough=None, failed=None):
+def client(pid, program="prog", worker=0, proxied=None, passthrough=None, failed=None, trace_dropped=0):
     return {"pid": pid, "uid": 1000, "program": program, "worker": worker, "proxied": proxied or {},
-            "failed": failed or {}, "passthrough": passthrough or {}, "declined": {}, "worker_ns": {}}
+            "failed": failed or {}, "passthrough": passthrough or {}, "declined": {}, "worker_ns": {},
+            "trace_dropped": trace_dropped}
 
 
 def snap(t, workers, clients=(), exited=None):
     return {"time": t, "pid": 4242, "workers": list(workers), "clients": list(clients),
             "exited": exited or {"clients": 0, "proxied": {}, "failed": {}, "passthrough": {}, "declined": {},
-                                 "worker_ns": {}}}
+                                 "worker_ns": {}, "trace_dropped": 0}}
 
 
 PREV = snap(100.0, [worker(0, 11, 1_000_000_000, {"write": op_entry(100), "pread": op_entry(10)}),
@@ -95,7 +97,7 @@ CUR = snap(102.0, [worker(0, 11, 1_500_000_000, {"write": op_entry(300, errors=7
            [client(501, "dd", 0, {"write": 300, "pread": 10}, {"fcntl": 3}),
             client(502, "cat", 1, {"write": 100})],
            {"clients": 2, "proxied": {"write": 4}, "failed": {}, "passthrough": {"fcntl": 2},
-            "declined": {}, "worker_ns": {}})
+            "declined": {}, "worker_ns": {}, "trace_dropped": 0})
 
 
 def check_schema(s, workers=None):
@@ -114,7 +116,7 @@ def check_schema(s, workers=None):
     if workers is not None:
         assert len(s["workers"]) == workers
     for w in s["workers"]:
-        assert set(w) == {"index", "pid", "shards", "busy_ns", "heartbeat_age_s", "ops", "calls",
+        assert set(w) == {"index", "pid", "shards", "busy_ns", "trace_dropped", "heartbeat_age_s", "ops", "calls",
                           "calls_per_s", "load"}
         assert isinstance(w["pid"], int) and w["shards"] >= 0 and w["busy_ns"] >= 0
         assert w["heartbeat_age_s"] is None or w["heartbeat_age_s"] >= 0
@@ -123,11 +125,11 @@ def check_schema(s, workers=None):
             assert set(e) == {"calls", "errors", "total_ns", "hist"} and len(e["hist"]) == BUCKETS
     for c in s["clients"]:
         assert set(c) == {"pid", "uid", "program", "worker", "proxied", "failed", "passthrough", "declined",
-                          "worker_ns"}
+                          "worker_ns", "trace_dropped"}
         for field in ("proxied", "failed", "passthrough", "declined", "worker_ns"):
             assert all(op in OP_CODES and n > 0 for op, n in c[field].items())
     assert set(s["totals"]) == {"calls", "errors", "calls_per_s", "proxied", "failed", "passthrough", "declined",
-                                "clients", "exited_clients", "workers", "load"}
+                                "clients", "exited_clients", "workers", "trace_dropped", "load"}
     assert s["totals"]["clients"] == len(s["clients"]) and s["totals"]["workers"] == len(s["workers"])
 
 
@@ -232,10 +234,21 @@ def test_format_table_rows():
     assert lines[header + 2].split() == ["pread64", "10", "0.0", "0", "1.0us", "1.0us", "1.0us"]
     assert ["0", "11", "1", "25.0%", "310", "100.0"] in [line.split() for line in lines]
     assert ["1", "12", "0", "10.0%", "100", "50.0"] in [line.split() for line in lines]
-    assert ["501", "dd", "0", "310", "3"] in [line.split() for line in lines]
-    assert ["502", "cat", "1", "100", "0"] in [line.split() for line in lines]
+    assert ["501", "dd", "0", "310", "3", "0"] in [line.split() for line in lines]
+    assert ["502", "cat", "1", "100", "0", "0"] in [line.split() for line in lines]
     assert lines[-1] == ("total: 410 calls (150.0/s), 7 errors, load 35.0%; clients: 414 proxied, "
                          "5 passthrough (2 running, 2 exited)")
+
+
+def test_dropped_trace_records_per_client_and_in_total():
+    cur = snap(5.0, [worker(0, 11, 0, {}, trace_dropped=40), worker(1, 12, 0, {}, trace_dropped=2)],
+               [client(7, "dd", trace_dropped=30)])
+    s = stats.summary(None, cur)
+    assert s["totals"]["trace_dropped"] == 42       # the workers count what released clients lost too
+    lines = stats.format_table(None, cur).splitlines()
+    assert ["7", "dd", "0", "0", "0", "30"] in [line.split() for line in lines]
+    assert lines[-1].endswith("(1 running, 0 exited); 42 trace records dropped")
+    check_schema(json.loads(stats.format_json(None, cur)))
 
 
 def test_format_table_without_rates_or_calls_and_with_few_rows():
@@ -263,6 +276,7 @@ def fake_supervisor():
     rows[2].ops[write].calls, rows[2].ops[write].errors, rows[2].ops[write].total_ns = 12, 2, 48000
     rows[2].ops[write].hist[3], rows[2].ops[write].hist[6] = 10, 2
     rows[2].ops[pread].calls, rows[2].ops[pread].hist[0], rows[2].ops[pread].total_ns = 1, 1, 90
+    rows[2].trace_dropped = 7
     w2 = types.SimpleNamespace(index=2, pid=777)
     w0 = types.SimpleNamespace(index=0, pid=555)
     memory = ffi.new("char[]", HEADER_SIZE)
@@ -272,9 +286,11 @@ def fake_supervisor():
     header.passthrough[OP_CODES["fcntl"]], header.declined[OP_CODES["openat"]] = 4, 1
     header.passthrough[OP_CODES["openat"]] = 1
     header.proxied[60] = 9                                  # no such op: left out
-    record = types.SimpleNamespace(pid=os.getpid(), uid=0, shard_id=1, worker=w2,
+    header.trace_dropped = 3
+    procfd = os.open(f"/proc/{os.getpid()}", os.O_PATH | os.O_DIRECTORY)   # closed at exit
+    record = types.SimpleNamespace(pid=os.getpid(), uid=0, shard_id=1, worker=w2, procfd=procfd,
                                    shard=types.SimpleNamespace(address=address))
-    gone = types.SimpleNamespace(pid=2 ** 22 + 1, uid=1000, shard_id=2, worker=w2,
+    gone = types.SimpleNamespace(pid=2 ** 22 + 1, uid=1000, shard_id=2, worker=w2, procfd=-1,
                                  shard=types.SimpleNamespace(address=address))
     sup = types.SimpleNamespace(pid=4242, worker_rows=rows, workers={777: w2, 555: w0},
                                 clients={1: record, 2: gone}, exited=ExitedClients())
@@ -289,19 +305,20 @@ def test_snapshot_reads_worker_rows_and_shard_headers():
     assert s["pid"] == 4242 and abs(s["time"] - time.monotonic()) < 5
     assert [w["index"] for w in s["workers"]] == [0, 2]
     w0, w2 = s["workers"]
-    assert w0 == {"index": 0, "pid": 555, "shards": 0, "busy_ns": 0, "heartbeat_age_s": None, "ops": {}}
-    assert (w2["pid"], w2["shards"], w2["busy_ns"]) == (777, 2, 123456)
+    assert w0 == {"index": 0, "pid": 555, "shards": 0, "busy_ns": 0, "trace_dropped": 0, "heartbeat_age_s": None,
+                  "ops": {}}
+    assert (w2["pid"], w2["shards"], w2["busy_ns"], w2["trace_dropped"]) == (777, 2, 123456, 7)
     assert 0.4 < w2["heartbeat_age_s"] < 5
     assert w2["ops"] == {"write": {"calls": 12, "errors": 2, "total_ns": 48000, "hist": hist(b3=10, b6=2)},
                          "pread": {"calls": 1, "errors": 0, "total_ns": 90, "hist": hist(b0=1)}}
     me, gone = s["clients"]
     assert me == {"pid": os.getpid(), "uid": 0, "program": open("/proc/self/comm").read().strip(), "worker": 2,
                   "proxied": {"write": 12}, "failed": {"write": 2}, "passthrough": {"fcntl": 4, "openat": 1},
-                  "declined": {"openat": 1}, "worker_ns": {"write": 48000}}
+                  "declined": {"openat": 1}, "worker_ns": {"write": 48000}, "trace_dropped": 3}
     assert gone["program"] == "?"
     assert s["exited"] == {"clients": 1, "proxied": {"write": 12}, "failed": {"write": 2},
                            "passthrough": {"fcntl": 4, "openat": 1}, "declined": {"openat": 1},
-                           "worker_ns": {"write": 48000}}
+                           "worker_ns": {"write": 48000}, "trace_dropped": 3}
     assert stats.snapshot(sup, programs=False)["clients"][0]["program"] == "?"
     check_schema(json.loads(stats.format_json(s, s)), workers=2)
 

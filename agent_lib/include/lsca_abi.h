@@ -17,7 +17,7 @@
 
 /* LSCA_CDEF_BEGIN */
 #define LSCA_MAGIC 0x4C534341           /* "LSCA" */
-#define LSCA_ABI_VERSION 5
+#define LSCA_ABI_VERSION 6
 
 #define LSCA_SLOTS 64                   /* client threads in a call at once; one 64-bit pending mask */
 #define LSCA_INLINE_MAX 65536           /* bytes of a buffer carried in the slot itself */
@@ -145,6 +145,7 @@ struct lsca_shard_header {
     uint64_t proxied[LSCA_OP_MAX];     /* per op: calls a worker answered                      */
     uint64_t failed[LSCA_OP_MAX];      /* per op: of those, answered -1                        */
     uint64_t worker_ns[LSCA_OP_MAX];   /* per op: worker time, claim to answer                 */
+    uint64_t trace_dropped;            /* records of its calls dropped: its trace reader fell behind */
 };
 
 /* The supervisor's private table (never mapped by clients): one row per worker. */
@@ -169,6 +170,7 @@ struct lsca_worker_status {
     uint32_t shards;              /* clients assigned to this worker                          */
     uint64_t busy_ns;             /* total time spent executing calls (load = its rate)      */
     struct lsca_op_stats ops[LSCA_OP_MAX];
+    uint64_t trace_dropped;       /* records its clients' trace readers never got (fell behind) */
 };
 
 /* One recorded call, as a worker appends it to a session's trace stream; the reader (lsca
@@ -177,6 +179,9 @@ struct lsca_worker_status {
 #define LSCA_TRACE_SHOWN 64               /* buffer bytes kept: enough to show 32 and say "..." */
 #define LSCA_TRACE_MAGIC 0x5452
 #define LSCA_TRACE_NO_DATA 0xFFFFFFFF     /* data_len: the buffer was not captured (moved by address) */
+/* op of a marker, not a call: result records of pid were dropped just before it (the reader
+ * fell behind); a bare record (no payload), sent as soon as there is room. */
+#define LSCA_TRACE_DROPPED 0xFFFF
 
 struct lsca_trace_record {
     uint16_t magic;

@@ -18,7 +18,30 @@
 /* LSCA_CDEF_BEGIN */
 #define LSCA_FDTAB_SIZE 256             /* cached duplicates per client (direct-mapped by fd)  */
 #define LSCA_TRACE_BATCH 65536          /* bytes of records sent in one message                */
-#define LSCA_TRACE_BACKLOG 67108864     /* records kept while the reader is slow; then we wait */
+/* Records wait in memory while a reader is slow; past these bounds they are dropped and
+ * counted (a marker tells the reader), never waited for: a reader is its user's to stall.
+ * A reader earns its backlog: a client's buffer grows past LSCA_TRACE_UNEARNED only by
+ * LSCA_TRACE_EARNED bytes per byte its reader took, so one that reads nothing holds little. */
+#define LSCA_TRACE_UNEARNED 2097152     /* one client's buffer before its reader took anything */
+#define LSCA_TRACE_EARNED 16
+#define LSCA_TRACE_BACKLOG 67108864     /* one client's buffer, at most                        */
+#define LSCA_TRACE_WORKER_BACKLOG 134217728 /* all of a worker's buffers, beyond each one's fair share */
+#define LSCA_TRACE_LEFTOVERS 128        /* released clients' streams a worker still sends from */
+#define LSCA_TRACE_LEFTOVER_MS 60000    /* dropped once their reader took nothing for this long  */
+
+/* A stream of records on its way to a trace reader (a SOCK_SEQPACKET end). */
+struct lsca_trace_stream {
+    int32_t fd;                   /* ours; -1: not tracing                                     */
+    uint32_t used;                /* end of the records waiting in buf                         */
+    uint32_t sent;                /* start of them: what lies before was sent                 */
+    uint32_t cap;
+    uint32_t next_try;            /* send again once used reaches it (not every record)        */
+    uint32_t failed;              /* the reader went away: recording stopped                  */
+    uint32_t last;                /* offset of the record appended last (a marker may grow)    */
+    uint32_t pad;
+    uint8_t *buf;
+    uint64_t sent_total;          /* bytes sent so far (less what still waits in the socket: taken) */
+};
 
 struct lsca_fd_entry {
     int32_t fd;                   /* the worker's duplicate; -1: the client has no such fd    */
@@ -41,15 +64,16 @@ struct lsca_client_fast {
     uint64_t trace_mask;          /* bit op: record this op's calls                            */
     uint64_t slow_mask;           /* bit op: always the Python route (policy rules for the op) */
     uint64_t held_mask;           /* bit slot: a record of the slot's last call is held back   */
-    int32_t trace_fd;             /* SOCK_SEQPACKET to the trace reader; -1: not tracing       */
-    uint32_t trace_used;          /* end of the records waiting in trace_buf                   */
-    uint32_t trace_sent;          /* start of them: what lies before was sent                 */
-    uint32_t trace_cap;
-    uint32_t trace_next_try;      /* send again once trace_used reaches it (not every record)  */
-    uint32_t trace_failed;        /* the reader went away: recording stopped                  */
-    uint8_t *trace_buf;
+    struct lsca_trace_stream trace; /* the records of its calls, to its session's reader       */
+    struct lsca_worker_status *row; /* our worker's row: counts the records dropped            */
     void *trace_lock;             /* pool threads append too                                  */
     char comm[16];                /* the program's name, for records                          */
+    /* Authority (see lsca_client_authorized): set by lsca_fast_watch for a root worker serving a
+     * non-root registration, whose process may exec a set-id image or die and have its pid reused. */
+    int32_t proc_fd;              /* /proc/PID, bound to the registered process; -1: not watched */
+    uint32_t owner_uid;           /* the registration's uid and gid                            */
+    uint32_t owner_gid;
+    int32_t revoked;              /* 1: the process is no longer that user: nothing more is served */
     struct lsca_fd_entry fds[LSCA_FDTAB_SIZE];
 };
 
@@ -62,10 +86,23 @@ enum lsca_outcome {
 
 struct lsca_client_fast *lsca_fast_new(void *shard, int shard_id, int pid, int pidfd, int agent_fd,
                                        unsigned worker);
-/* Closes every cached duplicate, sends what is recorded, frees it. */
+/* Serve this client only while it is the registered user: before acting on its descriptors
+ * or memory and after reading them, /proc/PID must still show uid/gid as its owner (the
+ * kernel shows root there once the process exec'd a set-uid, set-gid or file-capability
+ * image, made itself undumpable, or exited — after which its pid could name another process).
+ * proc_fd stays the caller's. */
+void lsca_fast_watch(struct lsca_client_fast *c, int proc_fd, unsigned uid, unsigned gid);
+/* 1: go on; 0: stop (c->revoked is set, errno EPERM). Always 1 for an unwatched client. */
+int lsca_client_authorized(struct lsca_client_fast *c);
+/* The client's memory, by address, bound to the registered process (see lsca_worker_sys.h). */
+int64_t lsca_client_read(struct lsca_client_fast *c, void *local, uint64_t remote, size_t len);
+int64_t lsca_client_write(struct lsca_client_fast *c, const void *local, uint64_t remote, size_t len);
+/* Closes every cached duplicate, sends what the reader takes now, frees it; records left
+ * unsent go on from the worker's leftovers (lsca_trace_leftovers). Never waits. */
 void lsca_fast_free(struct lsca_client_fast *c);
-/* Record the ops in mask on fd (a SOCK_SEQPACKET end, ours from now on); -1 stops. */
-void lsca_fast_set_trace(struct lsca_client_fast *c, int fd, uint64_t mask);
+/* Record the ops in mask on fd (ours from now on); -1 stops. 0, or -1 when fd is not a Unix
+ * SOCK_SEQPACKET socket (closed, nothing recorded). */
+int lsca_fast_set_trace(struct lsca_client_fast *c, int fd, uint64_t mask);
 
 /* The worker's duplicate of client descriptor client_fd, checked with kcmp(KCMP_FILE)
  * before every use (glibc closes and reuses descriptors behind the agent's back).
@@ -99,8 +136,14 @@ uint32_t lsca_trace_end(struct lsca_client_fast *c, struct lsca_trace_record *r,
 void lsca_trace_append(struct lsca_client_fast *c, const void *record, uint32_t size);
 /* 1 once the client took the answer of call seq in slot i (descriptor numbers written). */
 int lsca_slot_taken(void *shard, unsigned slot_index, uint64_t seq);
-/* Send what is recorded; wait = 0 sends only what the reader takes without waiting. */
-void lsca_trace_flush(struct lsca_client_fast *c, int wait);
+/* Send what the reader takes now (never waits); 1 when records are left for later. */
+int lsca_trace_flush(struct lsca_client_fast *c);
+/* Send what the readers of released clients take now, and drop (counting them) the streams
+ * whose reader took nothing for LSCA_TRACE_LEFTOVER_MS, or all of them when give_up. Returns
+ * how many streams still wait. Main thread. */
+int lsca_trace_leftovers(int give_up);
+/* Messages sent to trace readers so far: a worker retries sooner while they make progress. */
+uint64_t lsca_trace_progress(void);
 
 /* The worker's loop over hot calls: claims calls like lsca_worker_next() and answers the
  * ones lsca_handle_io() can answer here and now. Returns 1 with a call for the Python route

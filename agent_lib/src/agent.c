@@ -87,6 +87,69 @@ void *lsca_real(const char *name, void **cache)
 
 /* ---- registration ---- */
 
+/* Why the last registration refused what it talked to, for the one-line message. */
+enum refusal_kind { REFUSED_NOTHING, REFUSED_SUPERVISOR, REFUSED_SHARD };
+static struct { enum refusal_kind kind; unsigned uid, cuid, mode; } refusal;
+
+static int refuse(enum refusal_kind kind, unsigned uid, unsigned cuid, unsigned mode)
+{
+    refusal.kind = kind;
+    refusal.uid = uid;
+    refusal.cuid = cuid;
+    refusal.mode = mode;
+    errno = EPERM;
+    return -1;
+}
+
+static int trusted_uid(unsigned uid)
+{
+    return uid == 0 || uid == (unsigned)lsca_sys(SYS_geteuid);
+}
+
+/* A supervisor of another user would see every proxied call and forge its answers
+ * (the socket's directory may have been planted): only root's or our own. */
+static int check_supervisor(int fd)
+{
+    struct ucred peer;
+    socklen_t len = sizeof(peer);
+
+    if (lsca_sys(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0)
+        return -1;
+    if (trusted_uid(peer.uid) || peer.uid == (unsigned)lsca_sys(SYS_getuid))
+        return 0;
+    return refuse(REFUSED_SUPERVISOR, peer.uid, 0, 0);
+}
+
+/* The shard must be root's or ours, made by root or us, and closed to everyone else:
+ * anyone else who could attach it would read and answer our calls. */
+static int check_shard(int shmid)
+{
+    struct shmid_ds ds;
+
+    if (lsca_sys(SYS_shmctl, shmid, IPC_STAT, &ds) != 0)
+        return -1;
+    if (trusted_uid(ds.shm_perm.uid) && trusted_uid(ds.shm_perm.cuid) && (ds.shm_perm.mode & 077) == 0)
+        return 0;
+    return refuse(REFUSED_SHARD, ds.shm_perm.uid, ds.shm_perm.cuid, ds.shm_perm.mode & 0777);
+}
+
+/* What the last failed registration was refused for: the reason, else errno's text. */
+static const char *registration_error(void)
+{
+    static char text[160];
+
+    if (refusal.kind == REFUSED_SUPERVISOR)
+        snprintf(text, sizeof(text), "it runs as uid %u, not root or yours (uid %u)",
+                 refusal.uid, (unsigned)lsca_sys(SYS_geteuid));
+    else if (refusal.kind == REFUSED_SHARD)
+        snprintf(text, sizeof(text), "its shard is owned by uid %u (created by uid %u, mode %03o): "
+                 "not private to root or you (uid %u)", refusal.uid, refusal.cuid, refusal.mode,
+                 (unsigned)lsca_sys(SYS_geteuid));
+    else
+        return strerror(errno);
+    return text;
+}
+
 /* Raw syscalls only: the agent must not re-enter its own interposers. */
 static int connect_supervisor(const char *path)
 {
@@ -99,7 +162,7 @@ static int connect_supervisor(const char *path)
     memcpy(addr.sun_path, path, strnlen(path, sizeof(addr.sun_path) - 1));
     lsca_sys(SYS_setsockopt, fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     lsca_sys(SYS_setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-    if (lsca_sys(SYS_connect, fd, &addr, sizeof(addr)) == 0)
+    if (lsca_sys(SYS_connect, fd, &addr, sizeof(addr)) == 0 && check_supervisor(fd) == 0)
         return fd;
     int saved = errno;
     lsca_sys(SYS_close, fd);
@@ -181,6 +244,19 @@ void lsca_agent_fd_evict(int fd)
     }
 }
 
+/* A registration given up after the welcome: its channel and shard go, errno stays. */
+static int abandon_registration(int chan, void *shard)
+{
+    int saved = errno;
+
+    if (shard)
+        shmdt(shard);
+    if (chan >= 0)
+        lsca_sys(SYS_close, chan);
+    errno = saved;
+    return -1;
+}
+
 /* Register this process; on failure the agent stays inactive (native calls). */
 static int register_process(void)
 {
@@ -191,6 +267,7 @@ static int register_process(void)
 
     int chan = -1;
 
+    refusal.kind = REFUSED_NOTHING;
     fd = connect_supervisor(agent.socket_path);
     if (fd < 0)
         return -1;
@@ -198,22 +275,24 @@ static int register_process(void)
     int saved = errno;
     lsca_sys(SYS_close, fd);
     if (rc < 0) {
-        if (chan >= 0)
-            lsca_sys(SYS_close, chan);
         errno = saved;
-        return -1;
+        return abandon_registration(chan, NULL);
     }
-    agent.chan_fd = hide_fd(chan);
+    if (check_shard(w.shmid) < 0)
+        return abandon_registration(chan, NULL);
     shard = shmat(w.shmid, NULL, 0);
     if (shard == (void *)-1)
-        return -1;
+        return abandon_registration(chan, NULL);
     h = shard;
+    /* Checked again attached: the id named the same segment all along. */
+    if (check_shard(w.shmid) < 0)
+        return abandon_registration(chan, shard);
     if (h->magic != LSCA_MAGIC || h->abi_version != LSCA_ABI_VERSION || h->nslots > LSCA_SLOTS ||
         h->shard_size != w.shard_size) {
-        shmdt(shard);
         errno = EPROTO;
-        return -1;
+        return abandon_registration(chan, shard);
     }
+    agent.chan_fd = hide_fd(chan);
     agent.pid = getpid();
     /* The shard pointer is published last: threads that see it see the rest. */
     __atomic_store_n(&agent.shard, shard, __ATOMIC_RELEASE);
@@ -588,10 +667,10 @@ __attribute__((constructor)) static void lsca_agent_init(void)
         return;
     if (env_flag("LSCA_REQUIRED")) {
         fprintf(stderr, "lsca: cannot register with the supervisor at %s: %s "
-                        "(LSCA_REQUIRED=1, not starting the program)\n", path, strerror(errno));
+                        "(LSCA_REQUIRED=1, not starting the program)\n", path, registration_error());
         _exit(126);
     }
     if (fail_closed)
         fprintf(stderr, "lsca: cannot register with the supervisor at %s: %s "
-                        "(LSCA_FAIL_CLOSED=1: proxied calls fail with EACCES)\n", path, strerror(errno));
+                        "(LSCA_FAIL_CLOSED=1: proxied calls fail with EACCES)\n", path, registration_error());
 }

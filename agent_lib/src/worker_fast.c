@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,6 +26,11 @@
 #define SCRATCH_KEEP ((size_t)16 << 20)
 #define TRACE_FIRST_CAP (256 * 1024)
 #define NO_DATA LSCA_TRACE_NO_DATA
+#define NO_RECORD UINT32_MAX
+
+static void trace_release(struct lsca_client_fast *c);
+static int trace_socket(int fd);
+static void backlog_client(int delta);
 
 #define IO_OPS ((1ull << LSCA_OP_READ) | (1ull << LSCA_OP_WRITE) | (1ull << LSCA_OP_PREAD) |       \
                 (1ull << LSCA_OP_PWRITE) | (1ull << LSCA_OP_READV) | (1ull << LSCA_OP_WRITEV) |    \
@@ -49,32 +56,48 @@ struct lsca_client_fast *lsca_fast_new(void *shard, int shard_id, int pid, int p
     c->agent_fd = agent_fd;
     c->my_pid = getpid();
     c->worker = worker;
-    c->trace_fd = -1;
+    c->trace.fd = -1;
+    c->trace.last = NO_RECORD;
+    c->proc_fd = -1;
     for (i = 0; i < LSCA_FDTAB_SIZE; i++)
         c->fds[i].fd = -1;
     return c;
 }
 
-void lsca_fast_set_trace(struct lsca_client_fast *c, int fd, uint64_t mask)
+int lsca_fast_set_trace(struct lsca_client_fast *c, int fd, uint64_t mask)
 {
+    int refused = 0;
+
+    if (fd >= 0 && !trace_socket(fd)) {
+        close(fd);                      /* anything else could block, linger or split records */
+        fd = -1;
+        refused = 1;
+    }
     if (!c->trace_lock) {
         c->trace_lock = malloc(sizeof(pthread_mutex_t));
-        if (!c->trace_lock)
-            return;
+        if (!c->trace_lock) {
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
         pthread_mutex_init(c->trace_lock, NULL);
     }
     pthread_mutex_lock(c->trace_lock);
-    if (c->trace_fd >= 0)
-        close(c->trace_fd);
-    c->trace_fd = fd;
+    if (c->trace.fd >= 0)
+        close(c->trace.fd);
+    c->trace.fd = fd;
+    c->trace.failed = 0;
     c->trace_mask = fd >= 0 ? mask : 0;
-    if (fd >= 0 && !c->trace_buf) {
-        c->trace_buf = malloc(TRACE_FIRST_CAP);
-        c->trace_cap = c->trace_buf ? TRACE_FIRST_CAP : 0;
-        if (!c->trace_buf)
-            c->trace_mask = 0;
+    if (fd >= 0 && !c->trace.buf) {
+        c->trace.buf = malloc(TRACE_FIRST_CAP);
+        c->trace.cap = c->trace.buf ? TRACE_FIRST_CAP : 0;
+        if (c->trace.buf)
+            backlog_client(1);
     }
+    if (!c->trace.buf)
+        c->trace_mask = 0;
     pthread_mutex_unlock(c->trace_lock);
+    return refused ? -1 : 0;
 }
 
 void lsca_fast_free(struct lsca_client_fast *c)
@@ -83,14 +106,72 @@ void lsca_fast_free(struct lsca_client_fast *c)
         return;
     lsca_fd_clear(c);
     if (c->trace_lock) {
-        lsca_trace_flush(c, 1);
-        if (c->trace_fd >= 0)
-            close(c->trace_fd);
+        pthread_mutex_lock(c->trace_lock);
+        trace_release(c);
+        pthread_mutex_unlock(c->trace_lock);
         pthread_mutex_destroy(c->trace_lock);
         free(c->trace_lock);
     }
-    free(c->trace_buf);
     free(c);
+}
+
+/* ---- authority ---- */
+
+void lsca_fast_watch(struct lsca_client_fast *c, int proc_fd, unsigned uid, unsigned gid)
+{
+    c->proc_fd = proc_fd;
+    c->owner_uid = uid;
+    c->owner_gid = gid;
+}
+
+int lsca_client_authorized(struct lsca_client_fast *c)
+{
+    struct stat st;
+
+    if (!__atomic_load_n(&c->revoked, __ATOMIC_RELAXED)) {
+        if (c->proc_fd < 0)
+            return 1;
+        /* The owner of /proc/PID is computed at each stat: euid/egid while dumpable, else root. */
+        if (fstat(c->proc_fd, &st) == 0 && st.st_uid == c->owner_uid && st.st_gid == c->owner_gid)
+            return 1;
+        __atomic_store_n(&c->revoked, 1, __ATOMIC_RELAXED);
+    }
+    errno = EPERM;
+    return 0;
+}
+
+/* Checked before (never move bytes for a process that is no longer the user) and after (the
+ * pid named the registered process throughout: a pid is reused only once its process was
+ * reaped, which the check after sees as a root-owned /proc/PID). */
+#define BOUND_MOVE(c, call)                                                     \
+    do {                                                                        \
+        int64_t moved_;                                                         \
+        if (!lsca_client_authorized(c))                                         \
+            return -1;                                                          \
+        moved_ = (call);                                                        \
+        if (moved_ >= 0 && !lsca_client_authorized(c))                          \
+            return -1;                                                          \
+        return moved_;                                                          \
+    } while (0)
+
+int64_t lsca_client_read(struct lsca_client_fast *c, void *local, uint64_t remote, size_t len)
+{
+    BOUND_MOVE(c, lsca_remote_read(c->pid, local, remote, len));
+}
+
+int64_t lsca_client_write(struct lsca_client_fast *c, const void *local, uint64_t remote, size_t len)
+{
+    BOUND_MOVE(c, lsca_remote_write(c->pid, local, remote, len));
+}
+
+static int64_t client_gather(struct lsca_client_fast *c, void *local, size_t len, const void *iov, int iovcnt)
+{
+    BOUND_MOVE(c, lsca_remote_gather(c->pid, local, len, iov, iovcnt));
+}
+
+static int64_t client_scatter(struct lsca_client_fast *c, const void *local, size_t len, const void *iov, int iovcnt)
+{
+    BOUND_MOVE(c, lsca_remote_scatter(c->pid, local, len, iov, iovcnt));
 }
 
 /* ---- descriptors ---- */
@@ -112,7 +193,10 @@ int lsca_fd_get(struct lsca_client_fast *c, int64_t client_fd, struct lsca_fd_en
     }
     cached = &c->fds[client_fd % LSCA_FDTAB_SIZE];
     if (cached->fd >= 0 && cached->client_fd == client_fd) {
+        /* kcmp goes by pid: the check after it says that pid was still the registered process. */
         if (lsca_kcmp_file(c->pid, c->my_pid, (int)client_fd, cached->fd) == 0) {
+            if (!lsca_client_authorized(c))
+                return -1;
             *out = *cached;
             return 0;
         }
@@ -126,7 +210,9 @@ int lsca_fd_get(struct lsca_client_fast *c, int64_t client_fd, struct lsca_fd_en
         close(fd);
         return 1;                       /* the agent's channel: the program never opened it */
     }
-    if (lsca_fd_kind(fd, &mode, &dev_major) < 0) {
+    /* Taken first, checked after: a file the process opened once it stopped being the user
+     * (a set-uid image's) is never acted on. */
+    if (!lsca_client_authorized(c) || lsca_fd_kind(fd, &mode, &dev_major) < 0) {
         int saved = errno;
         close(fd);
         errno = saved;
@@ -248,11 +334,11 @@ static const void *outgoing(struct lsca_client_fast *c, struct lsca_slot *slot, 
             *error = EINVAL;
             return NULL;
         }
-        if (lsca_remote_gather(c->pid, buf, count, slot->data, (int)iovcnt) < 0) {
+        if (client_gather(c, buf, count, slot->data, (int)iovcnt) < 0) {
             *error = errno;
             return NULL;
         }
-    } else if (lsca_remote_read(c->pid, buf, slot->remote_addr, count) < 0) {
+    } else if (lsca_client_read(c, buf, slot->remote_addr, count) < 0) {
         *error = errno;
         return NULL;
     }
@@ -275,9 +361,9 @@ static int incoming(struct lsca_client_fast *c, struct lsca_slot *slot, unsigned
             errno = EINVAL;
             return -1;
         }
-        return lsca_remote_scatter(c->pid, buf, (size_t)n, slot->data, (int)iovcnt) < 0 ? -1 : 0;
+        return client_scatter(c, buf, (size_t)n, slot->data, (int)iovcnt) < 0 ? -1 : 0;
     }
-    return lsca_remote_write(c->pid, buf, slot->remote_addr, (size_t)n) < 0 ? -1 : 0;
+    return lsca_client_write(c, buf, slot->remote_addr, (size_t)n) < 0 ? -1 : 0;
 }
 
 int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const struct lsca_fd_entry *e,
@@ -445,7 +531,7 @@ struct lsca_trace_record *lsca_trace_begin(struct lsca_client_fast *c, const str
     uint32_t start = 0;
     char *out;
 
-    if (op >= 64 || !((c->trace_mask >> op) & 1) || c->trace_failed)
+    if (op >= 64 || !((c->trace_mask >> op) & 1) || c->trace.failed)
         return NULL;
     memset(r, 0, sizeof(*r));
     r->magic = LSCA_TRACE_MAGIC;
@@ -527,91 +613,442 @@ int lsca_slot_taken(void *shard, unsigned i, uint64_t seq)
     return state != LSCA_SLOT_DONE || slot->seq != seq;
 }
 
-/* Send whole records, at most one batch per message (SOCK_SEQPACKET keeps them whole). */
-static void send_records(struct lsca_client_fast *c, int wait)
+/* ---- trace streams ----
+ *
+ * No send on a trace descriptor ever waits: its reader belongs to the user who opened the
+ * session, and a worker serves other users too. Records wait in memory within the bounds of
+ * lsca_worker_fast.h; past them they are dropped, counted (shard header, worker row) and
+ * announced in the stream itself by a marker record, in their place. */
+
+#define MARKER_SIZE ((uint32_t)sizeof(struct lsca_trace_record))
+/* While the reader takes nothing, look for room only every this many drops, not per call. */
+#define DROP_RETRY_EVERY 256
+/* A drained buffer larger than this goes back to the first size when its client idles. */
+#define TRACE_SHRINK_ABOVE (4 * TRACE_FIRST_CAP)
+/* The unsent records move to the front once the reader took 1/64 of their size: a reader
+ * that takes little at a time costs the worker at most 64 bytes moved per byte it took. */
+#define COMPACT_RATIO 64
+
+/* Capacity of every trace buffer of this worker process (live clients and leftovers). */
+static pthread_mutex_t backlog_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t backlog_bytes;
+static uint32_t tracing_clients;
+static uint64_t messages_sent;
+
+/* A released client's records its reader had not taken yet, with our descriptor of it. */
+struct leftover {
+    struct lsca_trace_stream s;
+    uint64_t idle_since_ns;       /* the reader's last progress                               */
+    struct lsca_worker_status *row;
+    int32_t pid;
+    uint32_t worker;
+    char comm[16];
+};
+
+static struct leftover leftovers[LSCA_TRACE_LEFTOVERS];
+static unsigned nleftovers;       /* main thread only */
+
+/* Whether a buffer of cap bytes may take more: within the worker's bound, or while it stays
+ * within its fair share of it (one stalled reader cannot starve the others). */
+static int backlog_take(uint32_t cap, uint32_t more)
 {
-    while (c->trace_sent < c->trace_used && c->trace_fd >= 0) {
-        uint32_t off = c->trace_sent, end = off;
+    int ok;
+
+    pthread_mutex_lock(&backlog_lock);
+    ok = backlog_bytes + more <= LSCA_TRACE_WORKER_BACKLOG ||
+         (uint64_t)cap + more <= LSCA_TRACE_WORKER_BACKLOG / (tracing_clients ? tracing_clients : 1);
+    if (ok)
+        backlog_bytes += more;
+    pthread_mutex_unlock(&backlog_lock);
+    return ok;
+}
+
+/* A client's first buffer is always granted (the bounds apply to growth) and counted. */
+static void backlog_client(int delta)
+{
+    pthread_mutex_lock(&backlog_lock);
+    tracing_clients += (uint32_t)delta;
+    if (delta > 0)
+        backlog_bytes += TRACE_FIRST_CAP;
+    pthread_mutex_unlock(&backlog_lock);
+}
+
+static void backlog_give(uint64_t bytes)
+{
+    pthread_mutex_lock(&backlog_lock);
+    backlog_bytes -= bytes < backlog_bytes ? bytes : backlog_bytes;
+    pthread_mutex_unlock(&backlog_lock);
+}
+
+/* Only a Unix SOCK_SEQPACKET end: sends that never wait, records that arrive whole, a close
+ * that never lingers. */
+static int trace_socket(int fd)
+{
+    int domain = 0, type = 0;
+    socklen_t len = sizeof(int);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX)
+        return 0;
+    len = sizeof(int);
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_SEQPACKET;
+}
+
+static struct lsca_trace_record *record_at(const struct lsca_trace_stream *s, uint32_t off)
+{
+    return (struct lsca_trace_record *)(s->buf + off);
+}
+
+static void stream_close(struct lsca_trace_stream *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+}
+
+/* The reader went away (or the descriptor failed): stop recording to it. */
+static void stream_fail(struct lsca_trace_stream *s)
+{
+    stream_close(s);
+    s->failed = 1;
+    s->used = s->sent = 0;
+    s->last = NO_RECORD;
+}
+
+/* Send whole records, at most one batch per message (SOCK_SEQPACKET keeps them whole), while
+ * the reader takes them without waiting. 1 when something went. */
+static int stream_send(struct lsca_trace_stream *s)
+{
+    int progress = 0;
+
+    while (s->sent < s->used && s->fd >= 0) {
+        uint32_t off = s->sent, end = off;
         ssize_t n;
 
-        while (end < c->trace_used) {
-            uint32_t size = ((struct lsca_trace_record *)(c->trace_buf + end))->size;
+        while (end < s->used) {
+            uint32_t size = record_at(s, end)->size;
             if (end > off && end - off + size > LSCA_TRACE_BATCH)
                 break;
             end += size;
         }
-        n = send(c->trace_fd, c->trace_buf + off, end - off, MSG_NOSIGNAL | (wait ? 0 : MSG_DONTWAIT));
+        n = send(s->fd, s->buf + off, end - off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !wait)
-            break;
-        if (n < 0) {
-            /* The reader went away: stop recording this client. */
-            close(c->trace_fd);
-            c->trace_fd = -1;
-            c->trace_failed = 1;
-            c->trace_mask = 0;
-            c->trace_used = c->trace_sent = 0;
-            return;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ENOMEM))
+            break;                      /* full for now: later, or dropped past the bounds */
+        if (n != (ssize_t)(end - off)) {
+            stream_fail(s);
+            return progress;
         }
-        c->trace_sent = end;
+        s->sent = end;
+        s->sent_total += end - off;
+        progress = 1;
+        __atomic_fetch_add(&messages_sent, 1, __ATOMIC_RELAXED);
     }
-    if (c->trace_sent == c->trace_used)
-        c->trace_used = c->trace_sent = 0;
+    if (s->sent == s->used) {
+        s->used = s->sent = 0;
+        s->last = NO_RECORD;
+    }
     /* Whatever the reader took, try again only a batch later: a slow reader costs no walk per record. */
-    c->trace_next_try = c->trace_used + LSCA_TRACE_BATCH;
+    s->next_try = s->used + LSCA_TRACE_BATCH;
+    return progress;
 }
 
-/* Room for size more bytes: what was sent is dropped from the front, then the buffer grows
- * up to the backlog limit, then we wait for the reader. */
-static int make_room(struct lsca_client_fast *c, uint32_t size)
+/* What was sent leaves the front of the buffer. */
+static void stream_compact(struct lsca_trace_stream *s)
 {
-    send_records(c, 0);
-    if (c->trace_used + size <= c->trace_cap)
+    uint32_t gone = s->sent;
+
+    if (!gone)
+        return;
+    memmove(s->buf, s->buf + gone, s->used - gone);
+    s->used -= gone;
+    s->sent = 0;
+    s->next_try -= gone < s->next_try ? gone : s->next_try;
+    s->last = s->last != NO_RECORD && s->last >= gone ? s->last - gone : NO_RECORD;
+}
+
+/* Bytes the reader took: what we sent less what still waits in its socket (which the
+ * session's other senders share: an underestimate, never more). */
+static uint64_t reader_took(const struct lsca_trace_stream *s)
+{
+    int queued = 0;
+
+    if (s->fd < 0 || ioctl(s->fd, SIOCOUTQ, &queued) < 0 || queued < 0)
+        return 0;
+    return s->sent_total > (uint64_t)queued ? s->sent_total - (uint64_t)queued : 0;
+}
+
+/* The most a stream may hold: what its reader earned by reading, within the client bound. */
+static uint64_t stream_limit(const struct lsca_trace_stream *s)
+{
+    uint64_t earned = LSCA_TRACE_UNEARNED + LSCA_TRACE_EARNED * reader_took(s);
+
+    return earned < LSCA_TRACE_BACKLOG ? earned : LSCA_TRACE_BACKLOG;
+}
+
+/* Room for need more bytes: the sent front goes, then the buffer doubles within the bounds. */
+static int stream_room(struct lsca_trace_stream *s, uint32_t need)
+{
+    if (s->used + need <= s->cap)
         return 1;
-    if (c->trace_sent) {
-        memmove(c->trace_buf, c->trace_buf + c->trace_sent, c->trace_used - c->trace_sent);
-        c->trace_used -= c->trace_sent;
-        c->trace_next_try -= c->trace_sent < c->trace_next_try ? c->trace_sent : c->trace_next_try;
-        c->trace_sent = 0;
-    }
-    while (c->trace_used + size > c->trace_cap && !c->trace_failed) {
-        uint8_t *bigger = c->trace_cap < LSCA_TRACE_BACKLOG ? realloc(c->trace_buf, (size_t)c->trace_cap * 2) : NULL;
+    if ((uint64_t)s->sent * COMPACT_RATIO >= s->used - s->sent)
+        stream_compact(s);
+    while (s->used + need > s->cap) {
+        uint8_t *bigger;
+
+        if ((uint64_t)s->cap * 2 > stream_limit(s) || !backlog_take(s->cap, s->cap))
+            return 0;
+        bigger = realloc(s->buf, (size_t)s->cap * 2);
         if (!bigger) {
-            send_records(c, 1);         /* the reader is that far behind: wait for it */
-            break;
+            backlog_give(s->cap);
+            return 0;
         }
-        c->trace_buf = bigger;
-        c->trace_cap *= 2;
+        s->buf = bigger;
+        s->cap *= 2;
     }
-    return !c->trace_failed && c->trace_used + size <= c->trace_cap;
+    return 1;
+}
+
+/* A drained buffer that grew for a burst gives its memory back. */
+static void stream_shrink(struct lsca_trace_stream *s)
+{
+    uint8_t *smaller;
+
+    if (s->used || s->cap <= TRACE_SHRINK_ABOVE)
+        return;
+    smaller = realloc(s->buf, TRACE_FIRST_CAP);
+    if (!smaller)
+        return;
+    backlog_give(s->cap - TRACE_FIRST_CAP);
+    s->buf = smaller;
+    s->cap = TRACE_FIRST_CAP;
+}
+
+/* The marker appended last, not sent yet: further drops add to it. */
+static struct lsca_trace_record *open_marker(const struct lsca_trace_stream *s)
+{
+    struct lsca_trace_record *r;
+
+    if (s->last == NO_RECORD || s->last < s->sent || s->last >= s->used)
+        return NULL;
+    r = record_at(s, s->last);
+    return r->op == LSCA_TRACE_DROPPED ? r : NULL;
+}
+
+static void fill_marker(struct lsca_trace_record *r, int32_t pid, uint32_t worker, const char *comm,
+                        uint64_t dropped)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    memset(r, 0, sizeof(*r));
+    r->magic = LSCA_TRACE_MAGIC;
+    r->op = LSCA_TRACE_DROPPED;
+    r->size = MARKER_SIZE;
+    r->time_ns = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+    r->pid = pid;
+    r->worker = worker;
+    r->result = (int64_t)dropped;
+    r->data_len = NO_DATA;
+    memcpy(r->comm, comm, sizeof(r->comm));
+}
+
+/* One record of c did not fit: count it, and say so in its place in the stream. Room for
+ * one marker is always kept after the last record, unless that record is an open marker. */
+static void drop_record(struct lsca_client_fast *c)
+{
+    struct lsca_trace_stream *s = &c->trace;
+    struct lsca_trace_record *m = open_marker(s);
+    struct lsca_shard_header *h = c->shard;
+
+    if (m) {
+        m->result++;
+    } else if (s->buf && s->used + MARKER_SIZE <= s->cap) {
+        fill_marker(record_at(s, s->used), c->pid, c->worker, c->comm, 1);
+        s->last = s->used;
+        s->used += MARKER_SIZE;
+    }
+    if (h)
+        ADD(&h->trace_dropped, 1);
+    if (c->row)
+        ADD(&c->row->trace_dropped, 1);
+}
+
+static void client_send(struct lsca_client_fast *c)
+{
+    stream_send(&c->trace);
+    if (c->trace.failed)
+        c->trace_mask = 0;
 }
 
 void lsca_trace_append(struct lsca_client_fast *c, const void *record, uint32_t size)
 {
+    struct lsca_trace_stream *s = &c->trace;
+    struct lsca_trace_record *m;
+    uint32_t need = size + MARKER_SIZE;     /* the record and the room kept for a marker */
+
     if (!c->trace_lock)
         return;
     pthread_mutex_lock(c->trace_lock);
-    if (c->trace_failed || !c->trace_buf)
+    if (s->failed || !s->buf)
         goto out;
-    if (c->trace_used + size > c->trace_cap && !make_room(c, size))
-        goto out;
-    memcpy(c->trace_buf + c->trace_used, record, size);
-    c->trace_used += size;
-    if (c->trace_used >= c->trace_next_try && c->trace_used - c->trace_sent >= LSCA_TRACE_BATCH)
-        send_records(c, 0);
+    if (s->used + need > s->cap) {
+        m = open_marker(s);
+        /* Dropping already: look for room (a syscall, maybe a move) only now and then. */
+        if (m && m->result % DROP_RETRY_EVERY) {
+            drop_record(c);
+            goto out;
+        }
+        client_send(c);
+        if (s->failed)
+            goto out;
+        if (!stream_room(s, need)) {
+            drop_record(c);
+            goto out;
+        }
+    }
+    memcpy(s->buf + s->used, record, size);
+    s->last = s->used;
+    s->used += size;
+    if (s->used >= s->next_try && s->used - s->sent >= LSCA_TRACE_BATCH)
+        client_send(c);
 out:
     pthread_mutex_unlock(c->trace_lock);
 }
 
-void lsca_trace_flush(struct lsca_client_fast *c, int wait)
+int lsca_trace_flush(struct lsca_client_fast *c)
 {
+    int left;
+
     if (!c->trace_lock)
-        return;
+        return 0;
     pthread_mutex_lock(c->trace_lock);
-    if (c->trace_used > c->trace_sent)
-        send_records(c, wait);
+    if (c->trace.used > c->trace.sent)
+        client_send(c);
+    left = c->trace.used > c->trace.sent;
+    if (!left && c->trace.buf)
+        stream_shrink(&c->trace);
     pthread_mutex_unlock(c->trace_lock);
+    return left;
+}
+
+uint64_t lsca_trace_progress(void)
+{
+    return __atomic_load_n(&messages_sent, __ATOMIC_RELAXED);
+}
+
+static void leftover_free(unsigned i)
+{
+    struct leftover *l = &leftovers[i];
+
+    stream_close(&l->s);
+    backlog_give(l->s.cap);
+    free(l->s.buf);
+    leftovers[i] = leftovers[--nleftovers];
+}
+
+/* Its reader took nothing for too long (or room is needed): count what it never got, tell
+ * it if it has room for one marker now, and let go. */
+static void leftover_drop(unsigned i)
+{
+    struct leftover *l = &leftovers[i];
+    struct lsca_trace_record marker;
+    uint64_t calls = 0, told = 0;
+    uint32_t off;
+
+    for (off = l->s.sent; off + MARKER_SIZE <= l->s.used; off += record_at(&l->s, off)->size) {
+        struct lsca_trace_record *r = record_at(&l->s, off);
+        if (r->op == LSCA_TRACE_DROPPED)
+            told += (uint64_t)r->result;    /* counted when they were dropped */
+        else
+            calls++;
+    }
+    if (l->row)
+        ADD(&l->row->trace_dropped, calls);
+    if (l->s.fd >= 0) {
+        fill_marker(&marker, l->pid, l->worker, l->comm, calls + told);
+        if (send(l->s.fd, &marker, MARKER_SIZE, MSG_NOSIGNAL | MSG_DONTWAIT) == MARKER_SIZE)
+            __atomic_fetch_add(&messages_sent, 1, __ATOMIC_RELAXED);
+    }
+    leftover_free(i);
+}
+
+static unsigned stalest_leftover(void)
+{
+    unsigned i, oldest = 0;
+
+    for (i = 1; i < nleftovers; i++)
+        if (leftovers[i].idle_since_ns < leftovers[oldest].idle_since_ns)
+            oldest = i;
+    return oldest;
+}
+
+/* c is released with records its reader has not taken yet: they, and our descriptor of the
+ * reader, wait among the leftovers (the stalest makes room when the list is full). */
+static void leftover_keep(struct lsca_client_fast *c)
+{
+    struct lsca_trace_stream *s = &c->trace;
+    struct leftover *l;
+    uint8_t *smaller;
+
+    if (nleftovers == LSCA_TRACE_LEFTOVERS)
+        leftover_drop(stalest_leftover());
+    stream_compact(s);
+    smaller = realloc(s->buf, s->used);     /* nothing more is appended: keep only the records */
+    if (smaller) {
+        backlog_give(s->cap - s->used);
+        s->buf = smaller;
+        s->cap = s->used;
+    }
+    l = &leftovers[nleftovers++];
+    l->s = *s;
+    l->idle_since_ns = lsca_now_ns();
+    l->row = c->row;
+    l->pid = c->pid;
+    l->worker = c->worker;
+    memcpy(l->comm, c->comm, sizeof(l->comm));
+    memset(s, 0, sizeof(*s));
+    s->fd = -1;
+    s->last = NO_RECORD;
+}
+
+int lsca_trace_leftovers(int give_up)
+{
+    uint64_t now = lsca_now_ns();
+    unsigned i = 0;
+
+    while (i < nleftovers) {
+        struct leftover *l = &leftovers[i];
+
+        if (stream_send(&l->s))
+            l->idle_since_ns = now;
+        if (l->s.used == l->s.sent)
+            leftover_free(i);           /* all taken, or the reader went away */
+        else if (give_up || now - l->idle_since_ns >= (uint64_t)LSCA_TRACE_LEFTOVER_MS * 1000000)
+            leftover_drop(i);
+        else
+            i++;
+    }
+    return (int)nleftovers;
+}
+
+/* The client is gone: what its reader takes now is sent, the rest goes on from the leftovers. */
+static void trace_release(struct lsca_client_fast *c)
+{
+    struct lsca_trace_stream *s = &c->trace;
+
+    if (s->buf)
+        backlog_client(-1);
+    if (s->used > s->sent)
+        client_send(c);
+    if (s->used > s->sent && s->fd >= 0)
+        leftover_keep(c);
+    stream_close(s);
+    if (s->buf) {
+        backlog_give(s->cap);
+        free(s->buf);
+        s->buf = NULL;
+    }
 }
 
 /* ---- the loop ---- */

@@ -6,6 +6,7 @@ import sys
 from lsca import __version__
 from lsca.runner import RunError, agent_path, run
 from lsca.settings import WORKERS, default_socket
+from lsca.statedir import StateDirError
 from lsca.stats import StatsError
 
 
@@ -37,7 +38,8 @@ def build_parser():
                             help="write the trace to FILE instead of stderr (implies --trace)")
     run_parser.add_argument("--json", action="store_true",
                             help="trace as JSON lines: time, pid, tid, program, worker, op, syscall, call, "
-                                 "paths, result, errno, latency_us (implies --trace)")
+                                 "paths, result, errno, latency_us; records lost to a slow reader: time, pid, "
+                                 "program, worker, dropped (implies --trace)")
     run_parser.add_argument("--summary", action="store_true",
                             help="print an strace -c like table at exit: time in the workers, calls and "
                                  "errors per call")
@@ -175,7 +177,7 @@ def main(argv=None):
     except RunError as e:
         print(f"lsca: {e}", file=sys.stderr)
         return 127 if "not found" in str(e) else 1
-    except StatsError as e:
+    except (StatsError, StateDirError) as e:
         print(f"lsca: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

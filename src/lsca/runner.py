@@ -16,6 +16,7 @@ import tempfile
 import time
 from importlib import resources
 from lsca.opclasses import ALL as ALL_OPS, op_mask
+from lsca.statedir import StateDirError, instances_directory
 from lsca.tracestream import TraceReader
 
 READY_TIMEOUT_S = 15.0
@@ -52,6 +53,10 @@ class EmbeddedSupervisor:
     """A supervisor for this run only, in its own session (terminal signals do not reach it)."""
 
     def __init__(self, workers, policy=None):
+        try:
+            instances_directory()       # a planted one is refused here, in one line
+        except StateDirError as e:
+            raise RunError(str(e)) from None
         self.directory = tempfile.mkdtemp(prefix="lsca-run-")
         self.socket_path = os.path.join(self.directory, "supervisor.sock")
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LSCA_SOCKET")}
@@ -255,9 +260,17 @@ def run(command, workers=None, trace=False, show_stats=False, stats_file=None, t
             print(f"lsca: {e}; no counts for this run", file=sys.stderr)
             stats = None
         if reader is not None:
-            reader.finish()
+            # With every process of the run gone, closing the session makes the supervisor let go
+            # of the trace end; the workers let go once they sent the last records: read to the end.
+            ended = stats is not None and not stats.get("running")
+            if ended:
+                session.close()
+                session = None
+            reader.finish(until_closed=ended)
             if reader.write_error is not None:
                 print(f"lsca: the trace could not be written: {reader.write_error.strerror}", file=sys.stderr)
+            if reader.dropped and trace_file:
+                print(f"lsca: {reader.dropped} trace records dropped (the trace reader fell behind)", file=sys.stderr)
         if show_stats and stats:
             print(format_stats(stats), file=sys.stderr)
         if summary and stats:

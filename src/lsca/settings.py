@@ -4,6 +4,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from lsca import statedir
+
 
 def positive_int(text):
     value = int(text)
@@ -38,13 +40,9 @@ def default_workers():
 
 
 def default_socket():
-    """Where a supervisor listens unless told otherwise."""
-    if os.geteuid() == 0:
-        return "/run/lsca/supervisor.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return os.path.join(runtime, "lsca", "supervisor.sock")
-    return f"/tmp/lsca-{os.geteuid()}/supervisor.sock"
+    """Where a supervisor listens unless told otherwise (its directory is verified when the
+    supervisor starts, not here: this also fills help texts)."""
+    return os.path.join(statedir.location(), "supervisor.sock")
 
 
 @dataclass

@@ -45,15 +45,18 @@ class ExitedClients:
     def __init__(self):
         self.clients = 0
         self.counts = {field: Counter() for field in CLIENT_FIELDS}
+        self.trace_dropped = 0
 
     def add(self, header):
         """Fold the counters of a client's shard header in, before the shard is dropped."""
         self.clients += 1
         for field, counts in self.counts.items():
             counts.update(_per_op(getattr(header, field)))
+        self.trace_dropped += header.trace_dropped
 
     def as_dict(self):
-        return {"clients": self.clients, **{field: dict(c) for field, c in self.counts.items()}}
+        return {"clients": self.clients, **{field: dict(c) for field, c in self.counts.items()},
+                "trace_dropped": self.trace_dropped}
 
 
 def _per_op(table):
@@ -62,9 +65,10 @@ def _per_op(table):
     return {OP_NAMES[op]: values[op] for op in OP_NAMES if values[op]}
 
 
-def _program(pid):
+def _program(record):
+    # Through the /proc directory bound to the process: a reused pid's name is never shown.
     try:
-        with open(f"/proc/{pid}/comm") as f:
+        with open(f"/proc/self/fd/{record.procfd}/comm") as f:
             return f.read().rstrip("\n")
     except OSError:
         return "?"
@@ -87,16 +91,17 @@ def snapshot(supervisor, programs=True):
                              "hist": ffi.unpack(entry.hist, BUCKETS)}
         heartbeat = row.heartbeat_ns
         workers.append({"index": worker.index, "pid": worker.pid, "shards": shards[worker.index],
-                        "busy_ns": row.busy_ns,
+                        "busy_ns": row.busy_ns, "trace_dropped": row.trace_dropped,
                         "heartbeat_age_s": max(0.0, (now_ns - heartbeat) / 1e9) if heartbeat else None,
                         "ops": ops})
     clients = []
     for record in sorted(supervisor.clients.values(), key=lambda r: (r.pid, r.shard_id)):
         header = shard_header(record.shard.address)
         clients.append({"pid": record.pid, "uid": record.uid,
-                        "program": _program(record.pid) if programs else "?",
+                        "program": _program(record) if programs else "?",
                         "worker": record.worker.index,
-                        **{field: _per_op(getattr(header, field)) for field in CLIENT_FIELDS}})
+                        **{field: _per_op(getattr(header, field)) for field in CLIENT_FIELDS},
+                        "trace_dropped": header.trace_dropped})
     exited = getattr(supervisor, "exited", None)
     return {"time": now_ns / 1e9, "pid": supervisor.pid, "workers": workers, "clients": clients,
             "exited": exited.as_dict() if exited is not None else ExitedClients().as_dict()}
@@ -189,6 +194,8 @@ def _totals(cur, rate):
             "passthrough": since_start["passthrough"], "declined": since_start["declined"],
             "clients": len(cur["clients"]), "exited_clients": exited.get("clients", 0),
             "workers": len(cur["workers"]),
+            # The workers' count: it also has what released clients' readers never took.
+            "trace_dropped": sum(w.get("trace_dropped", 0) for w in cur["workers"]),
             "load": sum(rate["workers"].values()) if rate["interval_s"] else None}
 
 
@@ -272,12 +279,12 @@ def format_table(prev, cur, max_clients=None):
         lines.append(f"{w['index']:<8}{w['pid']:>8}{w['shards']:>8}{_load(w['load']):>8}{w['calls']:>10}"
                      f"{_rate(w['calls_per_s']):>10}")
     lines.append("")
-    lines.append(f"{'client':<8}{'program':<18}{'worker':>7}{'proxied':>10}{'passthrough':>13}")
+    lines.append(f"{'client':<8}{'program':<18}{'worker':>7}{'proxied':>10}{'passthrough':>13}{'dropped':>9}")
     clients = sorted(s["clients"], key=lambda c: (-sum(c["proxied"].values()), c["pid"]))
     shown = clients if max_clients is None else clients[:max_clients]
     for c in shown:
         lines.append(f"{c['pid']:<8}{c['program'][:17]:<18}{c['worker']:>7}{sum(c['proxied'].values()):>10}"
-                     f"{sum(c['passthrough'].values()):>13}")
+                     f"{sum(c['passthrough'].values()):>13}{c.get('trace_dropped', 0):>9}")
     if len(shown) < len(clients):
         lines.append(f"... and {len(clients) - len(shown)} more client(s)")
     if not clients:
@@ -286,7 +293,8 @@ def format_table(prev, cur, max_clients=None):
     lines.append("")
     lines.append(f"total: {t['calls']} calls ({_rate(t['calls_per_s'])}/s), {t['errors']} errors, "
                  f"load {_load(t['load'])}; clients: {t['proxied']} proxied, {t['passthrough']} passthrough "
-                 f"({t['clients']} running, {t['exited_clients']} exited)")
+                 f"({t['clients']} running, {t['exited_clients']} exited)"
+                 + (f"; {t['trace_dropped']} trace records dropped" if t["trace_dropped"] else ""))
     return "\n".join(lines)
 
 

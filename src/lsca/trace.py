@@ -84,6 +84,7 @@ def result_string(result, err):
 RECORD = "struct lsca_trace_record *"
 RECORD_SIZE = ffi.sizeof("struct lsca_trace_record")
 NO_DATA = lib.LSCA_TRACE_NO_DATA
+DROPPED = lib.LSCA_TRACE_DROPPED
 READ_OPS = ("read", "pread", "readv", "readlinkat", "getcwd")
 FD_CREATING = {lib.LSCA_OP_OPENAT, lib.LSCA_OP_DUP, lib.LSCA_OP_DUP3, lib.LSCA_OP_PIPE2, lib.LSCA_OP_ACCEPT4}
 F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
@@ -96,7 +97,8 @@ def creates_fds(op, cmd):
 
 def decode(batch):
     """The calls in one message of a trace stream (records as workers append them), as
-    dicts format_call() and format_json() take. A damaged record ends the batch."""
+    dicts format_call() and format_json() take, and the workers' drop markers (dicts with
+    "dropped", see format_dropped()). A damaged record ends the batch."""
     buf = ffi.from_buffer(batch)
     off, end = 0, len(batch)
     while off + RECORD_SIZE <= end:
@@ -104,9 +106,16 @@ def decode(batch):
         size = r.size
         if r.magic != lib.LSCA_TRACE_MAGIC or size < RECORD_SIZE or off + size > end:
             return
-        payload = bytes(ffi.buffer(buf + off + RECORD_SIZE, size - RECORD_SIZE))
-        yield _call(r, payload)
+        if r.op == DROPPED:
+            yield _dropped(r)
+        else:
+            yield _call(r, bytes(ffi.buffer(buf + off + RECORD_SIZE, size - RECORD_SIZE)))
         off += size
+
+
+def _dropped(r):
+    return {"dropped": r.result, "pid": r.pid, "worker": r.worker, "time_ns": r.time_ns,
+            "program": ffi.string(r.comm, 16).decode(errors="replace")}
 
 
 def _call(r, payload):
@@ -204,6 +213,17 @@ def format_call(snap):
     else:                               # close, fsync, fdatasync, dup, fchdir
         text = f"{name}({a[0]})"
     return f"{text} = {result_string(result, snap['err'])}"
+
+
+def format_dropped(event):
+    """The line that says records were lost where they would have been."""
+    return (f"lsca: {event['dropped']} trace records of pid {event['pid']} dropped "
+            f"(the trace reader fell behind)")
+
+
+def format_dropped_json(event):
+    return json.dumps({"time": round(event["time_ns"] / 1e9, 6), "pid": event["pid"], "program": event["program"],
+                       "worker": event["worker"], "dropped": event["dropped"]})
 
 
 def format_json(snap):

@@ -26,7 +26,9 @@ class TraceReader:
                 continue
         self.first_pid = None
         self.finishing = False
+        self.until_closed = False
         self.lines = 0
+        self.dropped = 0                # records the workers could not keep for us
         self.write_error = None
         self.thread = threading.Thread(target=self._run, name="lsca-trace", daemon=True)
 
@@ -40,24 +42,23 @@ class TraceReader:
     def close_sender(self):
         self.theirs.close()
 
-    def finish(self, timeout=30.0):
-        """Everything the workers recorded was sent (they flush before releasing a client):
-        take what is queued, then stop."""
+    def finish(self, timeout=30.0, until_closed=False):
+        """Take what is queued, then stop. until_closed: every sender closes its end once its
+        records are sent (the session is over: the supervisor let go of it, and a worker lets
+        go once a released client's last records went, which it sends only as fast as we take
+        them): read to the end of the stream, up to timeout. Else stop once nothing comes."""
+        self.until_closed = until_closed
         self.finishing = True
         self.thread.join(timeout)
         self.ours.close()
 
     def _run(self):
-        # Formatting takes only CPU nobody else wants: while the program is busy its records
-        # wait in memory (the workers' buffers, this socket), and the lines follow after.
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:
-            pass
+        # At the program's own priority, not below it: workers never wait for us, and a backlog
+        # we do not earn by reading is dropped, so a starved reader would lose records.
         while True:
             ready = select.select([self.ours], [], [], 0.05)[0]
             if not ready:
-                if self.finishing:
+                if self.finishing and not self.until_closed:
                     return
                 continue
             try:
@@ -71,6 +72,10 @@ class TraceReader:
     def format_batch(self, batch):
         out = []
         for call in trace.decode(batch):
+            if "dropped" in call:
+                self.dropped += call["dropped"]
+                out.append(trace.format_dropped_json(call) if self.json_lines else trace.format_dropped(call))
+                continue
             if self.first_pid is None:
                 self.first_pid = call["pid"]
             try:

@@ -8,20 +8,22 @@ import errno
 import json
 import logging
 import os
+import resource
 import secrets
-import select
 import selectors
 import signal
 import socket
-import struct
+import stat
 import time
 
 from lsca import ipc
-from lsca.abi import (ABI_VERSION, HELLO_SIZE, MAGIC, OP_NAMES, SHARD_SIZE, SLOTS, ffi, lib,
+from lsca.abi import (ABI_VERSION, MAGIC, OP_NAMES, SHARD_SIZE, SLOTS, ffi, lib,
                       pack_welcome, parse_hello, shard_header, shard_slot)
 from lsca.policy import Policy, PolicyError
 from lsca.settings import ConfigError, load_config
 from lsca.stats import ExitedClients, snapshot, stats_allowed
+from lsca.supervisor.admission import Refused, admit, dump_owner, exited, open_proc_dir
+from lsca.supervisor.control import ControlServer
 from lsca.supervisor.registry import Registry, cleanup_dead
 from lsca.supervisor.session import Session
 from lsca.supervisor.systemd import Notifier
@@ -29,11 +31,11 @@ from lsca.workers.worker import Worker, ring
 
 log = logging.getLogger("lsca.supervisor")
 
-HELLO_PREFIX = struct.pack("=I", MAGIC)   # an agent's hello starts with the magic, native order
 STOP_TIMEOUT_S = 5.0
 TICK_S = 1.0
 KILL_GRACE_S = 2.0          # between SIGABRT and SIGKILL for a worker that stopped heartbeating
 PUBLISH_S = 1.0             # how often the main loop publishes a snapshot for --metrics-port
+MAX_CLIENTS_PER_UID = 1024  # registered processes of one non-root uid (each holds a shard and 4 descriptors)
 
 # Calls a replacement worker may run again when the one executing them died: running
 # them twice gives the same result. Anything else that was executing fails with EIO.
@@ -58,26 +60,18 @@ class SupervisorError(Exception):
 class ClientRecord:
     """A registered client process and the IPC objects of its shard."""
 
-    def __init__(self, shard_id, pid, uid, shard, pidfd, worker, session):
+    def __init__(self, shard_id, pid, identity, shard, pidfd, procfd, worker, session):
         self.shard_id = shard_id
         self.pid = pid
-        self.uid = uid
+        self.identity = identity        # the authority captured at registration, never widened
+        self.uid = identity.uid
         self.shard = shard
         self.pidfd = pidfd
+        self.procfd = procfd            # /proc/PID bound to this process (not to its number)
         self.worker = worker
         self.session = session
         self.releasing = False
         self.retried = set()            # seqs of calls already run again after a worker died
-
-
-class Connection:
-    """A connection on the registration socket: an agent's hello or a session's JSON lines."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buffer = b""
-        self.fds = []
-        self.session = None
 
 
 class Supervisor:
@@ -97,7 +91,7 @@ class Supervisor:
         self.workers = {}               # pid -> Worker
         self.clients = {}               # shard id -> ClientRecord
         self.sessions = {}              # token -> Session
-        self.connections = {}           # socket -> Connection
+        self.per_uid_clients = {}       # uid -> registered processes
         self.next_shard_id = 1
         self.sig_queue = []
         self.stopping = False
@@ -107,6 +101,7 @@ class Supervisor:
         self.listener = None
         self.doorbells = []
         self.selector = selectors.DefaultSelector()
+        self.control = ControlServer(self.selector, self._on_hello, self._on_request, self._on_peer_closed)
         self.exited = ExitedClients()   # counts of clients that are gone (statistics)
         self.metrics_port = metrics_port
         self.policy_path = policy_path
@@ -114,6 +109,7 @@ class Supervisor:
         self.metrics = None
         self.published = None           # the latest snapshot, for the metrics thread
         self.next_publish = 0.0
+        self.next_sweep = 0.0
 
     # ---- start / stop ----
 
@@ -169,7 +165,9 @@ class Supervisor:
     def _listen(self):
         directory = os.path.dirname(self.socket_path) or "."
         os.makedirs(directory, mode=0o755 if os.geteuid() == 0 else 0o700, exist_ok=True)
-        if os.path.exists(self.socket_path):
+        if os.path.lexists(self.socket_path):
+            if not stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
+                raise SupervisorError(f"{self.socket_path} exists and is not a socket: not replacing it")
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 probe.connect(self.socket_path)
@@ -178,16 +176,14 @@ class Supervisor:
                 os.unlink(self.socket_path)   # left by an instance that died
             finally:
                 probe.close()
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        _raise_nofile_limit()
         try:
-            self.listener.bind(self.socket_path)
+            self.control.listen(self.socket_path)
         except OSError as e:
             raise SupervisorError(f"cannot listen on {self.socket_path}: {e.strerror}")
         # A root supervisor serves every uid (SO_PEERCRED decides); a user's serves only itself.
         os.chmod(self.socket_path, 0o666 if os.geteuid() == 0 else 0o600)
-        self.listener.listen(128)
-        self.listener.setblocking(False)
-        self.selector.register(self.listener, selectors.EVENT_READ, self._on_accept)
+        self.listener = self.control.listener
 
     def _install_signals(self):
         self.sig_r, self.sig_w = socket.socketpair()
@@ -244,11 +240,11 @@ class Supervisor:
             self.table = None
         if self.registry is not None:
             self.registry.close()
+        self.control.close()
         for session in list(self.sessions.values()):
             session.close()
         self.sessions.clear()
         if self.listener is not None:
-            self.listener.close()
             self.listener = None
             try:
                 os.unlink(self.socket_path)
@@ -259,12 +255,22 @@ class Supervisor:
 
     def run(self):
         while not self.stopping:
-            for key, _mask in self.selector.select(TICK_S):
-                key.data(key.fileobj)
+            for key, mask in self.selector.select(TICK_S):
+                try:
+                    key.data(key.fileobj, mask)
+                except Exception:
+                    # A fault of ours on one event must not end the pool every program relies on.
+                    log.exception("handling an event on %r failed", key.fileobj)
             while self.sig_queue and not self.stopping:
                 sig = self.sig_queue.pop(0)
                 getattr(self, "handle_" + self.SIG_NAMES[sig])()
             self.murder_silent_workers()
+            now = time.monotonic()
+            if now >= self.next_sweep:
+                # Once a tick, not once an event: both walk every client / connection.
+                self.revoke_changed_clients()
+                self.control.expire(now)
+                self.next_sweep = now + TICK_S
             self.publish_snapshot()
             now = time.monotonic()
             if self.notifier.watchdog_due(now):
@@ -289,7 +295,29 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    def _drain_wakeups(self, sock):
+    def revoke_changed_clients(self):
+        """A non-root client that exec'd a set-uid/set-gid/file-capability image (or became
+        undumpable) is no longer the user who registered: its registration goes. Workers
+        check the same before every call; this frees the shard without waiting for one."""
+        for record in list(self.clients.values()):
+            if record.identity.root or record.releasing:
+                continue
+            try:
+                owner = dump_owner(record.procfd)
+            except OSError:
+                owner = None
+            if owner != (record.identity.uid, record.identity.gid) and not exited(record.pidfd):
+                log.warning("pid %d is no longer uid %d (exec of a set-id image?): registration dropped",
+                            record.pid, record.identity.uid)
+                self._revoke(record)
+
+    def _revoke(self, record):
+        """Drop a registration now: later submits go unanswered by any worker (the shard is
+        marked dead, so the agent runs natively), then the worker lets go as at exit."""
+        shard_header(record.shard.address).dead = 1
+        self._release(record)
+
+    def _drain_wakeups(self, sock, mask=None):
         try:
             while sock.recv(4096):
                 pass
@@ -449,6 +477,11 @@ class Supervisor:
                     self._free_client(record)
                     continue
                 record.worker = targets or self._least_loaded()
+                if record.worker is None:
+                    # No worker has room left: this client runs natively from now on.
+                    lib.lsca_shard_fail_all(ffi.cast("void *", record.shard.address))
+                    self._free_client(record)
+                    continue
                 self._resolve_in_flight(record)
                 self._assign(record)
 
@@ -472,7 +505,7 @@ class Supervisor:
         # Submitted calls whose hints the dead worker had taken (and the retries above).
         lib.lsca_shard_republish(shard)
 
-    def _on_worker_message(self, sock):
+    def _on_worker_message(self, sock, mask=None):
         try:
             data = sock.recv(65536)
         except OSError:
@@ -480,104 +513,91 @@ class Supervisor:
         if not data:
             return                      # the worker exited; SIGCHLD handles it
         message = json.loads(data)
+        record = self.clients.get(message.get("shard"))
+        if record is None:
+            return
         if message.get("op") == "released":
-            record = self.clients.get(message["shard"])
-            if record is not None:
-                self._free_client(record)
+            self._free_client(record)
+        elif message.get("op") == "revoked" and not record.releasing:
+            log.warning("pid %d is no longer uid %d (exec of a set-id image?): registration dropped",
+                        record.pid, record.uid)
+            self._revoke(record)
 
     def _least_loaded(self):
         load = {w: 0 for w in self.workers.values() if not getattr(w, "retiring", False)}
         for record in self.clients.values():
             if record.worker in load:
                 load[record.worker] += 1
-        return min(load, key=lambda w: (load[w], w.index))
+        room = [w for w in load if load[w] < lib.LSCA_WORKER_MAX_SHARDS]
+        return min(room, key=lambda w: (load[w], w.index)) if room else None
 
     # ---- registration ----
 
-    def _on_accept(self, listener):
-        try:
-            sock, _ = listener.accept()
-        except BlockingIOError:
-            return
-        sock.setblocking(False)
-        self.selector.register(sock, selectors.EVENT_READ, self._on_readable)
-        self.connections[sock] = Connection(sock)
+    def _on_peer_closed(self, peer):
+        if peer.session is not None:
+            peer.session.conn = None
+            self._maybe_finish(peer.session)
 
-    def _close_connection(self, conn):
-        self.selector.unregister(conn.sock)
-        self.connections.pop(conn.sock, None)
-        for fd in conn.fds:
-            os.close(fd)
-        if conn.session is not None:
-            conn.session.conn = None
-            self._maybe_finish(conn.session)
-        conn.sock.close()
+    def _reply(self, peer, message):
+        self.control.reply(peer, message)
 
-    def _on_readable(self, sock):
-        conn = self.connections[sock]
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(sock, 65536, 4)
-        except BlockingIOError:
-            return
-        except OSError:
-            data, fds = b"", []
-        conn.fds.extend(fds)
-        if not data:
-            self._close_connection(conn)
-            return
-        conn.buffer += data
-        if conn.buffer[:1] != b"{" and len(conn.buffer) < 4:
-            return
-        if conn.buffer[:4] == HELLO_PREFIX:
-            if len(conn.buffer) >= HELLO_SIZE:
-                self._on_hello(conn, conn.buffer[:HELLO_SIZE])
-                self._close_connection(conn)
-            return
-        if conn.buffer[:1] != b"{":
-            log.warning("dropping a connection that speaks neither the agent nor the session protocol")
-            self._close_connection(conn)
-            return
-        while b"\n" in conn.buffer and conn.sock.fileno() >= 0:
-            line, conn.buffer = conn.buffer.split(b"\n", 1)
-            self._on_request(conn, line)
-
-    def _reply(self, conn, message):
-        conn.sock.setblocking(True)
-        try:
-            conn.sock.sendall(json.dumps(message).encode() + b"\n")
-        except OSError:
-            pass
-        finally:
-            conn.sock.setblocking(False)
-
-    def _on_hello(self, conn, data):
-        pid_cred, uid, gid = struct.unpack("3i", conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    def _on_hello(self, peer, data):
+        """An agent registers its process. Who it is comes from the kernel only: the connector
+        (SO_PEERCRED), the sender of every byte of the hello (SCM_CREDENTIALS) and the
+        process's credentials now (admission.admit); the hello itself only names a session."""
         try:
             pid, session_token = parse_hello(data)
         except ValueError as e:
-            log.warning("refusing pid %d: %s", pid_cred, e)
-            return self._send_welcome(conn, errno.EPROTO)
-        if pid != pid_cred:
-            return self._send_welcome(conn, errno.EPERM)
-        if not admits(os.geteuid(), uid):
-            log.warning("refusing pid %d: uid %d is not this supervisor's", pid, uid)
-            return self._send_welcome(conn, errno.EACCES)
+            log.warning("refusing pid %d: %s", peer.pid, e)
+            return self._send_welcome(peer, errno.EPROTO)
+        if pid != peer.pid or peer.senders != {pid}:
+            # Sent on a connection it inherited, for another process (a set-uid one, say).
+            self.control.log_limited(("forged", peer.uid), "refusing a hello for pid %d sent by pid(s) %s "
+                                     "on a connection of pid %d (uid %d)", pid, sorted(peer.senders),
+                                     peer.pid, peer.uid)
+            return self._send_welcome(peer, errno.EPERM)
+        if peer.uid != 0 and self.per_uid_clients.get(peer.uid, 0) >= MAX_CLIENTS_PER_UID:
+            self.control.log_limited(("clients", peer.uid), "uid %d has %d processes registered (the limit): "
+                                     "pid %d runs natively", peer.uid, MAX_CLIENTS_PER_UID, pid)
+            return self._send_welcome(peer, errno.EAGAIN)
+        if self._least_loaded() is None:
+            self.control.log_limited("full", "every worker serves %d processes (the most it can): pid %d "
+                                     "runs natively", lib.LSCA_WORKER_MAX_SHARDS, pid)
+            return self._send_welcome(peer, errno.EAGAIN)
+        pidfd = procfd = -1
+        try:
+            pidfd = os.pidfd_open(pid)
+            procfd = open_proc_dir(pid, pidfd)
+            identity = admit(os.geteuid(), peer.uid, peer.gid, procfd)
+        except (OSError, Refused) as e:
+            for fd in (pidfd, procfd):
+                if fd >= 0:
+                    os.close(fd)
+            if e.errno in (errno.EPERM, errno.EACCES):
+                self.control.log_limited(("refused", peer.uid), "refusing pid %d (uid %d): %s", pid, peer.uid, e)
+            else:
+                log.debug("cannot serve pid %d: %s", pid, e)   # it exited while registering: normal
+            return self._send_welcome(peer, e.errno or errno.EIO)
         for record in list(self.clients.values()):
             if record.pid == pid and not record.releasing:
                 self._release(record)   # the same pid again: the process exec'd
+        session = self.sessions.get(session_token)
+        if session is not None and not session.admits(identity.uid):
+            log.warning("pid %d (uid %d) named the session of uid %d: not traced there", pid, identity.uid,
+                        session.uid)
+            session = None
         try:
-            record = self._new_client(pid, uid, gid, self.sessions.get(session_token))
+            record = self._new_client(pid, identity, pidfd, procfd, session)
         except OSError as e:
+            os.close(pidfd)
+            os.close(procfd)
             log.warning("cannot serve pid %d: %s", pid, e)
-            return self._send_welcome(conn, e.errno or errno.EIO)
-        self._send_welcome(conn, 0, record.shard.id, record.chan_client)
+            return self._send_welcome(peer, e.errno or errno.EIO)
+        if not self._send_welcome(peer, 0, record.shard.id, record.chan_client):
+            self._release(record)       # the agent gave up waiting: it runs natively
 
-    def _send_welcome(self, conn, status, shmid=-1, chan=None):
-        conn.sock.setblocking(True)
-        try:
-            socket.send_fds(conn.sock, [pack_welcome(status, self.pid, shmid)], [chan.fileno()] if chan else [])
-        except OSError:
-            pass
+    def _send_welcome(self, peer, status, shmid=-1, chan=None):
+        return self.control.send_once(peer, pack_welcome(status, self.pid, shmid), [chan.fileno()] if chan else [])
 
     # Every SysV object is created and removed here, so the registry always knows them.
 
@@ -599,14 +619,9 @@ class Supervisor:
         ipc.remove_semaphores(semid)
         self.registry.discard("sem", semid)
 
-    def _new_client(self, pid, uid, gid, session):
-        owner = (uid, gid) if os.geteuid() == 0 else (None, None)
+    def _new_client(self, pid, identity, pidfd, procfd, session):
+        owner = (identity.uid, identity.gid) if os.geteuid() == 0 else (None, None)
         shard = self._new_segment(*owner)
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:
-            self._drop_segment(shard)
-            raise
         worker = self._least_loaded()
         header = shard_header(shard.address)
         header.magic = MAGIC
@@ -615,12 +630,17 @@ class Supervisor:
         header.nslots = SLOTS
         header.client_pid = pid
         header.worker_sleeping = 1      # the first submit rings: the worker may be asleep
-        record = ClientRecord(self.next_shard_id, pid, uid, shard, pidfd, worker, session)
+        record = ClientRecord(self.next_shard_id, pid, identity, shard, pidfd, procfd, worker, session)
         # The channel new descriptors travel on: worker end, client end (sent in the welcome).
-        record.chan_worker, record.chan_client = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            record.chan_worker, record.chan_client = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            self._drop_segment(shard)
+            raise
         self.next_shard_id += 1
         self.clients[record.shard_id] = record
-        self.selector.register(pidfd, selectors.EVENT_READ, lambda fd, r=record: self._release(r))
+        self.per_uid_clients[identity.uid] = self.per_uid_clients.get(identity.uid, 0) + 1
+        self.selector.register(pidfd, selectors.EVENT_READ, lambda fd, mask, r=record: self._release(r))
         if session is not None:
             session.add(record)
         self._assign(record)
@@ -633,11 +653,13 @@ class Supervisor:
         header.worker_id = record.worker.index
         header.worker_sleeping = 1      # the new owner may be asleep: the next submit rings
         session = record.session
-        fds = {"chan": record.chan_worker.fileno(), "peer": record.chan_client.fileno()}
+        # The worker reaches the process only through these two, never by its pid number.
+        fds = {"chan": record.chan_worker.fileno(), "peer": record.chan_client.fileno(),
+               "pidfd": record.pidfd, "proc": record.procfd}
         if session is not None and session.trace_fd is not None:
             fds["trace"] = session.trace_fd
         message = {"op": "assign", "shard": record.shard_id, "shmid": record.shard.id,
-                   "pid": record.pid, "fds": list(fds),
+                   "pid": record.pid, "fds": list(fds), "identity": record.identity.to_json(),
                    "trace_mask": session.trace_mask if session is not None else 0}
         try:
             socket.send_fds(record.worker.sock, [json.dumps(message).encode()], list(fds.values()))
@@ -673,11 +695,17 @@ class Supervisor:
         if not record.releasing:
             self.selector.unregister(record.pidfd)
         os.close(record.pidfd)
+        os.close(record.procfd)
         del self.clients[record.shard_id]
+        left = self.per_uid_clients.get(record.uid, 1) - 1
+        if left:
+            self.per_uid_clients[record.uid] = left
+        else:
+            self.per_uid_clients.pop(record.uid, None)
         if record.session is not None:
             self._maybe_finish(record.session)
 
-    def _on_watched_exit(self, fd):
+    def _on_watched_exit(self, fd, mask=None):
         log.info("the process that started this supervisor exited: stopping")
         self.selector.unregister(fd)
         os.close(fd)
@@ -685,33 +713,37 @@ class Supervisor:
 
     # ---- sessions (lsca run) ----
 
-    def _on_request(self, conn, line):
-        try:
-            request = json.loads(line)
-            command = request["cmd"]
-        except (ValueError, KeyError, TypeError):
-            return self._reply(conn, {"error": "malformed request"})
+    def _on_request(self, peer, request):
+        command = request["cmd"]
         if command == "stats":
-            _pid, uid, _gid = struct.unpack("3i", conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-            if not stats_allowed(os.geteuid(), uid):
+            # The sender of this very message, not only the connector, must be allowed.
+            if not stats_allowed(os.geteuid(), peer.sender_uid):
                 who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()} and root"
-                return self._reply(conn, {"error": f"permission denied: uid {uid} may not read this "
-                                                   f"supervisor's statistics (only {who} may)"})
-            return self._reply(conn, {"stats": snapshot(self)})
+                return self._reply(peer, {"error": f"permission denied: uid {peer.sender_uid} may not read "
+                                                   f"this supervisor's statistics (only {who} may)"})
+            return self._reply(peer, {"stats": snapshot(self)})
         if command == "session":
-            if conn.session is not None:
-                return self._reply(conn, {"error": "this connection has a session already"})
+            if peer.session is not None:
+                return self._reply(peer, {"error": "this connection has a session already"})
+            trace_fd = None
+            if request.get("trace"):
+                if not peer.fds:
+                    return self._reply(peer, {"error": "a traced session needs its trace socket"})
+                trace_fd = peer.fds.pop(0)
+                if not _is_trace_socket(trace_fd):
+                    os.close(trace_fd)
+                    return self._reply(peer, {"error": "the trace descriptor must be an AF_UNIX SOCK_SEQPACKET socket"})
             token = secrets.token_hex(16)
-            trace_fd = conn.fds.pop(0) if request.get("trace") and conn.fds else None
-            conn.session = self.sessions[token] = Session(token, trace_fd, conn, _op_mask(request.get("trace_mask")))
-            return self._reply(conn, {"session": token})
-        if command == "end" and conn.session is not None:
-            conn.session.ending = True
-            for record in list(conn.session.records):
-                if _exited(record.pidfd):
+            peer.session = self.sessions[token] = Session(token, trace_fd, peer, _op_mask(request.get("trace_mask")),
+                                                          uid=peer.uid)
+            return self._reply(peer, {"session": token})
+        if command == "end" and peer.session is not None:
+            peer.session.ending = True
+            for record in list(peer.session.records):
+                if exited(record.pidfd):
                     self._release(record)
-            return self._maybe_finish(conn.session)
-        return self._reply(conn, {"error": f"unknown command {command!r}"})
+            return self._maybe_finish(peer.session)
+        return self._reply(peer, {"error": f"unknown command {command[:64]!r}"})
 
     def _maybe_finish(self, session):
         if session.conn is None and not session.records:
@@ -719,7 +751,7 @@ class Supervisor:
             session.close()
             return
         if session.ending and session.conn is not None and \
-                not any(r.releasing or _exited(r.pidfd) for r in session.records):
+                not any(r.releasing or exited(r.pidfd) for r in session.records):
             self._reply(session.conn, {"stats": session.stats()})
             session.ending = False
 
@@ -734,8 +766,24 @@ def admits(supervisor_uid, client_uid):
     return supervisor_uid == 0 or client_uid == supervisor_uid
 
 
-def _exited(pidfd):
+def _is_trace_socket(fd):
+    """The trace end a session gives us: workers send to it without waiting, so it must be a
+    Unix SOCK_SEQPACKET socket (not a pipe, a file or a tty that could hold a send)."""
     try:
-        return bool(select.select([pidfd], [], [], 0)[0])
-    except (OSError, ValueError):
-        return True
+        probe = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return False
+    try:
+        return probe.family == socket.AF_UNIX and probe.type == socket.SOCK_SEQPACKET
+    finally:
+        probe.close()
+
+
+def _raise_nofile_limit():
+    """Every connection and client holds descriptors: take the hard limit as the soft one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass

@@ -5,7 +5,8 @@ import os
 import signal
 import sys
 
-from lsca.settings import SUPERVISOR_SETTINGS, ConfigError, add_arguments, load_config
+from lsca.settings import SUPERVISOR_SETTINGS, ConfigError, add_arguments, default_socket, load_config
+from lsca.statedir import StateDirError, private_directory
 from lsca.supervisor.arbiter import Supervisor, SupervisorError
 
 
@@ -44,9 +45,11 @@ def main(argv=None):
                             worker_timeout=args.worker_timeout, config=args.config,
                             metrics_port=args.metrics_port, policy_path=args.policy)
     try:
+        if args.socket == default_socket():
+            private_directory()     # the default socket's directory: made, or refused unless ours
         supervisor.start()
         supervisor.run()
-    except SupervisorError as e:
+    except (SupervisorError, StateDirError) as e:
         print(f"lsca-supervisor: {e}", file=sys.stderr)
         return 1
     finally:

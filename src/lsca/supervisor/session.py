@@ -4,8 +4,9 @@ from collections import Counter
 
 
 class Session:
-    def __init__(self, token, trace_fd, conn, trace_mask=0):
+    def __init__(self, token, trace_fd, conn, trace_mask=0, uid=0):
         self.token = token
+        self.uid = uid                  # who opened it: only their processes (or root's) join
         self.trace_fd = trace_fd        # the stream workers send this session's records to
         self.trace_mask = trace_mask    # bit op: record that op's calls
         self.conn = conn                # the lsca run connection; None once it closed
@@ -18,6 +19,10 @@ class Session:
         self.declined = Counter()
         self.latency_ns = Counter()
         self.errors = Counter()
+
+    def admits(self, client_uid):
+        """A process's calls go only to its own user's sessions, or to root's."""
+        return self.uid == 0 or self.uid == client_uid
 
     def add(self, record):
         if self.first_pid is None:

@@ -1,5 +1,7 @@
 """What a worker knows of one client process: its shard, descriptors and counters."""
+import array
 import errno
+import logging
 import mmap
 import os
 import socket
@@ -11,35 +13,45 @@ from lsca.abi import SLOTS, ffi, lib, shard_slot
 from lsca.workers import pool
 from lsca.workers.fdcache import Declined, FdCache
 
+log = logging.getLogger("lsca.worker")
+
 # Scratch buffers for calls whose bytes travel by address; larger ones are mapped per call.
 SCRATCH_KEEP = 16 << 20
 
 
-def _program_name(pid):
+def _program_name(proc):
     try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
+        with open(f"{proc}/comm", "rb") as f:
             return f.read().rstrip(b"\n")[:15]
     except OSError:
         return b"?"
 
 
 class Client:
-    def __init__(self, shard_id, shmid, pid, session, chan=None, chan_peer=-1, worker=0):
+    def __init__(self, shard_id, shmid, pid, session, chan=None, chan_peer=-1, worker=0,
+                 pidfd=-1, procfd=-1, identity=None):
         self.shard_id = shard_id
-        self.pid = pid
+        self.pid = pid                  # for logs and records only: the process is reached by pidfd/procfd
         self.session = session
         self.shm = sysv_ipc.attach(shmid)
         self.address = self.shm.address
         self.shard = ffi.cast("void *", self.address)
         self.slots = [shard_slot(self.address, i) for i in range(SLOTS)]
-        self.pidfd = lib.lsca_pidfd_open(pid)
+        self.pidfd = pidfd              # from the supervisor, opened when the process registered
+        self.procfd = procfd            # /proc/PID of that very process (a reused pid is not it)
+        # "/proc/PID" for path lookups, through the bound descriptor's magic link.
+        self.proc = f"/proc/self/fd/{procfd}" if procfd >= 0 else "/nonexistent"
+        self.identity = identity        # lsca.supervisor.admission.Identity: never acted beyond
         self.chan = chan                # our end of the channel new descriptors travel on
         self.chan_peer = chan_peer      # a duplicate of the client's end, to recognise it
         # What the compiled path knows of this client: descriptor cache, trace stream.
         self.fast = lib.lsca_fast_new(self.shard, shard_id, pid, self.pidfd, chan_peer, worker)
         if self.fast == ffi.NULL:
             raise MemoryError("no memory for a client")
-        self.fast.comm = _program_name(pid)
+        if identity is not None and not identity.root and os.geteuid() == 0 and procfd >= 0:
+            # A root worker for a user's process: stop the moment it is no longer that user.
+            lib.lsca_fast_watch(self.fast, procfd, identity.uid, identity.gid)
+        self.fast.comm = _program_name(self.proc)
         self.fds = FdCache(self.fast)
         self.proc_dev = os.stat("/proc").st_dev
         self.held_records = {}          # slot -> record of a call whose descriptor numbers come later
@@ -47,9 +59,15 @@ class Client:
         self.closing = []               # descriptors the current call opened for itself
         self._scratch = None
 
+    @property
+    def revoked(self):
+        """The process stopped being the user who registered (see lsca_client_authorized)."""
+        return self.fast is not None and self.fast.revoked != 0
+
     def trace_to(self, fd, mask):
-        """Record the calls of the ops in mask (a 64-bit op mask) to the trace stream fd."""
-        lib.lsca_fast_set_trace(self.fast, fd, mask)
+        """Record the calls of the ops in mask (a 64-bit op mask) to the trace stream fd (ours
+        from now on). False when fd is not a Unix SOCK_SEQPACKET socket: closed, not traced."""
+        return lib.lsca_fast_set_trace(self.fast, fd, mask) == 0
 
     @property
     def tracing(self):
@@ -66,12 +84,21 @@ class Client:
         return ffi.from_buffer(self._scratch), self._scratch
 
     def send_fds(self, seq, fds):
+        """Queue new descriptors for the client, never waiting: a client that does not read its
+        channel fails its own call with EIO (the caller closes what it created). EIO, not
+        EMFILE: the call may have had its effect (a file created, a connection accepted), which
+        EMFILE would deny."""
         if self.chan is None:
             raise Declined("no descriptor channel")
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         try:
-            socket.send_fds(self.chan, [struct.pack("=Q", seq)], fds)
+            # sendmsg itself: socket.send_fds() takes flags but ignores them (CPython 3.11).
+            self.chan.sendmsg([struct.pack("=Q", seq)], rights, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            log.debug("pid %d does not read its descriptor channel: call %d fails with EIO", self.pid, seq)
+            raise OSError(errno.EIO, "descriptor channel full") from None
         except OSError as e:
-            raise OSError(errno.EIO, f"descriptor channel: {e.strerror}")
+            raise OSError(errno.EIO, f"descriptor channel: {e.strerror}") from None
 
     def close(self):
         if self.chan is not None:
@@ -83,9 +110,10 @@ class Client:
         if self.fast is not None:
             lib.lsca_fast_free(self.fast)   # its duplicates closed, its records sent
             self.fast = None
-        if self.pidfd >= 0:
-            os.close(self.pidfd)
-            self.pidfd = -1
+        for name in ("pidfd", "procfd"):
+            if getattr(self, name) >= 0:
+                os.close(getattr(self, name))
+                setattr(self, name, -1)
         try:
             self.shm.detach()
         except sysv_ipc.Error:

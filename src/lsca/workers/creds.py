@@ -30,10 +30,22 @@ class Creds:
         self.cap_prm = cap_prm
 
 
-def task_dir(pid, tid):
-    """/proc/PID/task/TID (tid comes from the shard, so it is untrusted: a tid that is not
-    a thread of PID has no entry there and read_creds falls back to the process)."""
-    return f"{PROC}/{pid}/task/{tid}" if tid > 0 else f"{PROC}/{pid}"
+def task_dir(client, tid):
+    """/proc/PID/task/TID of the client, through its bound /proc/PID descriptor (tid comes from
+    the shard, so it is untrusted: a tid that is not a thread of the client has no entry there
+    and read_creds falls back to the process)."""
+    return f"{client.proc}/task/{int(tid)}" if tid > 0 else client.proc
+
+
+def within_registration(creds, identity):
+    """True when a thread's credentials are no more than the identity its process registered
+    with. Root's registration covers anything (the thread's own credentials are taken per
+    call); a user's covers exactly that user: every uid and gid the same, no group it did not
+    have, no capability (a set-id or file-capability exec gives them, and ends the registration)."""
+    if identity is None or identity.uid == 0:
+        return True
+    return set(creds.uids) == {identity.uid} and set(creds.gids) == {identity.gid} and \
+        set(creds.groups) <= set(identity.groups) and creds.cap_eff == 0 and creds.cap_prm == 0
 
 
 def _field(status, name):
@@ -116,13 +128,17 @@ def identity():
 def acting_as(client, slot, in_cwd, real_ids=False):
     """Run the body as the client's calling thread: its cwd (when in_cwd), then its credentials."""
     me = identity()
-    task = task_dir(client.pid, slot.owner_tid)
+    task = task_dir(client, slot.owner_tid)
     try:
         try:
             creds = read_creds(task)
         except FileNotFoundError:
-            task = task_dir(client.pid, 0)
+            task = task_dir(client, 0)
             creds = read_creds(task)
+        # After the read: the credentials read were the registered process's (not a reused pid's).
+        if not within_registration(creds, client.identity) or not lib.lsca_client_authorized(client.fast):
+            client.fast.revoked = 1
+            raise Declined("the calling thread has more authority than its process registered with")
         if not me.same_root(task):
             raise Declined("chrooted client")
         if in_cwd:

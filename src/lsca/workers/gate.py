@@ -78,7 +78,7 @@ class Gate:
 
     def _uid(self, client, slot):
         try:
-            return read_creds(task_dir(client.pid, slot.owner_tid)).uids[0]
+            return read_creds(task_dir(client, slot.owner_tid)).uids[0]
         except (OSError, ValueError):
             return -1
 
@@ -139,7 +139,7 @@ def lexical_paths(client, slot):
     from lsca.workers.handlers_path import paths
     try:
         if slot.op in DESCRIPTOR_OPS:
-            return [os.fsencode(os.readlink(f"/proc/{client.pid}/fd/{_signed(slot.args[0])}"))]
+            return [os.fsencode(os.readlink(f"{client.proc}/fd/{_signed(slot.args[0])}"))]
         if slot.op not in PATH_OPS:
             return []
         count, first = PATH_NAMES.get(slot.op, (1, 0))
@@ -151,8 +151,8 @@ def lexical_paths(client, slot):
         out = []
         for name, dirfd in zip(names, dirfds):
             if not name.startswith(b"/"):
-                base = f"/proc/{client.pid}/task/{slot.owner_tid}/cwd" if dirfd == AT_FDCWD else \
-                       f"/proc/{client.pid}/fd/{dirfd}"
+                base = f"{task_dir(client, slot.owner_tid)}/cwd" if dirfd == AT_FDCWD else \
+                       f"{client.proc}/fd/{dirfd}"
                 name = os.path.join(os.fsencode(os.readlink(base)), name)
             out.append(os.path.normpath(name))
         return out

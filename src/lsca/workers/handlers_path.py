@@ -104,13 +104,36 @@ def h_openat(client, slot):
                 raise Declined("opening a FIFO waits for its other end")
             if stat.S_ISCHR(mode_bits) and _char_major(base, path, flags) in TTY_MAJORS:
                 raise Declined("a terminal: controlling-tty rules are the program's")
-        fd = check(lib.lsca_do_openat(base, path, flags, mode))
+        fd = _open_without_waiting(base, path, flags, mode)
     try:
         if client.gate is not None and client.gate.covers(slot.op) and not flags & os.O_PATH:
             client.gate.check(client, slot, [fd_path(fd)], again=True)   # what it opened, once more
         return send_new_fds(client, slot, [fd])
     finally:
         os.close(fd)
+
+
+def _open_without_waiting(base, path, flags, mode):
+    """The open, never waiting in this worker: the name may have been swapped for a FIFO or a
+    terminal since it was looked at (a client can race that), so open non-blocking and without
+    taking a controlling tty, look at what was opened, and hand back what would wait."""
+    fd = lib.lsca_do_openat(base, path, flags | O_NONBLOCK | os.O_NOCTTY, mode)
+    if fd < 0:
+        if ffi.errno in (errno.EAGAIN, errno.EWOULDBLOCK) and not flags & O_NONBLOCK:
+            raise Declined("the open would wait (a lease)")
+        check(fd)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISFIFO(st.st_mode) and not flags & O_NONBLOCK:
+            raise Declined("opening a FIFO waits for its other end")
+        if stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in TTY_MAJORS:
+            raise Declined("a terminal: controlling-tty rules are the program's")
+        if not flags & O_NONBLOCK and not flags & os.O_PATH:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _char_major(base, path, flags):

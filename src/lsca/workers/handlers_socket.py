@@ -41,7 +41,7 @@ def _payload_out(client, slot, length):
     if slot.xfer != lib.LSCA_XFER_REMOTE or length > REMOTE_MAX:
         raise Declined("too large to move") if length > REMOTE_MAX else OSError(errno.EINVAL, "bad transfer mode")
     ptr, pool.local.keep = client.scratch(length)
-    check(lib.lsca_remote_read(client.pid, ptr, slot.remote_addr, length))
+    check(lib.lsca_client_read(client.fast, ptr, slot.remote_addr, length))
     return ptr
 
 
@@ -81,7 +81,7 @@ def _receive(client, slot, call):
         addr = ffi.new("char[]", ADDR_MAX)
         n = check(call(entry.fd, ptr, length, addr, addrlen, flags))
         if n > 0:
-            check(lib.lsca_remote_write(client.pid, ptr, slot.remote_addr, min(n, length)))
+            check(lib.lsca_client_write(client.fast, ptr, slot.remote_addr, min(n, length)))
     if want_addr:
         ffi.memmove(slot.data, addr, min(addrlen[0], ADDR_MAX))
     slot.new_fds[0] = addrlen[0]

@@ -21,6 +21,7 @@ from lsca.workers.client import Client
 from lsca.workers.fdcache import Declined, FdEntry
 from lsca.workers.pool import Blocking, BlockingPool, install_interrupt_handler
 from lsca.policy import Policy
+from lsca.supervisor.admission import Identity
 from lsca.workers.gate import DESCRIPTOR_OPS, Gate, descriptor_paths, lexical_paths
 from lsca.workers.handlers import HANDLERS
 
@@ -32,6 +33,10 @@ PASSTHROUGH = lib.LSCA_STATUS_PASSTHROUGH
 CONTROL_EVERY_S = 0.01       # while busy, read the supervisor's messages this often
 TURN_NS = 10_000_000         # the compiled loop hands back at least this often
 TURN_CANCELLING_NS = 1_000_000
+# Records a trace reader has not taken are retried this soon while it takes some, backing
+# off to the longest while it takes none (sends never wait for a reader).
+TRACE_RETRY_MS = (1, 50)
+EXIT_FLUSH_S = 1.0           # at exit, released clients' records get this long to go
 ALL_OPS = (1 << OP_MAX) - 1
 
 
@@ -71,6 +76,7 @@ class Worker:
         self.gate = Gate(Policy.from_json(self.policy_json)) if self.policy_json else None
         self.clients = {}               # ctx index -> Client
         self.by_shard = {}              # supervisor shard id -> ctx index
+        self.trace_retry_ms = TRACE_RETRY_MS[0]
         if self.row is None:
             self.row = ffi.new("struct lsca_worker_status *")
         elif ffi.typeof(self.row).kind == "struct":
@@ -95,14 +101,16 @@ class Worker:
                     self.dispatch(got, shard_index, slot_index)
                     now = time.monotonic()
                     if now >= next_control:
+                        self.report_revoked()
+                        self.send_records()
                         self.read_control()
                         next_control = now + CONTROL_EVERY_S
                     continue
                 # Idle after spinning: send records, let go of client files, read messages, sleep.
+                self.report_revoked()
                 for client in self.clients.values():
-                    self.flush_held_records(client)
-                    lib.lsca_trace_flush(client.fast, 0)
                     client.fds.clear()
+                retry_ms = self.send_records()
                 self.read_control()
                 if os.getppid() != self.supervisor_pid:
                     log.warning("worker %d: supervisor is gone, exiting", self.index)
@@ -110,6 +118,8 @@ class Worker:
                     break
                 # Short sleeps while a blocked call is being interrupted (it may need another signal).
                 sleep_ms = 5 if self.pool.cancelling else self.sleep_ms
+                if retry_ms:
+                    sleep_ms = min(sleep_ms, retry_ms)
                 if self.alive:
                     self.dispatch(lib.lsca_worker_run(self.ctx, self.fast, self.row, self.spin_ns, sleep_ms,
                                                       TURN_NS, shard_index, slot_index),
@@ -123,6 +133,7 @@ class Worker:
             self.pool.stop()
             for client in self.clients.values():
                 client.close()
+            self.last_records()
 
     def serve(self, index, i):
         client = self.clients.get(index)
@@ -214,6 +225,31 @@ class Worker:
             self.cancel(shard_index[0], slot_index[0])
         return got
 
+    def send_records(self):
+        """Send what the trace readers take now, never waiting for one. Returns the ms until
+        the next try when records wait (sooner while the readers make progress), else 0."""
+        before = lib.lsca_trace_progress()
+        waiting = 0
+        for client in self.clients.values():
+            self.flush_held_records(client)
+            waiting += lib.lsca_trace_flush(client.fast)
+        waiting += lib.lsca_trace_leftovers(0)
+        fastest, slowest = TRACE_RETRY_MS
+        if not waiting:
+            self.trace_retry_ms = fastest
+            return 0
+        progress = lib.lsca_trace_progress() != before
+        self.trace_retry_ms = fastest if progress else min(slowest, 2 * self.trace_retry_ms)
+        return self.trace_retry_ms
+
+    def last_records(self):
+        """At exit: released clients' records get a short, bounded chance; the rest are counted
+        as dropped."""
+        deadline = time.monotonic() + EXIT_FLUSH_S
+        while lib.lsca_trace_leftovers(0) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        lib.lsca_trace_leftovers(1)
+
     def flush_held_record(self, client, i):
         """The record of a descriptor-creating call, now with the numbers the client got."""
         data = bytearray(client.held_records.pop(i))
@@ -236,7 +272,7 @@ class Worker:
     def read_control(self):
         while True:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self.control, 65536, 4)
+                data, fds, _flags, _addr = socket.recv_fds(self.control, 65536, 8)
             except BlockingIOError:
                 return
             except OSError:
@@ -252,10 +288,14 @@ class Worker:
         index = next(i for i in range(MAX_SHARDS) if i not in self.clients)
         named = dict(zip(message.get("fds", []), fds))
         chan = socket.socket(fileno=named["chan"]) if "chan" in named else None
+        identity = Identity.from_json(message["identity"]) if "identity" in message else None
         client = Client(message["shard"], message["shmid"], message["pid"],
-                        message.get("session", ""), chan, named.get("peer", -1), self.index)
-        if "trace" in named:
-            client.trace_to(named["trace"], int(message.get("trace_mask", -1)) & ALL_OPS)
+                        message.get("session", ""), chan, named.get("peer", -1), self.index,
+                        pidfd=named.get("pidfd", -1), procfd=named.get("proc", -1), identity=identity)
+        client.fast.row = self.row      # counts the records its reader never gets
+        if "trace" in named and not client.trace_to(named["trace"], int(message.get("trace_mask", -1)) & ALL_OPS):
+            log.debug("worker %d: pid %d: the trace descriptor is not a Unix SOCK_SEQPACKET socket: not traced",
+                      self.index, message["pid"])
         self.clients[index] = client
         self.fast[index] = client.fast
         self.apply_gate(client)
@@ -277,8 +317,17 @@ class Worker:
             self.pool.drain(message["shard"])
             client = self.clients.pop(index)
             self.flush_held_records(client, all=True)
-            client.close()              # its records are sent before we say released
+            client.close()              # what its reader does not take now goes on from the leftovers
         self.send({"op": "released", "shard": message["shard"]})
+
+    def report_revoked(self):
+        """Clients that stopped being the user they registered as: the supervisor drops them."""
+        for client in self.clients.values():
+            if client.revoked and not getattr(client, "revoke_sent", False):
+                client.revoke_sent = True
+                log.warning("worker %d: pid %d is no longer uid %d: its calls are not served",
+                            self.index, client.pid, client.identity.uid if client.identity else -1)
+                self.send({"op": "revoked", "shard": client.shard_id})
 
     def on_policy(self, message, fds):
         """A reloaded policy (the supervisor validated it): in force from the next call."""
