@@ -42,8 +42,10 @@ Outcomes on main before the fixes of issue 9 (ff6abf2), for the record:
   of the whole buffer per 64 KiB received), the connection never closed.
 - (not in issue 9's list) an open raced against a FIFO swapped in under its name: the
   worker's main thread waited in fifo_open for a writer, every other client of that worker
-  with it, until the heartbeat timeout replaced the worker; the fixes in progress do not
-  change that yet.
+  with it, until the heartbeat timeout replaced the worker.
+- (not in issue 9's list) truncate(2) of a file the attacker holds a lease on: the worker
+  waited the lease-break time (45 s) and was replaced; truncate being safe to retry, the
+  new worker waited again.
 
 Pid reuse (a registered pid that exits and comes back as a more privileged process) is
 not attacked here: pid_max is small on this machine, but the supervisor releases a shard
@@ -657,6 +659,44 @@ def test_fifo_swapped_in_under_an_open_stalls_no_worker(world, root_supervisor, 
             except OSError:
                 pass
         shutil.rmtree(race_dir, ignore_errors=True)
+
+
+LEASE_TRUNCATE = r"""
+import fcntl, json, os, signal
+signal.signal(signal.SIGIO, signal.SIG_IGN)        # the lease is never given up
+open("leased", "w").close()
+fd = os.open("leased", os.O_RDONLY)
+fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+print(json.dumps({"leased": True}), flush=True)
+try:
+    os.truncate("leased", 0)                        # waits for our own lease to break
+    print(json.dumps({"truncated": True}), flush=True)
+except OSError as e:
+    print(json.dumps({"error": e.errno}), flush=True)
+"""
+
+
+def test_truncate_of_a_leased_file_stalls_no_worker(world, root_supervisor, procs):
+    """nobody holds a read lease on a file and, under the agent, truncates it: truncate waits
+    for the lease to break (45 s), which nobody gives up. Natively only the caller waits; the
+    worker must hand the call back and keep serving the others, with no worker replaced.
+    (Not in issue 9's list: found writing these tests.)"""
+    sup = root_supervisor()
+    lease_dir = public_dir("lsca-hostile-lease-", owner=NOBODY)
+    try:
+        env = user_env(LD_PRELOAD=world["agent"], LSCA_SOCKET=sup.socket, LSCA_REQUIRED="1")
+        attack = procs.start([SYSTEM_PYTHON, "-c", LEASE_TRUNCATE], uid=NOBODY, env=env, cwd=lease_dir)
+        lines = Lines(attack)
+        leased = lines.until(lambda line: "leased" in line or "error" in line)
+        honest = honest_served(world, sup, procs)
+        same = sup.same_processes()
+        observed = {"attacker": lines.seen, "honest": honest, "same processes": same, "log": sup.log()[-2000:]}
+        print(explain(observed))
+        assert leased is not None and "leased" in leased, explain(observed)
+        assert not honest, explain(observed)
+        assert same, explain(observed)
+    finally:
+        shutil.rmtree(lease_dir, ignore_errors=True)
 
 
 # ---- 6. planted state directory, fake supervisor ----
