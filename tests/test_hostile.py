@@ -234,11 +234,14 @@ def world():
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
-def suid():
-    """programs/hostile_suid.c installed set-uid root (4750 root:nogroup) next to "victim", a
-    root-only file (0600) holding a random secret, in a directory (0750 root:nogroup) on a
-    filesystem that honours set-uid bits."""
+@pytest.fixture(params=["setuid-root", "file-capability"])
+def suid(request):
+    """programs/hostile_suid.c installed set-uid root (4750 root:nogroup), or instead with a
+    file capability that lets it read any file (cap_dac_read_search+ep: its uids stay
+    nobody's), next to "victim", a root-only file (0600) holding a random secret, in a
+    directory (0750 root:nogroup) on a filesystem that honours set-uid bits."""
+    if request.param == "file-capability" and not shutil.which("setcap"):
+        pytest.skip("setcap (libcap2-bin) is not installed")
     base = tempfile.mkdtemp(prefix="lsca-hostile-suid-", dir="/tmp")
     try:
         if os.statvfs(base).f_flag & os.ST_NOSUID:
@@ -248,7 +251,11 @@ def suid():
         binary = os.path.join(base, "suid")
         subprocess.run(["gcc", "-O2", "-Wall", "-o", binary, os.path.join(PROGRAMS, "hostile_suid.c")], check=True)
         os.chown(binary, 0, NOBODY)
-        os.chmod(binary, 0o4750)
+        if request.param == "setuid-root":
+            os.chmod(binary, 0o4750)
+        else:
+            os.chmod(binary, 0o750)
+            subprocess.run(["setcap", "cap_dac_read_search+ep", binary], check=True)
         victim = os.path.join(base, "victim")
         secret = b"LSCA-SECRET-" + secrets.token_hex(16).encode() + b"\n"
         with open(victim, "wb") as f:
@@ -697,6 +704,29 @@ def test_truncate_of_a_leased_file_stalls_no_worker(world, root_supervisor, proc
         assert same, explain(observed)
     finally:
         shutil.rmtree(lease_dir, ignore_errors=True)
+
+
+def test_registrations_beyond_the_per_user_cap_are_refused_clearly(world, root_supervisor, procs):
+    """nobody registers more processes than --max-clients-per-uid allows: the ones beyond are
+    refused (LSCA_REQUIRED=1: exit 126 with one line; without it they run natively), the
+    refusal is logged naming the user and the setting, and another user is served."""
+    sup = root_supervisor(extra=["--max-clients-per-uid", "2"])
+    agent_env = user_env(LD_PRELOAD=world["agent"], LSCA_SOCKET=sup.socket, LSCA_REQUIRED="1")
+    holders = [procs.start([world["hostile"], "registered-wait"], uid=NOBODY, env=agent_env) for _ in range(2)]
+    infos = [Lines(holder).next() for holder in holders]
+    refused = subprocess.run(["/bin/true"], env=agent_env, capture_output=True, timeout=30, **as_user(NOBODY))
+    native = subprocess.run(["/bin/echo", "native"], env={**agent_env, "LSCA_REQUIRED": "0"},
+                            capture_output=True, timeout=30, **as_user(NOBODY))
+    honest = honest_served(world, sup, procs)
+    observed = {"holders": infos, "refused": (refused.returncode, refused.stderr), "native": native.stdout,
+                "honest": honest, "log": sup.log()[-2000:]}
+    print(explain(observed))
+    assert all(info and info.get("registered") for info in infos), explain(observed)
+    assert refused.returncode == 126 and len(refused.stderr.splitlines()) == 1, explain(observed)
+    assert native.returncode == 0 and native.stdout == b"native\n", explain(observed)
+    assert re.search(r"uid 65534 has 2 processes registered .*--max-clients-per-uid", sup.log()), explain(observed)
+    assert not honest, explain(observed)
+    assert sup.same_processes(), explain(observed)
 
 
 # ---- 6. planted state directory, fake supervisor ----

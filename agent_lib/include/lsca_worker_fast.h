@@ -86,8 +86,8 @@ enum lsca_outcome {
 
 struct lsca_client_fast *lsca_fast_new(void *shard, int shard_id, int pid, int pidfd, int agent_fd,
                                        unsigned worker);
-/* Serve this client only while it is the registered user: before acting on its descriptors
- * or memory and after reading them, /proc/PID must still show uid/gid as its owner (the
+/* Serve this client only while it is the registered user: when taking one of its descriptors
+ * and around every move of its memory, /proc/PID/status must still show uid/gid as its owner (the
  * kernel shows root there once the process exec'd a set-uid, set-gid or file-capability
  * image, made itself undumpable, or exited — after which its pid could name another process).
  * proc_fd stays the caller's. */

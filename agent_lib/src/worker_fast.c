@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -131,8 +132,10 @@ int lsca_client_authorized(struct lsca_client_fast *c)
     if (!__atomic_load_n(&c->revoked, __ATOMIC_RELAXED)) {
         if (c->proc_fd < 0)
             return 1;
-        /* The owner of /proc/PID is computed at each stat: euid/egid while dumpable, else root. */
-        if (fstat(c->proc_fd, &st) == 0 && st.st_uid == c->owner_uid && st.st_gid == c->owner_gid)
+        /* The owner of /proc/PID/status is computed at each lookup: euid/egid while the process
+         * is dumpable, else root (not so for the directory itself); ENOENT once it is gone. */
+        if (fstatat(c->proc_fd, "status", &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_uid == c->owner_uid &&
+            st.st_gid == c->owner_gid)
             return 1;
         __atomic_store_n(&c->revoked, 1, __ATOMIC_RELAXED);
     }
@@ -193,10 +196,10 @@ int lsca_fd_get(struct lsca_client_fast *c, int64_t client_fd, struct lsca_fd_en
     }
     cached = &c->fds[client_fd % LSCA_FDTAB_SIZE];
     if (cached->fd >= 0 && cached->client_fd == client_fd) {
-        /* kcmp goes by pid: the check after it says that pid was still the registered process. */
+        /* The same file we took while the process was the user: acting on it gives nothing the
+         * user did not have (even if it exec'd a set-id image since, or its pid now names a
+         * process that got this very file from it), so no authority check on this path. */
         if (lsca_kcmp_file(c->pid, c->my_pid, (int)client_fd, cached->fd) == 0) {
-            if (!lsca_client_authorized(c))
-                return -1;
             *out = *cached;
             return 0;
         }

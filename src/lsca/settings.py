@@ -73,18 +73,25 @@ METRICS_PORT = Setting("metrics_port", "--metrics-port", port_number, None,
 POLICY = Setting("policy", "--policy", str, None,
                  "TOML policy file: which proxied calls are allowed, denied (with an errno) or "
                  "logged; HUP reads it again, a bad file is refused and the old policy stays", "FILE")
+MAX_CLIENTS_PER_UID = Setting("max_clients_per_uid", "--max-clients-per-uid", positive_int, 1024,
+                              "processes of one non-root user registered at once; more run natively "
+                              "(or exit 126 with LSCA_REQUIRED=1), and the refusal is logged (default: "
+                              "%(default)s)", "N")
+MAX_CONNECTIONS_PER_UID = Setting("max_connections_per_uid", "--max-connections-per-uid", positive_int, 256,
+                                  "connections of one non-root user open at once on the socket; more are "
+                                  "closed at once, and that is logged (default: %(default)s)", "N")
 EXIT_WITH = Setting("exit_with", "--exit-with", positive_int, None,
                     "stop when this process exits (used by 'lsca run')", "PID", hidden=True)
 
 CONFIG = Setting("config", "--config", str, None,
                  "TOML file of settings (workers, worker_spin_us, worker_timeout, log_level, "
-                 "metrics_port); command-line flags win over it; HUP reads it again (metrics_port "
+                 "max_clients_per_uid, max_connections_per_uid, metrics_port); command-line flags win over it; HUP reads it again (metrics_port "
                  "changes at restart only)", "FILE")
 
 SUPERVISOR_SETTINGS = [WORKERS, SOCKET, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL, METRICS_PORT, POLICY,
-                       CONFIG, EXIT_WITH]
+                       MAX_CLIENTS_PER_UID, MAX_CONNECTIONS_PER_UID, CONFIG, EXIT_WITH]
 # What a configuration file may set (and a HUP may change).
-RELOADABLE = [WORKERS, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL]
+RELOADABLE = [WORKERS, WORKER_SPIN_US, WORKER_TIMEOUT, LOG_LEVEL, MAX_CLIENTS_PER_UID, MAX_CONNECTIONS_PER_UID]
 # What a configuration file may set: the reloadable ones, and those read at start only.
 CONFIG_FILE_SETTINGS = RELOADABLE + [METRICS_PORT]
 

@@ -10,6 +10,8 @@ import errno
 import os
 import select
 
+from lsca.identity import Identity
+
 PROC = "/proc"
 
 
@@ -19,28 +21,6 @@ class Refused(Exception):
     def __init__(self, errno_value, reason):
         super().__init__(reason)
         self.errno = errno_value
-
-
-class Identity:
-    """The authority captured at registration: uid, gid and supplementary groups."""
-
-    __slots__ = ("uid", "gid", "groups")
-
-    def __init__(self, uid, gid, groups):
-        self.uid = uid
-        self.gid = gid
-        self.groups = tuple(sorted(groups))
-
-    @property
-    def root(self):
-        return self.uid == 0
-
-    def to_json(self):
-        return {"uid": self.uid, "gid": self.gid, "groups": list(self.groups)}
-
-    @classmethod
-    def from_json(cls, value):
-        return cls(int(value["uid"]), int(value["gid"]), [int(g) for g in value["groups"]])
 
 
 def exited(pidfd):
@@ -87,9 +67,13 @@ def read_status(procfd):
 
 
 def dump_owner(procfd):
-    """(uid, gid) the kernel shows as the owner of /proc/PID: the process's euid/egid while it
-    is dumpable; root once it exec'd a set-uid/set-gid/file-capability image (or is gone)."""
-    st = os.fstat(procfd)
+    """(uid, gid) the kernel shows as the owner of /proc/PID/status: the process's euid/egid
+    while it is dumpable, root once it exec'd a set-uid/set-gid/file-capability image or made
+    itself undumpable (the directory itself always shows euid/egid); (0, 0) once it is gone."""
+    try:
+        st = os.stat("status", dir_fd=procfd, follow_symlinks=False)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0, 0
     return st.st_uid, st.st_gid
 
 

@@ -4,6 +4,8 @@ Modelled on gunicorn's arbiter: the OS signal handler only queues the signal;
 the main loop waits for events (with a timeout), dispatches queued signals to
 handle_<name> methods, and keeps the worker count at its target.
 """
+import array
+import collections
 import errno
 import json
 import logging
@@ -35,7 +37,6 @@ STOP_TIMEOUT_S = 5.0
 TICK_S = 1.0
 KILL_GRACE_S = 2.0          # between SIGABRT and SIGKILL for a worker that stopped heartbeating
 PUBLISH_S = 1.0             # how often the main loop publishes a snapshot for --metrics-port
-MAX_CLIENTS_PER_UID = 1024  # registered processes of one non-root uid (each holds a shard and 4 descriptors)
 
 # Calls a replacement worker may run again when the one executing them died: running
 # them twice gives the same result. Anything else that was executing fails with EIO.
@@ -80,7 +81,8 @@ class Supervisor:
     SIG_NAMES = {sig: sig.name[3:].lower() for sig in SIGNALS}
 
     def __init__(self, socket_path, workers, worker_spin_us=200, exit_with=None, sleep_ms=1000,
-                 worker_timeout=30.0, config=None, metrics_port=None, policy_path=None):
+                 worker_timeout=30.0, config=None, metrics_port=None, policy_path=None,
+                 max_clients_per_uid=1024, max_connections_per_uid=256):
         self.socket_path = socket_path
         self.config = config
         self.worker_timeout = worker_timeout
@@ -92,6 +94,7 @@ class Supervisor:
         self.clients = {}               # shard id -> ClientRecord
         self.sessions = {}              # token -> Session
         self.per_uid_clients = {}       # uid -> registered processes
+        self.max_clients_per_uid = max_clients_per_uid    # each holds a shard and 4 descriptors here
         self.next_shard_id = 1
         self.sig_queue = []
         self.stopping = False
@@ -102,6 +105,7 @@ class Supervisor:
         self.doorbells = []
         self.selector = selectors.DefaultSelector()
         self.control = ControlServer(self.selector, self._on_hello, self._on_request, self._on_peer_closed)
+        self.control.max_peers_per_uid = max_connections_per_uid
         self.exited = ExitedClients()   # counts of clients that are gone (statistics)
         self.metrics_port = metrics_port
         self.policy_path = policy_path
@@ -208,11 +212,7 @@ class Supervisor:
             for pid in list(self.workers):
                 os.kill(pid, signal.SIGKILL)
         for worker in list(self.workers.values()):
-            try:
-                worker.sock.send(json.dumps({"op": "stop"}).encode())
-            except OSError:
-                pass
-            ring(worker)
+            self._tell(worker, {"op": "stop"})
             try:
                 os.kill(worker.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -224,7 +224,9 @@ class Supervisor:
         for pid in list(self.workers):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            self.workers.pop(pid).sock.close()
+            worker = self.workers.pop(pid)
+            worker.sock.close()
+            self._drop_outbox(worker)
         for record in list(self.clients.values()):
             # Nobody will answer: calls in flight fail with EIO, later ones run natively.
             lib.lsca_shard_fail_all(ffi.cast("void *", record.shard.address))
@@ -357,6 +359,8 @@ class Supervisor:
             logging.getLogger().setLevel(values["log_level"])
         if "worker_timeout" in values:
             self.worker_timeout = values["worker_timeout"]
+        self.max_clients_per_uid = values.get("max_clients_per_uid", self.max_clients_per_uid)
+        self.control.max_peers_per_uid = values.get("max_connections_per_uid", self.control.max_peers_per_uid)
         if values.get("metrics_port", self.metrics_port) != self.metrics_port:
             log.warning("HUP: metrics_port changes at restart only; still serving on %s", self.metrics_port)
         if "worker_spin_us" in values:
@@ -377,13 +381,9 @@ class Supervisor:
             log.error("HUP: policy %s; keeping the policy in force", e)
             return
         self.policy = policy
-        message = json.dumps({"op": "policy", "policy": policy.to_json()}).encode()
         for worker in self.workers.values():
-            try:
-                worker.sock.send(message)
-                ring(worker)
-            except OSError as e:
-                log.error("cannot reach worker %d: %s", worker.index, e)
+            if not self._tell(worker, {"op": "policy", "policy": policy.to_json()}):
+                log.error("cannot reach worker %d", worker.index)
         log.warning("HUP: %s", policy.describe())
 
     def handle_ttin(self):
@@ -399,11 +399,7 @@ class Supervisor:
         worker = max((w for w in self.workers.values() if not w.retiring), key=lambda w: w.index)
         log.info("TTOU: retiring worker %d", worker.index)
         worker.retiring = True
-        try:
-            worker.sock.send(json.dumps({"op": "stop"}).encode())
-        except OSError:
-            pass
-        ring(worker)
+        self._tell(worker, {"op": "stop"})
 
     def handle_chld(self):
         self._reap_workers()
@@ -443,8 +439,10 @@ class Supervisor:
         worker.pid = pid
         row.pid = pid
         worker.sock = parent_sock
+        worker.outbox = collections.deque()     # messages the worker's socket did not take yet
+        parent_sock.setblocking(False)
         self.workers[pid] = worker
-        self.selector.register(parent_sock, selectors.EVENT_READ, self._on_worker_message)
+        self.selector.register(parent_sock, selectors.EVENT_READ, self._on_worker_event)
         log.info("worker %d started, pid %d", index, pid)
         return worker
 
@@ -461,6 +459,7 @@ class Supervisor:
                 continue
             self.selector.unregister(worker.sock)
             worker.sock.close()
+            self._drop_outbox(worker)
             if self.stopping:
                 continue
             orphans = [r for r in self.clients.values() if r.worker is worker]
@@ -505,9 +504,54 @@ class Supervisor:
         # Submitted calls whose hints the dead worker had taken (and the retries above).
         lib.lsca_shard_republish(shard)
 
-    def _on_worker_message(self, sock, mask=None):
+    def _tell(self, worker, message, fds=()):
+        """Send a worker a message and ring it, never waiting: a worker stuck in a call (a file
+        system that hangs, say) must not stop this loop. What its socket does not take now waits,
+        in order, in its outbox. False when the worker cannot be reached any more."""
+        if worker.sock.fileno() < 0:
+            return False
+        worker.outbox.append((json.dumps(message).encode(), [os.dup(fd) for fd in fds]))
+        reachable = self._flush_outbox(worker)
+        ring(worker)
+        return reachable
+
+    def _flush_outbox(self, worker):
+        while worker.outbox:
+            data, fds = worker.outbox[0]
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            try:
+                worker.sock.sendmsg([data], ancillary, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                log.error("cannot reach worker %d: %s", worker.index, e.strerror)
+                self._drop_outbox(worker)
+                return False
+            worker.outbox.popleft()
+            for fd in fds:
+                os.close(fd)
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if worker.outbox else 0)
+        if self.selector.get_key(worker.sock).events != events:
+            self.selector.modify(worker.sock, events, self._on_worker_event)
+        return True
+
+    def _drop_outbox(self, worker):
+        while worker.outbox:
+            for fd in worker.outbox.popleft()[1]:
+                os.close(fd)
+
+    def _on_worker_event(self, sock, mask=selectors.EVENT_READ):
+        worker = next((w for w in self.workers.values() if w.sock is sock), None)
+        if worker is not None and mask & selectors.EVENT_WRITE:
+            self._flush_outbox(worker)
+        if mask & selectors.EVENT_READ:
+            self._on_worker_message(sock)
+
+    def _on_worker_message(self, sock):
         try:
             data = sock.recv(65536)
+        except BlockingIOError:
+            return
         except OSError:
             data = b""
         if not data:
@@ -556,9 +600,10 @@ class Supervisor:
                                      "on a connection of pid %d (uid %d)", pid, sorted(peer.senders),
                                      peer.pid, peer.uid)
             return self._send_welcome(peer, errno.EPERM)
-        if peer.uid != 0 and self.per_uid_clients.get(peer.uid, 0) >= MAX_CLIENTS_PER_UID:
-            self.control.log_limited(("clients", peer.uid), "uid %d has %d processes registered (the limit): "
-                                     "pid %d runs natively", peer.uid, MAX_CLIENTS_PER_UID, pid)
+        if peer.uid != 0 and self.per_uid_clients.get(peer.uid, 0) >= self.max_clients_per_uid:
+            self.control.log_limited(("clients", peer.uid), "uid %d has %d processes registered (the limit, "
+                                     "--max-clients-per-uid): pid %d runs natively", peer.uid,
+                                     self.max_clients_per_uid, pid)
             return self._send_welcome(peer, errno.EAGAIN)
         if self._least_loaded() is None:
             self.control.log_limited("full", "every worker serves %d processes (the most it can): pid %d "
@@ -661,11 +706,7 @@ class Supervisor:
         message = {"op": "assign", "shard": record.shard_id, "shmid": record.shard.id,
                    "pid": record.pid, "fds": list(fds), "identity": record.identity.to_json(),
                    "trace_mask": session.trace_mask if session is not None else 0}
-        try:
-            socket.send_fds(record.worker.sock, [json.dumps(message).encode()], list(fds.values()))
-        except OSError as e:
-            log.error("cannot reach worker %d: %s", record.worker.index, e)
-        ring(record.worker)
+        self._tell(record.worker, message, fds.values())
 
     def _release(self, record):
         """The client is gone (or exec'd): its worker lets go, then we free the shard."""
@@ -673,13 +714,8 @@ class Supervisor:
             return
         record.releasing = True
         self.selector.unregister(record.pidfd)
-        if record.worker.pid in self.workers:
-            try:
-                record.worker.sock.send(json.dumps({"op": "release", "shard": record.shard_id}).encode())
-                ring(record.worker)
-                return
-            except OSError:
-                pass
+        if record.worker.pid in self.workers and self._tell(record.worker, {"op": "release", "shard": record.shard_id}):
+            return
         self._free_client(record)
 
     def _free_client(self, record):

@@ -43,7 +43,9 @@ def main(argv=None):
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     supervisor = Supervisor(args.socket, args.workers, args.worker_spin_us, args.exit_with,
                             worker_timeout=args.worker_timeout, config=args.config,
-                            metrics_port=args.metrics_port, policy_path=args.policy)
+                            metrics_port=args.metrics_port, policy_path=args.policy,
+                            max_clients_per_uid=args.max_clients_per_uid,
+                            max_connections_per_uid=args.max_connections_per_uid)
     try:
         if args.socket == default_socket():
             private_directory()     # the default socket's directory: made, or refused unless ours

@@ -29,7 +29,7 @@ UCRED = struct.Struct("=iII")           # struct ucred: pid, uid, gid
 MAX_LINE = 64 * 1024                    # a request line; longer: the peer is closed
 MAX_OUT = 4 << 20                       # replies queued for a peer that is slow to read
 MAX_HELD_FDS = 1                        # descriptors kept per connection (a session's trace end)
-MAX_PEERS_PER_UID = 256                 # open connections of one non-root uid
+MAX_PEERS_PER_UID = 256                 # open connections of one non-root uid, unless told otherwise
 HANDSHAKE_S = 10.0                      # to send a first complete message
 IDLE_S = 300.0                          # a connection without a session, between requests
 LOG_EVERY_S = 10.0                      # the same refusal is logged at most this often
@@ -69,6 +69,7 @@ class ControlServer:
         self.on_close = on_close        # (peer) -> None
         self.peers = {}                 # socket -> Peer
         self.per_uid = {}               # uid -> open connections
+        self.max_peers_per_uid = MAX_PEERS_PER_UID
         self.listener = None
         self.spare_fd = -1              # given up at EMFILE to accept and shed one connection
         self.logged = {}                # refusal key -> when last logged
@@ -145,9 +146,9 @@ class ControlServer:
         except OSError:
             sock.close()
             return
-        if uid != 0 and self.per_uid.get(uid, 0) >= MAX_PEERS_PER_UID:
-            self.log_limited(("peers", uid), "uid %d has %d connections open (the limit): refusing more",
-                             uid, MAX_PEERS_PER_UID)
+        if uid != 0 and self.per_uid.get(uid, 0) >= self.max_peers_per_uid:
+            self.log_limited(("peers", uid), "uid %d has %d connections open (the limit, "
+                             "--max-connections-per-uid): refusing more", uid, self.max_peers_per_uid)
             sock.close()
             return
         sock.setblocking(False)

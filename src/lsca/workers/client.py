@@ -41,7 +41,7 @@ class Client:
         self.procfd = procfd            # /proc/PID of that very process (a reused pid is not it)
         # "/proc/PID" for path lookups, through the bound descriptor's magic link.
         self.proc = f"/proc/self/fd/{procfd}" if procfd >= 0 else "/nonexistent"
-        self.identity = identity        # lsca.supervisor.admission.Identity: never acted beyond
+        self.identity = identity        # lsca.identity.Identity: never acted beyond
         self.chan = chan                # our end of the channel new descriptors travel on
         self.chan_peer = chan_peer      # a duplicate of the client's end, to recognise it
         # What the compiled path knows of this client: descriptor cache, trace stream.

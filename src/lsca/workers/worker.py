@@ -21,7 +21,7 @@ from lsca.workers.client import Client
 from lsca.workers.fdcache import Declined, FdEntry
 from lsca.workers.pool import Blocking, BlockingPool, install_interrupt_handler
 from lsca.policy import Policy
-from lsca.supervisor.admission import Identity
+from lsca.identity import Identity
 from lsca.workers.gate import DESCRIPTOR_OPS, Gate, descriptor_paths, lexical_paths
 from lsca.workers.handlers import HANDLERS
 
