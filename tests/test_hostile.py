@@ -706,6 +706,164 @@ def test_truncate_of_a_leased_file_stalls_no_worker(world, root_supervisor, proc
         shutil.rmtree(lease_dir, ignore_errors=True)
 
 
+# ---- the worker's own /proc entries, reached through a user's symlinks ----
+
+MAGIC_VICTIM = r"""
+import json, os, sys, time
+# 4242's program: reads its secret and keeps a file open for writing, through the worker.
+secret = os.open(sys.argv[1], os.O_RDONLY)
+shared = os.open(sys.argv[2], os.O_WRONLY)
+print(json.dumps({"fds": [secret, shared]}), flush=True)
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    os.pread(secret, 64, 0)
+    os.pwrite(shared, b"4242", 0)
+"""
+
+MAGIC_ATTACK = r"""
+import json, os, sys, time
+# nobody's program, under the agent: names that lead to /proc/self/fd/N and /proc/self/cwd,
+# which a worker resolving them would take as its own.
+here = sys.argv[1]
+for n in range(64):
+    os.symlink(f"/proc/self/fd/{n}", f"{here}/fd{n}")
+os.symlink("/proc/self/cwd", f"{here}/cwd")
+got, truncated = {}, []
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    for n in range(64):
+        name = f"{here}/fd{n}"
+        try:
+            fd = os.open(name, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            got[os.readlink(f"/proc/self/fd/{fd}")] = os.pread(fd, 64, 0).hex()
+        except OSError:
+            pass
+        os.close(fd)
+        try:
+            os.truncate(name, 0)
+            truncated.append(n)
+        except OSError:
+            pass
+    try:
+        got["cwd"] = sorted(os.listdir(f"{here}/cwd"))[:8]
+    except OSError:
+        pass
+print(json.dumps({"got": got, "truncated": sorted(set(truncated))}), flush=True)
+"""
+
+
+def test_magic_links_reach_no_file_of_the_worker(world, root_supervisor, procs):
+    """uid 4242's program reads a secret (0644) and writes a file (0666), both in a 0700
+    directory nobody cannot enter, through the worker. nobody, under the agent, opens and
+    truncates its own symlinks to /proc/self/fd/N: resolved by the worker, /proc/self would be
+    the worker, whose descriptors are 4242's files (the file's mode bits alone would then let
+    nobody in). Each must run natively (nobody's own descriptors), and 4242's files stay
+    unread and unchanged. (Not in issue 9's list: found by the review after it.)"""
+    sup = root_supervisor()
+    private = public_dir("lsca-hostile-private-", owner=HONEST_UID, mode=0o700)
+    attack_dir = public_dir("lsca-hostile-magic-", owner=NOBODY)
+    try:
+        secret_path, shared_path = os.path.join(private, "secret"), os.path.join(private, "shared")
+        secret = b"LSCA-SECRET-" + secrets.token_hex(16).encode() + b"\n"
+        for path, content, mode in ((secret_path, secret, 0o644), (shared_path, b"4242", 0o666)):
+            with open(path, "wb") as f:
+                f.write(content)
+            os.chown(path, HONEST_UID, HONEST_UID)
+            os.chmod(path, mode)
+        env = user_env(LD_PRELOAD=world["agent"], LSCA_SOCKET=sup.socket, LSCA_REQUIRED="1")
+        victim = procs.start([SYSTEM_PYTHON, "-c", MAGIC_VICTIM, secret_path, shared_path, "15"], uid=HONEST_UID,
+                             env=env, cwd=private)
+        started = Lines(victim).next()
+        attack = procs.start([SYSTEM_PYTHON, "-c", MAGIC_ATTACK, attack_dir, "8"], uid=NOBODY, env=env,
+                             cwd=attack_dir)
+        result = Lines(attack).next(40.0)
+        honest = honest_served(world, sup, procs)
+        observed = {"victim": started, "attacker": result, "shared": read_bytes(shared_path), "honest": honest,
+                    "log": sup.log()[-2000:]}
+        print(explain(observed))
+        assert started is not None and result is not None, explain(observed)
+        assert secret.hex()[:32] not in json.dumps(result), explain(observed)
+        assert not any(private in name for name in result["got"]), explain(observed)
+        assert "cwd" not in result["got"] or "secret" not in result["got"]["cwd"], explain(observed)
+        assert read_bytes(secret_path) == secret and read_bytes(shared_path) == b"4242", explain(observed)
+        assert not honest, explain(observed)
+        assert sup.same_processes(), explain(observed)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(attack_dir, ignore_errors=True)
+
+
+# ---- waits a client can arrange for a worker's main thread ----
+
+FULL_BACKLOG = r"""
+import json, os, socket, sys
+# A listener of nobody's own with a backlog of one, full: a blocking connect to it waits.
+path = os.path.join(sys.argv[1], "listener")
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(path)
+listener.listen(0)
+first = socket.socket(socket.AF_UNIX)
+first.connect(path)
+print(json.dumps({"listening": True}), flush=True)
+second = socket.socket(socket.AF_UNIX)
+try:
+    second.connect(path)                            # waits, as it would natively
+    print(json.dumps({"connected": True}), flush=True)
+except OSError as e:
+    print(json.dumps({"error": e.errno}), flush=True)
+"""
+
+
+def test_connect_to_a_full_backlog_stalls_no_worker(world, root_supervisor, procs):
+    """nobody connects, under the agent, to a Unix socket file whose listener's backlog is full:
+    a blocking connect waits for the listener to accept, which it never does. Natively only the
+    caller waits; the worker's main thread must not (it did: 31 s, then the worker was replaced
+    and the connect failed with EIO). (Not in issue 9's list: found by the review after it.)"""
+    sup = root_supervisor()
+    sock_dir = public_dir("lsca-hostile-backlog-", owner=NOBODY)
+    try:
+        env = user_env(LD_PRELOAD=world["agent"], LSCA_SOCKET=sup.socket, LSCA_REQUIRED="1")
+        attack = procs.start([SYSTEM_PYTHON, "-c", FULL_BACKLOG, sock_dir], uid=NOBODY, env=env)
+        lines = Lines(attack)
+        listening = lines.next()
+        time.sleep(1.0)                                 # the second connect is under way
+        honest = honest_served(world, sup, procs)
+        same = sup.same_processes()
+        observed = {"attacker": lines.seen, "honest": honest, "same processes": same, "log": sup.log()[-2000:]}
+        print(explain(observed))
+        assert listening is not None and listening.get("listening"), explain(observed)
+        assert not honest, explain(observed)
+        assert same, explain(observed)
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_nonblocking_flag_flipped_under_a_read_stalls_no_worker(world, root_supervisor, procs):
+    """nobody reads an empty pipe under the agent while a child flips the pipe's O_NONBLOCK
+    natively: a worker that sees the flag set and then reads would wait on a pipe that is
+    blocking by then (it did, within a few dozen reads: 31 s, then the worker was replaced). A
+    read on the main thread must never wait; only the program's own call may. (Not in issue
+    9's list: found by the review after it.)"""
+    sup = root_supervisor()
+    env = user_env(LD_PRELOAD=world["agent"], LSCA_SOCKET=sup.socket, LSCA_REQUIRED="1")
+    racers = [procs.start([world["hostile"], "nonblock-race", "20"], uid=NOBODY, env=env) for _ in range(2)]
+    lines = [Lines(racer) for racer in racers]
+    for line in lines:
+        procs.also((line.next() or {}).get("toggler"))
+    time.sleep(2.0)
+    honest = honest_served(world, sup, procs)
+    same = sup.same_processes()
+    observed = {"attackers": [line.seen for line in lines], "honest": honest, "same processes": same,
+                "log": sup.log()[-2000:]}
+    print(explain(observed))
+    assert all(line.seen and "toggler" in line.seen[0] for line in lines), explain(observed)
+    assert not honest, explain(observed)
+    assert same, explain(observed)
+
+
 def test_registrations_beyond_the_per_user_cap_are_refused_clearly(world, root_supervisor, procs):
     """nobody registers more processes than --max-clients-per-uid allows: the ones beyond are
     refused (LSCA_REQUIRED=1: exit 126 with one line; without it they run natively), the

@@ -12,6 +12,8 @@ or ours; VICTIM is a third uid. Our python lives under /root (0700), so the ones
 need it keep only the capability to read and search (CAP_DAC_READ_SEARCH): every
 write, and every owner a file gets, stays that of the uid.
 """
+import atexit
+import functools
 import json
 import os
 import shutil
@@ -391,9 +393,21 @@ class FakeSupervisor:
 PROGRAM = ["/bin/sh", "-c", "echo written > out && cat out"]
 
 
+@functools.lru_cache(maxsize=None)
+def public_agent():
+    """The agent where every user can load it (an install under /root is not readable by others)."""
+    directory = tempfile.mkdtemp(prefix="lsca-private-agent-")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "liblsca_agent.so")
+    shutil.copy(agent_path(), path)
+    os.chmod(path, 0o755)
+    atexit.register(shutil.rmtree, directory, True)
+    return path
+
+
 def run_program(sock, cwd, user=None, **extra):
     env = clean_env()
-    env.update(LD_PRELOAD=agent_path(), LSCA_SOCKET=sock, **extra)
+    env.update(LD_PRELOAD=public_agent(), LSCA_SOCKET=sock, **extra)
     as_uid = dict(user=user, group=user, extra_groups=[]) if user is not None else {}
     return subprocess.run(PROGRAM, cwd=cwd, env=env, capture_output=True, timeout=TIMEOUT_S, **as_uid)
 

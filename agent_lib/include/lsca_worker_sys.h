@@ -30,6 +30,12 @@ int64_t lsca_remote_scatter(int pid, const void *local, size_t len, const void *
  * EINTR ends the call instead of being retried (how a blocking call is interrupted). */
 void lsca_set_cancel_word(const uint32_t *word);
 int64_t lsca_do_read(int fd, void *buf, uint64_t count);
+/* read/write (at the file position) that never wait: EAGAIN instead, EOPNOTSUPP for files
+ * that cannot say so (terminals ...). A look at O_NONBLOCK or poll() before a plain call is
+ * not enough: another process sharing the file may flip the flag or drain it in between. */
+int64_t lsca_do_read_nowait(int fd, void *buf, uint64_t count);
+int64_t lsca_do_write_nowait(int fd, const void *buf, uint64_t count);
+int lsca_nonblocking(int fd);
 int64_t lsca_do_write(int fd, const void *buf, uint64_t count);
 int64_t lsca_do_pread(int fd, void *buf, uint64_t count, int64_t offset);
 int64_t lsca_do_pwrite(int fd, const void *buf, uint64_t count, int64_t offset);
@@ -41,6 +47,9 @@ int lsca_do_fdatasync(int fd);
 /* Path and descriptor calls, through the same glibc functions the program called
  * (so glibc's own emulations, e.g. fchmodat(AT_SYMLINK_NOFOLLOW), behave alike). */
 int lsca_do_openat(int dirfd, const char *path, int flags, unsigned mode);
+/* An open for a client: like openat, but ELOOP at a magic link (/proc/self/fd/N, /proc/self/cwd
+ * ... reached through the client's symlinks would name this worker's own files and cwd). */
+int lsca_do_open_nomagic(int dirfd, const char *path, int flags, unsigned mode);
 int lsca_do_fstatat(int dirfd, const char *path, void *out, int flags);
 int lsca_do_statx(int dirfd, const char *path, int flags, unsigned mask, void *out);
 size_t lsca_statx_size(void);
@@ -84,6 +93,8 @@ uint64_t lsca_statx_dev(const void *stx);
 /* File type bits and, for character devices, the major number. */
 int lsca_fd_kind(int fd, unsigned *mode, unsigned *dev_major);
 /* 1 when a blocking read/write of count bytes on fd could wait (pipe, socket, tty). */
+/* 0 for the kinds of file no call waits on (regular, directory, block, /dev/null & co.). */
+int lsca_may_wait(unsigned mode, unsigned dev_major);
 int lsca_would_block(int fd, unsigned mode, unsigned dev_major, int for_write, size_t count);
 
 /* SysV semaphore sets with many semaphores (sysv_ipc's sets have one). */

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +33,7 @@
 
 struct agent_state {
     void *shard;                 /* attached shard, NULL while not registered */
-    pid_t pid;                   /* process the shard belongs to */
+    pid_t pid;                   /* process this memory belongs to (set at start, after fork) */
     unsigned generation;         /* bumped by fork: thread slots of older generations are void */
     int attempted;               /* registration tried in this process (no retry storm) */
     uint64_t spin_ns;
@@ -209,39 +210,96 @@ static int exchange_hello(int fd, struct lsca_welcome *w, int *chan)
     return 0;
 }
 
-/* Move one of the agent's descriptors far above the program's, so the numbers the
- * program gets stay the ones it would get natively. */
-static int hide_fd(int fd)
+/* The channel's number is kept below this: the kernel's descriptor table grows to hold it. */
+#define CHANNEL_MAX_FD 65536
+
+/* Move the channel where the program never meets it, and return its new number (fd itself
+ * when it cannot move). First choice: at the soft RLIMIT_NOFILE, a number the program cannot
+ * allocate or dup2 onto (the limit is raised for that one dup when the hard limit, or
+ * CAP_SYS_RESOURCE, allows). Otherwise the highest free number below the limit, which a
+ * program's lowest-free allocations reach last. Never onto a number in use: F_DUPFD only. */
+static int place_channel(int fd)
 {
     struct rlimit rl;
-    long low = 1000;
+    int saved = errno;
+    long moved = -1;
 
-    if (fd < 0)
-        return -1;
-    if (lsca_sys(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) == 0 && rl.rlim_cur > 96)
-        low = (long)(rl.rlim_cur > 65536 ? 65536 : rl.rlim_cur) - 32;
-    long high = lsca_sys(SYS_fcntl, fd, F_DUPFD_CLOEXEC, low);
-    if (high < 0)
+    if (lsca_sys(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) != 0)
+        return fd;
+    if (rl.rlim_cur < CHANNEL_MAX_FD) {
+        if ((rlim_t)fd >= rl.rlim_cur)
+            return fd;                                   /* already out of the program's reach */
+        struct rlimit raised = { rl.rlim_cur + 1, rl.rlim_max > rl.rlim_cur ? rl.rlim_max : rl.rlim_cur + 1 };
+        if (lsca_sys(SYS_prlimit64, 0, RLIMIT_NOFILE, &raised, NULL) == 0) {
+            moved = lsca_sys(SYS_fcntl, fd, F_DUPFD_CLOEXEC, (long)rl.rlim_cur);
+            lsca_sys(SYS_prlimit64, 0, RLIMIT_NOFILE, &rl, NULL);
+        }
+    }
+    if (moved < 0) {
+        long limit = rl.rlim_cur < CHANNEL_MAX_FD ? (long)rl.rlim_cur : CHANNEL_MAX_FD;
+        for (long n = limit - 1; n >= 0 && n >= limit - 4096 && moved < 0; n--) {
+            if (n != fd && lsca_sys(SYS_fcntl, n, F_GETFD) < 0 && errno == EBADF)
+                moved = lsca_sys(SYS_fcntl, fd, F_DUPFD_CLOEXEC, n);
+        }
+    }
+    errno = saved;
+    if (moved < 0)
         return fd;                   /* keep it where it is rather than lose it */
     lsca_sys(SYS_close, fd);
-    return (int)high;
+    return (int)moved;
+}
+
+static int hide_fd(int fd)
+{
+    return fd < 0 ? -1 : place_channel(fd);
 }
 
 int lsca_agent_fd(int fd)
 {
-    return fd >= 0 && fd == agent.chan_fd;
+    return fd >= 0 && fd == __atomic_load_n(&agent.chan_fd, __ATOMIC_RELAXED);
 }
 
-/* Keep the channel out of the way of dup2/dup3 onto its number. */
+int lsca_agent_channel(void)
+{
+    return __atomic_load_n(&agent.chan_fd, __ATOMIC_RELAXED);
+}
+
+static void move_channel(int must_move)
+{
+    /* Not while another thread receives on it (a signal handler of this thread's own
+     * descriptor call would wait for itself: it moves it unlocked). */
+    int locked = !self.in_call && pthread_mutex_lock(&fd_call_lock) == 0;
+    int fd = agent.chan_fd;
+
+    if (fd >= 0) {
+        int moved = place_channel(fd);
+        struct rlimit rl;
+        int in_reach = lsca_sys(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) != 0 || (rlim_t)fd < rl.rlim_cur;
+        if (moved == fd && must_move && in_reach) {
+            /* A full table: the program's number wins. Descriptor-creating calls run
+             * natively from now on (lsca_exchange_newfds finds no channel). */
+            lsca_sys(SYS_close, fd);
+            moved = -1;
+        }
+        __atomic_store_n(&agent.chan_fd, moved, __ATOMIC_RELAXED);
+    }
+    if (locked)
+        pthread_mutex_unlock(&fd_call_lock);
+}
+
+/* Keep the channel out of the way of dup2/dup3 onto its number: it moves, the program's
+ * descriptor lands where it asked, as natively. A vfork child's table is its own copy. */
 void lsca_agent_fd_evict(int fd)
 {
-    if (lsca_agent_fd(fd)) {
-        long moved = lsca_sys(SYS_fcntl, fd, F_DUPFD_CLOEXEC, fd + 1);
-        if (moved >= 0) {
-            agent.chan_fd = (int)moved;
-            lsca_sys(SYS_close, fd);
-        }
-    }
+    if (lsca_agent_fd(fd) && lsca_own_process())
+        move_channel(1);
+}
+
+/* The program raised its RLIMIT_NOFILE over the channel: move it out of reach again. */
+void lsca_agent_fd_rehide(void)
+{
+    if (lsca_agent_channel() >= 0 && lsca_own_process())
+        move_channel(0);
 }
 
 /* A registration given up after the welcome: its channel and shard go, errno stays. */
@@ -293,7 +351,6 @@ static int register_process(void)
         return abandon_registration(chan, shard);
     }
     agent.chan_fd = hide_fd(chan);
-    agent.pid = getpid();
     /* The shard pointer is published last: threads that see it see the rest. */
     __atomic_store_n(&agent.shard, shard, __ATOMIC_RELEASE);
     return 0;
@@ -313,6 +370,41 @@ static void *current_shard(void)
     }
     pthread_mutex_unlock(&register_lock);
     return __atomic_load_n(&agent.shard, __ATOMIC_ACQUIRE);
+}
+
+/* ---- which process this is ---- */
+
+static void after_fork_in_child(void);
+
+/* A child made by a raw clone without CLONE_VM and CLONE_FILES (no atfork handlers ran) has
+ * its own copy of the agent's memory and descriptors: it may reset them as after fork.
+ * Whether memory and table are shared only kcmp can tell; when unsure, it is not ours. */
+static int adopt_copied_process(pid_t pid, pid_t owner)
+{
+    if (owner <= 0 || lsca_sys(SYS_kcmp, pid, owner, KCMP_VM, 0, 0) <= 0 ||
+        lsca_sys(SYS_kcmp, pid, owner, KCMP_FILES, 0, 0) <= 0)
+        return 0;
+    after_fork_in_child();
+    return 1;
+}
+
+int lsca_own_process(void)
+{
+    /* A vfork child shares the parent's memory, thread-local storage included: compare with
+     * the kernel's pid (glibc caches none) before writing anything. */
+    pid_t pid = (pid_t)lsca_sys(SYS_getpid);
+    pid_t owner = __atomic_load_n(&agent.pid, __ATOMIC_RELAXED);
+
+    if (pid == owner)
+        return 1;
+    int saved = errno, adopted = adopt_copied_process(pid, owner);
+    errno = saved;
+    return adopted;
+}
+
+int lsca_registered(void)
+{
+    return __atomic_load_n(&agent.shard, __ATOMIC_ACQUIRE) != NULL && lsca_own_process();
 }
 
 /* ---- thread slots ---- */
@@ -355,7 +447,7 @@ static struct lsca_slot *thread_slot(void *shard)
 void lsca_count_passthrough(enum lsca_op op)
 {
     struct lsca_shard_header *h = __atomic_load_n(&agent.shard, __ATOMIC_ACQUIRE);
-    if (h && (unsigned)op < LSCA_OP_MAX)
+    if (h && (unsigned)op < LSCA_OP_MAX && lsca_own_process())
         __atomic_fetch_add(&h->passthrough[op], 1, __ATOMIC_RELAXED);
 }
 
@@ -396,8 +488,11 @@ int lsca_begin(struct lsca_call *c, enum lsca_op op)
 {
     void *shard;
 
+    c->shard = NULL;
     c->slot = NULL;
     c->op = op;
+    if (!lsca_own_process())
+        return 0;                /* a child sharing our memory (vfork): native, nothing of ours touched */
     if (self.in_call)
         return 0;                /* re-entered from a signal handler during a call: native */
     shard = current_shard();
@@ -410,9 +505,12 @@ int lsca_begin(struct lsca_call *c, enum lsca_op op)
     }
     c->slot = thread_slot(shard);
     if (!c->slot) {
-        lsca_count_passthrough(op);
+        struct lsca_shard_header *h = shard;
+        if ((unsigned)op < LSCA_OP_MAX)
+            __atomic_fetch_add(&h->passthrough[op], 1, __ATOMIC_RELAXED);
         return 0;
     }
+    c->shard = shard;            /* this call's shard from here on, whatever other threads see */
     return start_call(c, c->slot, op);
 }
 
@@ -438,7 +536,7 @@ void lsca_signal_arrived(int sa_restart)
 
 int lsca_exchange(struct lsca_call *c)
 {
-    struct lsca_shard_header *h = agent.shard;
+    struct lsca_shard_header *h = c->shard;
     unsigned i;
     int waited;
 
@@ -483,6 +581,28 @@ int lsca_exchange(struct lsca_call *c)
     return 0;
 }
 
+/* SIGPIPE as the kernel sends it on EPIPE: to this thread, si_code SI_USER from ourselves,
+ * delivered (or left pending, or ignored) before the call returns. Unix datagram and
+ * seqpacket sockets say EPIPE without it. */
+static void send_sigpipe(int fd)
+{
+    int type = 0, domain = 0;
+    socklen_t len = sizeof(int);
+    siginfo_t info;
+
+    if (lsca_sys(SYS_getsockopt, fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type != SOCK_STREAM) {
+        len = sizeof(int);
+        if (lsca_sys(SYS_getsockopt, fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX)
+            return;
+    }
+    memset(&info, 0, sizeof(info));
+    info.si_signo = SIGPIPE;
+    info.si_code = SI_USER;
+    info.si_pid = (pid_t)lsca_sys(SYS_getpid);
+    info.si_uid = (uid_t)lsca_sys(SYS_getuid);
+    lsca_sys(SYS_rt_tgsigqueueinfo, (long)info.si_pid, lsca_sys(SYS_gettid), (long)SIGPIPE, &info);
+}
+
 long lsca_end(struct lsca_call *c)
 {
     long result = (long)c->slot->result;
@@ -496,7 +616,7 @@ long lsca_end(struct lsca_call *c)
     if (result == -1 && err == EPIPE &&
         (c->op == LSCA_OP_WRITE || c->op == LSCA_OP_PWRITE || c->op == LSCA_OP_WRITEV ||
          ((c->op == LSCA_OP_SENDTO || c->op == LSCA_OP_SENDMSG) && !(c->slot->args[2] & MSG_NOSIGNAL))))
-        raise(SIGPIPE);
+        send_sigpipe((int)(int64_t)c->slot->args[0]);
     errno = result == -1 ? err : c->saved_errno;
     return result;
 }
@@ -511,15 +631,16 @@ void lsca_abandon(struct lsca_call *c)
 
 int lsca_put_path(struct lsca_call *c, const char *path)
 {
-    size_t len, used = c->slot->data_len;
+    size_t used = c->slot->data_len;
+    long len;
 
-    if (!path || lsca_bad_pointer(path, 1))
+    if (!path)
         return -1;                   /* the kernel says EFAULT natively */
-    len = strnlen(path, LSCA_PATH_MAX);
-    if (len >= LSCA_PATH_MAX || used + len + 1 > LSCA_INLINE_MAX)
-        return -1;                   /* ENAMETOOLONG natively */
-    memcpy(c->slot->data + used, path, len + 1);
-    c->slot->data_len = (uint32_t)(used + len + 1);
+    len = lsca_user_strnlen(path, LSCA_PATH_MAX);
+    if (len < 0 || len >= LSCA_PATH_MAX || used + (size_t)len + 1 > LSCA_INLINE_MAX)
+        return -1;                   /* EFAULT or ENAMETOOLONG natively */
+    memcpy(c->slot->data + used, path, (size_t)len + 1);
+    c->slot->data_len = (uint32_t)(used + (size_t)len + 1);
     return 0;
 }
 
@@ -582,9 +703,10 @@ int lsca_exchange_newfds(struct lsca_call *c, int *fds, int nfds, int cloexec)
 {
     int answered, i, got, truncated = 0;
 
-    if (agent.chan_fd < 0) {
+    if (agent.chan_fd < 0 || !c->shard) {
         c->slot->result = 0;
-        __atomic_fetch_add(&((struct lsca_shard_header *)agent.shard)->passthrough[c->op], 1, __ATOMIC_RELAXED);
+        if (c->shard)
+            __atomic_fetch_add(&((struct lsca_shard_header *)c->shard)->passthrough[c->op], 1, __ATOMIC_RELAXED);
         return 0;
     }
     /* No lock while waiting: an accept may wait for hours while other threads open files. */
@@ -627,6 +749,7 @@ static void after_fork_in_child(void)
         stash[k].used = 0;
     }
     agent.generation++;
+    agent.pid = (pid_t)lsca_sys(SYS_getpid);
     pthread_mutex_init(&register_lock, NULL);
     self.slot = 0;
     self.in_call = 0;
@@ -646,6 +769,7 @@ __attribute__((constructor)) static void lsca_agent_init(void)
     const char *session = getenv("LSCA_SESSION");
     const char *spin = getenv("LSCA_SPIN_NS");
 
+    agent.pid = (pid_t)lsca_sys(SYS_getpid);
     pthread_key_create(&slot_key, release_slot);
     pthread_atfork(NULL, NULL, after_fork_in_child);
     agent.spin_ns = spin ? strtoull(spin, NULL, 10) : DEFAULT_SPIN_NS;

@@ -13,6 +13,7 @@
 
 /* One proxied call in progress on the calling thread. */
 struct lsca_call {
+    void *shard;                 /* the shard this call uses, taken once (another thread may drop it) */
     struct lsca_slot *slot;
     enum lsca_op op;
     int saved_errno;
@@ -46,10 +47,21 @@ void lsca_count_passthrough(enum lsca_op op);
 #define NATIVE_STAT_VER 0
 #endif
 
-/* Pointers that fault in every process: handed to the kernel natively so it says EFAULT. */
+/* The program's memory as the kernel would find it (user_memory.c). The agent never
+ * dereferences a program's pointer these did not pass: a call with one that fails runs
+ * natively, and the kernel gives the native answer (EFAULT, a partial count). Free for
+ * the live stack, the startup objects' segments and the brk heap; a syscall a page else. */
+int lsca_user_readable(const void *p, size_t len);
+int lsca_user_writable(void *p, size_t len);
+/* Copy len bytes in from the program; -1 (nothing copied) when a byte would fault. */
+int lsca_user_read(void *dst, const void *src, size_t len);
+/* strnlen over the program's memory; -1 when a byte before the NUL (or max) would fault. */
+long lsca_user_strnlen(const char *s, size_t max);
+
+/* A pointer the agent cannot both read and write: handed to the kernel natively. */
 static inline int lsca_bad_pointer(const void *p, size_t len)
 {
-    return len > 0 && (uintptr_t)p < 4096;
+    return !lsca_user_writable((void *)p, len);
 }
 
 /* Append a NUL-terminated path to the slot's data. Returns -1 when the call must run
@@ -64,6 +76,20 @@ int lsca_exchange_newfds(struct lsca_call *c, int *fds, int nfds, int cloexec);
 /* The agent's own descriptor (hidden from the program: it sees EBADF there). */
 int lsca_agent_fd(int fd);
 void lsca_agent_fd_evict(int fd);
+/* Its number, -1 when none. */
+int lsca_agent_channel(void);
+/* Move the channel where the program cannot allocate, if the program's limit now reaches it. */
+void lsca_agent_fd_rehide(void);
+
+/* 1 when the calling process is the one the agent's state belongs to. 0 in a child that
+ * shares the parent's memory (vfork, posix_spawn, clone(CLONE_VM)): it must run every
+ * call natively and write nothing of the agent's (handler table included). A child with
+ * its own copy of memory and descriptors (a raw clone without CLONE_VM) is adopted: its
+ * state is reset as after fork. One raw getpid per call. */
+int lsca_own_process(void);
+
+/* 1 when this process is registered (a worker may hold references to its descriptors). */
+int lsca_registered(void);
 
 /* From the signal trampoline: a handler is about to run on this thread; interrupt the
  * proxied call it waits in (if any) and take its answer first. */

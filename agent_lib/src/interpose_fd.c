@@ -5,11 +5,18 @@
  * The worker creates the descriptor (with the program's credentials, relative to its
  * cwd) and sends it over the channel; the kernel installs it at the lowest free number,
  * as the native call would. dup2/dup3 and F_DUPFD then move it where the program asked.
+ * close_range and closefrom close around the agent's channel; a raised RLIMIT_NOFILE
+ * moves the channel out of the program's reach again.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
+#include <sched.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -246,6 +253,12 @@ int fcntl(int fd, int cmd, ...)
     } else if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
         int r, cloexec = cmd == F_DUPFD_CLOEXEC;
         if (arg >= 0 && worker_dup(LSCA_OP_FCNTL, fd, cmd, (int)arg, cloexec, &r)) {
+            int chan = lsca_agent_channel();
+            if (r < 0 && errno == EMFILE && chan >= arg) {
+                /* Natively it would land on the channel's number: move the channel away. */
+                lsca_agent_fd_evict(chan);
+                return REAL(fcntl)(fd, cmd, arg);
+            }
             if (r < 0 || r >= arg)
                 return r;
             /* It landed below the minimum the program asked for: move it up natively. */
@@ -298,3 +311,169 @@ int pipe(int fds[2])
 {
     return pipe2(fds, 0);
 }
+
+/* ---- close_range, closefrom ---- */
+
+/* Everything the program asks to close is closed exactly as natively, except the agent's
+ * channel: the range is split around it. The worker is told of each descriptor closed (as
+ * for close), so it drops its references: a pipe's last writer closed means EOF. */
+
+struct fd_list { int *fds; size_t n, cap; };
+
+static void fd_list_add(struct fd_list *l, int fd)
+{
+    if (l->n == l->cap) {
+        /* mmap, not malloc: close_range is called in children of threaded programs. */
+        size_t cap = l->cap ? l->cap * 2 : 1024;
+        void *p = l->fds ? (void *)lsca_sys(SYS_mremap, l->fds, l->cap * sizeof(int), cap * sizeof(int), MREMAP_MAYMOVE)
+                         : mmap(NULL, cap * sizeof(int), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return;
+        l->fds = p;
+        l->cap = cap;
+    }
+    l->fds[l->n++] = fd;
+}
+
+static void fd_list_free(struct fd_list *l)
+{
+    if (l->fds)
+        munmap(l->fds, l->cap * sizeof(int));
+}
+
+/* The program's open descriptors in [first, last], from /proc/self/fd (raw calls). */
+static void open_fds_in(unsigned first, unsigned last, struct fd_list *out)
+{
+    char buf[4096];
+    int dir = (int)lsca_sys(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    long n;
+
+    if (dir < 0)
+        return;
+    while ((n = lsca_sys(SYS_getdents64, dir, buf, sizeof(buf))) > 0) {
+        for (long off = 0; off < n;) {
+            struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *d =
+                (void *)(buf + off);
+            char *p = d->name;
+            unsigned long fd = 0;
+            off += d->reclen;
+            if (*p < '0' || *p > '9')
+                continue;
+            while (*p >= '0' && *p <= '9')
+                fd = fd * 10 + (unsigned long)(*p++ - '0');
+            if (fd >= first && fd <= last && (int)fd != dir && !lsca_agent_fd((int)fd))
+                fd_list_add(out, (int)fd);
+        }
+    }
+    lsca_sys(SYS_close, dir);
+}
+
+static void report_closed(int fd)
+{
+    struct lsca_call c;
+
+    if (lsca_begin(&c, LSCA_OP_CLOSE)) {
+        c.slot->args[0] = (uint64_t)(int64_t)fd;
+        c.slot->args[1] = 0;
+        c.slot->args[2] = 0;
+        lsca_exchange(&c);
+        lsca_end(&c);
+    }
+}
+
+static long sys_close_range(unsigned first, unsigned last, unsigned flags)
+{
+    return lsca_sys(SYS_close_range, first, last, flags);
+}
+
+int close_range(unsigned first, unsigned last, int flags)
+{
+    unsigned f = (unsigned)flags;
+    int chan = lsca_agent_channel();
+    struct fd_list closing = { 0 };
+    long r = 0;
+
+    /* Invalid arguments (the kernel's EINVAL), close-on-exec only (the channel is already),
+     * a range without the channel, or a vfork child's own table: the native call as is. */
+    if (!lsca_own_process() || (f & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) || first > last ||
+        (f & CLOSE_RANGE_CLOEXEC)) {
+        return (int)sys_close_range(first, last, f);
+    }
+    int saved = errno;
+    int registered = lsca_registered();
+    if (registered)
+        open_fds_in(first, last, &closing);
+    if (chan < 0 || (unsigned)chan < first || (unsigned)chan > last) {
+        r = sys_close_range(first, last, f);
+    } else {
+        /* Unshared by the first part that runs (the second then finds the table private). */
+        if ((unsigned)chan > first)
+            r = sys_close_range(first, (unsigned)chan - 1, f);
+        if (r == 0 && (unsigned)chan < last)
+            r = sys_close_range((unsigned)chan + 1, last, f);
+        if (r == 0 && first == last && (f & CLOSE_RANGE_UNSHARE))
+            r = lsca_sys(SYS_unshare, CLONE_FILES);
+    }
+    int err = errno;
+    if (r == 0) {
+        for (size_t i = 0; i < closing.n; i++)
+            report_closed(closing.fds[i]);
+    }
+    fd_list_free(&closing);
+    errno = r == 0 ? saved : err;
+    return (int)r;
+}
+
+/* glibc: close_range(lowfd, ~0U, 0); without close_range, closes what /proc/self/fd lists. */
+void closefrom(int lowfd)
+{
+    unsigned first = lowfd < 0 ? 0 : (unsigned)lowfd;
+    int saved = errno;
+
+    if (close_range(first, ~0U, 0) != 0) {
+        struct fd_list open_fds = { 0 };
+        open_fds_in(first, ~0U, &open_fds);
+        for (size_t i = 0; i < open_fds.n; i++)
+            close(open_fds.fds[i]);
+        fd_list_free(&open_fds);
+    }
+    errno = saved;
+}
+
+/* ---- RLIMIT_NOFILE ---- */
+
+/* The channel sits where the program cannot allocate (at its soft limit); a program that
+ * raises the limit past it must still not meet it. */
+DECLARE_REAL(prlimit);
+DECLARE_REAL(setrlimit);
+
+int prlimit(pid_t pid, enum __rlimit_resource resource, const struct rlimit *limit, struct rlimit *old)
+{
+    int r = REAL(prlimit)(pid, resource, limit, old);
+
+    if (r == 0 && limit && resource == RLIMIT_NOFILE && (pid == 0 || pid == (pid_t)lsca_sys(SYS_getpid)))
+        lsca_agent_fd_rehide();
+    return r;
+}
+
+int setrlimit(enum __rlimit_resource resource, const struct rlimit *limit)
+{
+    int r = REAL(setrlimit)(resource, limit);
+
+    if (r == 0 && resource == RLIMIT_NOFILE)
+        lsca_agent_fd_rehide();
+    return r;
+}
+
+#if defined(__LP64__)
+/* Same layout on 64-bit targets: the 64-bit names are the same calls. */
+int prlimit64(pid_t pid, enum __rlimit_resource resource, const struct rlimit64 *limit, struct rlimit64 *old)
+{
+    return prlimit(pid, resource, (const struct rlimit *)limit, (struct rlimit *)old);
+}
+
+int setrlimit64(enum __rlimit_resource resource, const struct rlimit64 *limit)
+{
+    return setrlimit(resource, (const struct rlimit *)limit);
+}
+#endif

@@ -4,7 +4,9 @@
  * with the 64-bit, __-prefixed and fortified (__*_chk) names glibc exports.
  *
  * Each function marshals its call into the thread's slot; anything the agent
- * cannot carry exactly runs natively instead (and is counted).
+ * cannot carry exactly runs natively instead (and is counted). So does a call with a
+ * buffer or iovec array that would fault (user_memory.c): the kernel then answers EFAULT
+ * or the partial count, as natively, and the data stays where it was.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -73,7 +75,7 @@ static ssize_t proxy_write(enum lsca_op op, int fd, const void *buf, size_t coun
 {
     struct lsca_call c;
 
-    if (lsca_bad_pointer(buf, count)) {
+    if (!lsca_user_readable(buf, count)) {
         lsca_count_passthrough(op);
     } else if (lsca_begin(&c, op)) {
         c.slot->args[0] = (uint64_t)(int64_t)fd;
@@ -108,7 +110,8 @@ static ssize_t proxy_read(enum lsca_op op, int fd, void *buf, size_t count, off_
 {
     struct lsca_call c;
 
-    if (lsca_bad_pointer(buf, count)) {
+    /* Checked before: data the worker read could not be given back to the file or pipe. */
+    if (!lsca_user_writable(buf, count)) {
         lsca_count_passthrough(op);
     } else if (lsca_begin(&c, op)) {
         c.slot->args[0] = (uint64_t)(int64_t)fd;
@@ -158,54 +161,72 @@ ssize_t __pread64_chk(int fd, void *buf, size_t count, off_t offset, size_t bufl
 
 /* ---- readv / writev ---- */
 
-/* Total length of an iovec array, or -1 when the kernel would refuse it (EINVAL) or a
- * base pointer would fault: such calls run natively so the kernel gives the errno. */
-static ssize_t iov_total(const struct iovec *iov, int iovcnt)
+/* The caller's iovec array, copied into the tail of the slot's data (the kernel too reads
+ * it once), with the total length; NULL when the call must run natively: the kernel would
+ * refuse it (EINVAL), or the array or a buffer would fault (EFAULT, or a partial count). */
+static const struct iovec *take_iovecs(struct lsca_call *c, const struct iovec *iov, int iovcnt, int write,
+                                       size_t *total)
 {
-    size_t total = 0;
+    size_t bytes;
+    struct iovec *v;
     int i;
 
-    if (iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt > 0 && lsca_bad_pointer(iov, 1)))
-        return -1;
+    *total = 0;
+    if (iovcnt < 0 || iovcnt > IOV_MAX)
+        return NULL;
+    bytes = (size_t)iovcnt * sizeof(*iov);
+    v = (struct iovec *)(c->slot->data + LSCA_INLINE_MAX - bytes);
+    if (lsca_user_read(v, iov, bytes) < 0)
+        return NULL;
     for (i = 0; i < iovcnt; i++) {
-        if (iov[i].iov_len > (size_t)SSIZE_MAX - total || lsca_bad_pointer(iov[i].iov_base, iov[i].iov_len))
-            return -1;
-        total += iov[i].iov_len;
+        if (v[i].iov_len > (size_t)SSIZE_MAX - *total)
+            return NULL;
+        if (write ? !lsca_user_readable(v[i].iov_base, v[i].iov_len)
+                  : !lsca_user_writable(v[i].iov_base, v[i].iov_len))
+            return NULL;
+        *total += v[i].iov_len;
     }
-    return (ssize_t)total;
+    return v;
 }
 
-static void put_iovec_list(struct lsca_call *c, const struct iovec *iov, int iovcnt)
+/* Whether the bytes travel in the slot beside the copied iovec array; else the array moves
+ * to the start of data[] and the worker moves the bytes with process_vm_readv/writev over it. */
+static int iovec_inline(struct lsca_call *c, const struct iovec *v, int iovcnt, size_t total)
 {
-    /* By address: the worker moves the bytes with process_vm_readv/writev over this list. */
+    size_t bytes = (size_t)iovcnt * sizeof(*v);
+
+    if (total <= LSCA_INLINE_MAX - bytes)
+        return 1;
     c->slot->xfer = LSCA_XFER_REMOTE;
-    memcpy(c->slot->data, iov, (size_t)iovcnt * sizeof(*iov));
-    c->slot->data_len = (uint32_t)((size_t)iovcnt * sizeof(*iov));
+    memmove(c->slot->data, v, bytes);
+    c->slot->data_len = (uint32_t)bytes;
+    return 0;
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
 {
     struct lsca_call c;
-    ssize_t total = iov_total(iov, iovcnt);
+    const struct iovec *v;
+    size_t total;
 
-    if (total < 0) {
-        lsca_count_passthrough(LSCA_OP_WRITEV);
-    } else if (lsca_begin(&c, LSCA_OP_WRITEV)) {
+    if (lsca_begin(&c, LSCA_OP_WRITEV)) {
+        if (!(v = take_iovecs(&c, iov, iovcnt, 1, &total))) {
+            lsca_abandon(&c);
+            return REAL(writev)(fd, iov, iovcnt);
+        }
         c.slot->args[0] = (uint64_t)(int64_t)fd;
         c.slot->args[1] = (uint64_t)total;
         c.slot->args[2] = (uint64_t)iovcnt;
-        if (total <= LSCA_INLINE_MAX) {
+        if (iovec_inline(&c, v, iovcnt, total)) {
             /* Gathered into one buffer: one write of the same bytes, equally atomic. */
             size_t off = 0;
             int i;
             for (i = 0; i < iovcnt; i++) {
-                if (iov[i].iov_len)
-                    memcpy(c.slot->data + off, iov[i].iov_base, iov[i].iov_len);
-                off += iov[i].iov_len;
+                if (v[i].iov_len)
+                    memcpy(c.slot->data + off, v[i].iov_base, v[i].iov_len);
+                off += v[i].iov_len;
             }
             c.slot->data_len = (uint32_t)off;
-        } else {
-            put_iovec_list(&c, iov, iovcnt);
         }
         if (lsca_exchange(&c))
             return lsca_end(&c);
@@ -217,24 +238,27 @@ ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
 ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 {
     struct lsca_call c;
-    ssize_t total = iov_total(iov, iovcnt);
+    const struct iovec *v;
+    size_t total;
 
-    if (total < 0) {
-        lsca_count_passthrough(LSCA_OP_READV);
-    } else if (lsca_begin(&c, LSCA_OP_READV)) {
+    if (lsca_begin(&c, LSCA_OP_READV)) {
+        if (!(v = take_iovecs(&c, iov, iovcnt, 0, &total))) {
+            lsca_abandon(&c);
+            return REAL(readv)(fd, iov, iovcnt);
+        }
         c.slot->args[0] = (uint64_t)(int64_t)fd;
         c.slot->args[1] = (uint64_t)total;
         c.slot->args[2] = (uint64_t)iovcnt;
-        if (total > LSCA_INLINE_MAX)
-            put_iovec_list(&c, iov, iovcnt);
+        iovec_inline(&c, v, iovcnt, total);
         if (lsca_exchange(&c)) {
             if (c.slot->xfer == LSCA_XFER_INLINE && c.slot->result > 0) {
-                /* Scatter the bytes read over the caller's buffers, in order. */
+                /* Scatter the bytes read over the caller's buffers, in order (the worker
+                 * wrote at most total bytes: the copied array after them is intact). */
                 size_t left = (size_t)c.slot->result, off = 0;
                 int i;
                 for (i = 0; i < iovcnt && left; i++) {
-                    size_t n = iov[i].iov_len < left ? iov[i].iov_len : left;
-                    memcpy(iov[i].iov_base, c.slot->data + off, n);
+                    size_t n = v[i].iov_len < left ? v[i].iov_len : left;
+                    memcpy(v[i].iov_base, c.slot->data + off, n);
                     off += n;
                     left -= n;
                 }
@@ -303,7 +327,7 @@ static int proxy_fstat(int fd, struct stat *buf, int *answered)
     struct lsca_call c;
 
     *answered = 0;
-    if (lsca_bad_pointer(buf, sizeof(*buf))) {
+    if (!lsca_user_writable(buf, sizeof(*buf))) {
         lsca_count_passthrough(LSCA_OP_FSTAT);
         return 0;
     }

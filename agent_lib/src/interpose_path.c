@@ -4,7 +4,8 @@
  * chdir/fchdir and getcwd, with the 64-bit, __x*stat and fortified names glibc exports.
  *
  * The worker resolves the path against the program's cwd (or dirfd) with the
- * program's credentials. chdir/fchdir change the program's own process: they run
+ * program's credentials. A path, out-struct or buffer that would fault sends the call to
+ * the kernel natively (EFAULT there, as natively). chdir/fchdir change the program's own process: they run
  * natively and the worker is told (for traces and counts).
  */
 #define _GNU_SOURCE
@@ -87,7 +88,7 @@ static int path_call(enum lsca_op op, const char *p1, const char *p2, uint64_t a
 /* A stat buffer that would fault runs natively: the kernel says EFAULT. */
 #define STAT_OR_REAL(native, dirfd, path, buf, flags)                                        \
     do {                                                                                     \
-        if (lsca_bad_pointer(buf, sizeof(struct stat))) {                                    \
+        if (!lsca_user_writable(buf, sizeof(struct stat))) {                                 \
             lsca_count_passthrough(LSCA_OP_FSTATAT);                                         \
             return native;                                                                   \
         }                                                                                    \
@@ -162,7 +163,7 @@ int __fxstatat64(int ver, int dirfd, const char *path, struct stat *buf, int fla
 int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf)
 {
     long r;
-    if (!lsca_bad_pointer(buf, sizeof(*buf)) &&
+    if (lsca_user_writable(buf, sizeof(*buf)) &&
         path_call(LSCA_OP_STATX, path, NULL, ARG(dirfd), ARG(flags), mask, 0, buf, sizeof(*buf), &r))
         return (int)r;
     return REAL(statx)(dirfd, path, flags, mask, buf);
@@ -278,7 +279,7 @@ static int proxy_readlinkat(int dirfd, const char *path, char *buf, size_t bufsi
 {
     struct lsca_call c;
 
-    if (lsca_bad_pointer(buf, bufsiz) || bufsiz > LSCA_INLINE_MAX) {
+    if (bufsiz > LSCA_INLINE_MAX || !lsca_user_writable(buf, bufsiz)) {
         lsca_count_passthrough(LSCA_OP_READLINKAT);
         return 0;
     }
@@ -400,7 +401,7 @@ static int proxy_utimensat(int dirfd, const char *path, const struct timespec ti
     struct lsca_call c;
 
     *answered = 0;
-    if (times && lsca_bad_pointer(times, 2 * sizeof(*times))) {
+    if (times && !lsca_user_readable(times, 2 * sizeof(*times))) {
         lsca_count_passthrough(LSCA_OP_UTIMENSAT);
         return 0;
     }
@@ -484,7 +485,7 @@ char *getcwd(char *buf, size_t size)
     struct lsca_call c;
 
     /* getcwd(NULL, n) allocates: glibc's business, natively. */
-    if (!buf || lsca_bad_pointer(buf, size) || size > LSCA_INLINE_MAX) {
+    if (!buf || size > LSCA_INLINE_MAX || !lsca_user_writable(buf, size)) {
         lsca_count_passthrough(LSCA_OP_GETCWD);
     } else if (lsca_begin(&c, LSCA_OP_GETCWD)) {
         c.slot->args[0] = size;

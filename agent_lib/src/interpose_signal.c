@@ -4,6 +4,10 @@
  * interrupts that call in the worker and takes its answer, then runs the handler — the
  * order the kernel keeps for a native call. Whether the call then fails with EINTR or is
  * restarted follows the handler's SA_RESTART, as natively.
+ *
+ * A child that shares our memory (vfork, posix_spawn, clone(CLONE_VM)) shares the table of
+ * the program's actions too, but not the kernel's dispositions: there sigaction acts on the
+ * kernel only, and the parent's handlers stay as they were.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +27,15 @@ static void trampoline(int sig, siginfo_t *info, void *context)
     int saved = errno;
     struct sigaction action = program_action[sig];
 
+    if (!lsca_own_process()) {
+        /* Inherited by a vfork child: the handler runs, the parent's table stays untouched. */
+        errno = saved;
+        if (action.sa_flags & SA_SIGINFO)
+            action.sa_sigaction(sig, info, context);
+        else if (action.sa_handler != SIG_DFL && action.sa_handler != SIG_IGN)
+            action.sa_handler(sig);
+        return;
+    }
     if (action.sa_flags & SA_RESETHAND) {
         /* The kernel reset the disposition on delivery: so does the program's view. */
         program_action[sig].sa_handler = SIG_DFL;
@@ -50,6 +63,15 @@ int sigaction(int sig, const struct sigaction *act, struct sigaction *oact)
 
     if (sig <= 0 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP)
         return REAL(sigaction)(sig, act, oact);
+    if (!lsca_own_process()) {
+        /* A child sharing our memory: its own dispositions change, the shared table does not.
+         * A handler it inherited behind the trampoline is reported as the program set it. */
+        r = REAL(sigaction)(sig, act, &previous);
+        if (r == 0 && oact)
+            *oact = (previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction == trampoline && wrapped[sig]
+                        ? program_action[sig] : previous;
+        return r;
+    }
     if (act && is_handler(act)) {
         installed = *act;
         installed.sa_sigaction = trampoline;

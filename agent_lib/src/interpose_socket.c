@@ -2,7 +2,8 @@
  * interpose_socket.c - socket I/O: send sendto sendmsg recv recvfrom recvmsg accept
  * accept4 connect shutdown. Addresses travel in data[0..LSCA_ADDR_MAX), payloads after
  * them. Ancillary data (SCM_RIGHTS, credentials) names the process itself: such
- * sendmsg/recvmsg calls run natively, as do messages larger than the slot.
+ * sendmsg/recvmsg calls run natively, as do messages larger than the slot, and calls with
+ * a buffer, address, length or message header that would fault (the kernel answers those).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -34,7 +35,7 @@ static int put_addr(struct lsca_call *c, const void *addr, socklen_t addrlen)
         c->slot->args[3] = 0;
         return 0;
     }
-    if (addrlen > LSCA_ADDR_MAX || lsca_bad_pointer(addr, addrlen))
+    if (addrlen > LSCA_ADDR_MAX || !lsca_user_readable(addr, addrlen))
         return -1;
     memcpy(c->slot->data, addr, addrlen);
     c->slot->args[3] = addrlen;
@@ -51,9 +52,10 @@ static void give_addr(struct lsca_call *c, void *addr, socklen_t *len, socklen_t
     }
 }
 
+/* An address to hand back: *len is read and written, then up to *len bytes of addr. */
 static int wants_addr(void *addr, socklen_t *len)
 {
-    return addr && len && !lsca_bad_pointer(len, sizeof(*len));
+    return addr && len && lsca_user_writable(len, sizeof(*len)) && lsca_user_writable(addr, *len);
 }
 
 /* ---- send ---- */
@@ -63,7 +65,7 @@ static int proxy_send(int fd, const void *buf, size_t len, int flags, const stru
 {
     struct lsca_call c;
 
-    if (lsca_bad_pointer(buf, len) || !lsca_begin(&c, LSCA_OP_SENDTO))
+    if (!lsca_user_readable(buf, len) || !lsca_begin(&c, LSCA_OP_SENDTO))
         return 0;
     if (put_addr(&c, addr, addrlen) < 0) {
         lsca_abandon(&c);
@@ -109,7 +111,7 @@ static int proxy_recv(int fd, void *buf, size_t len, int flags, struct sockaddr 
     struct lsca_call c;
     int want = wants_addr(addr, addrlen);
 
-    if (lsca_bad_pointer(buf, len) || (addr && !want) || !lsca_begin(&c, LSCA_OP_RECVFROM))
+    if (!lsca_user_writable(buf, len) || (addr && !want) || !lsca_begin(&c, LSCA_OP_RECVFROM))
         return 0;
     c.slot->args[0] = ARG(fd);
     c.slot->args[1] = len;
@@ -147,42 +149,58 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
 
 /* ---- sendmsg / recvmsg: without ancillary data, within the slot ---- */
 
-static ssize_t msg_total(const struct msghdr *msg)
+/* The header (copied to *m) and its iovec array (copied to the tail of the slot's data),
+ * with the payload's total; NULL when the call runs natively: ancillary data, a payload
+ * larger than the slot, or memory the kernel would find faulting (the header is written
+ * back by recvmsg, the name and buffers read by sendmsg and written by recvmsg). */
+static const struct iovec *take_msg(struct lsca_call *c, const struct msghdr *msg, struct msghdr *m,
+                                    int send, size_t *total)
 {
-    size_t total = 0;
-    size_t i;
+    size_t bytes, i;
+    struct iovec *v;
 
-    if (lsca_bad_pointer(msg, sizeof(*msg)) || msg->msg_controllen || msg->msg_iovlen > 1024 ||
-        (msg->msg_iovlen && lsca_bad_pointer(msg->msg_iov, 1)))
-        return -1;
-    for (i = 0; i < msg->msg_iovlen; i++) {
-        if (lsca_bad_pointer(msg->msg_iov[i].iov_base, msg->msg_iov[i].iov_len))
-            return -1;
-        total += msg->msg_iov[i].iov_len;
-        if (total > PAYLOAD_MAX)
-            return -1;
+    *total = 0;
+    if ((!send && !lsca_user_writable((void *)msg, sizeof(*m))) || lsca_user_read(m, msg, sizeof(*m)) < 0)
+        return NULL;
+    if (m->msg_controllen || m->msg_iovlen > 1024)
+        return NULL;
+    if (m->msg_name && (send ? !lsca_user_readable(m->msg_name, m->msg_namelen)
+                             : !lsca_user_writable(m->msg_name, m->msg_namelen)))
+        return NULL;
+    bytes = m->msg_iovlen * sizeof(struct iovec);
+    if (bytes > PAYLOAD_MAX)
+        return NULL;
+    v = (struct iovec *)(c->slot->data + LSCA_INLINE_MAX - bytes);
+    if (lsca_user_read(v, m->msg_iov, bytes) < 0)
+        return NULL;
+    for (i = 0; i < m->msg_iovlen; i++) {
+        if (send ? !lsca_user_readable(v[i].iov_base, v[i].iov_len)
+                 : !lsca_user_writable(v[i].iov_base, v[i].iov_len))
+            return NULL;
+        *total += v[i].iov_len;
+        if (*total > PAYLOAD_MAX - bytes)
+            return NULL;
     }
-    return (ssize_t)total;
+    return v;
 }
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     struct lsca_call c;
-    ssize_t total = msg_total(msg);
-    size_t off = 0, i;
+    struct msghdr m;
+    const struct iovec *v;
+    size_t total, off = 0, i;
 
-    if (total < 0) {
-        lsca_count_passthrough(LSCA_OP_SENDMSG);
-    } else if (lsca_begin(&c, LSCA_OP_SENDMSG)) {
-        if (put_addr(&c, msg->msg_name, msg->msg_namelen) < 0) {
+    if (lsca_begin(&c, LSCA_OP_SENDMSG)) {
+        if (!(v = take_msg(&c, msg, &m, 1, &total)) || put_addr(&c, m.msg_name, m.msg_namelen) < 0) {
             lsca_abandon(&c);
         } else {
             c.slot->args[0] = ARG(fd);
             c.slot->args[1] = (uint64_t)total;
             c.slot->args[2] = ARG(flags);
-            for (i = 0; i < msg->msg_iovlen; i++) {
-                memcpy(PAYLOAD(&c) + off, msg->msg_iov[i].iov_base, msg->msg_iov[i].iov_len);
-                off += msg->msg_iov[i].iov_len;
+            for (i = 0; i < m.msg_iovlen; i++) {
+                memcpy(PAYLOAD(&c) + off, v[i].iov_base, v[i].iov_len);
+                off += v[i].iov_len;
             }
             c.slot->data_len = (uint32_t)(LSCA_ADDR_MAX + off);
             if (lsca_exchange(&c))
@@ -196,29 +214,33 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
     struct lsca_call c;
-    ssize_t total = msg_total(msg);
+    struct msghdr m;
+    const struct iovec *v;
+    size_t total;
 
-    if (total < 0 || (msg->msg_name && lsca_bad_pointer(msg->msg_name, msg->msg_namelen))) {
-        lsca_count_passthrough(LSCA_OP_RECVMSG);
-    } else if (lsca_begin(&c, LSCA_OP_RECVMSG)) {
+    if (lsca_begin(&c, LSCA_OP_RECVMSG)) {
+        if (!(v = take_msg(&c, msg, &m, 0, &total))) {
+            lsca_abandon(&c);
+            return REAL(recvmsg)(fd, msg, flags);
+        }
         c.slot->args[0] = ARG(fd);
         c.slot->args[1] = (uint64_t)total;
         c.slot->args[2] = ARG(flags);
-        c.slot->args[3] = msg->msg_name != NULL;
+        c.slot->args[3] = m.msg_name != NULL;
         c.slot->data_len = LSCA_ADDR_MAX;
         if (lsca_exchange(&c)) {
             long n = c.slot->result;
             if (n >= 0) {
                 /* Scatter what came (MSG_TRUNC may report more than the buffers hold). */
-                size_t left = (size_t)n < (size_t)total ? (size_t)n : (size_t)total, off = 0, i;
-                for (i = 0; i < msg->msg_iovlen && left; i++) {
-                    size_t k = msg->msg_iov[i].iov_len < left ? msg->msg_iov[i].iov_len : left;
-                    memcpy(msg->msg_iov[i].iov_base, PAYLOAD(&c) + off, k);
+                size_t left = (size_t)n < total ? (size_t)n : total, off = 0, i;
+                for (i = 0; i < m.msg_iovlen && left; i++) {
+                    size_t k = v[i].iov_len < left ? v[i].iov_len : left;
+                    memcpy(v[i].iov_base, PAYLOAD(&c) + off, k);
                     off += k;
                     left -= k;
                 }
-                if (msg->msg_name)
-                    give_addr(&c, msg->msg_name, &msg->msg_namelen, (socklen_t)c.slot->new_fds[0]);
+                if (m.msg_name)
+                    give_addr(&c, m.msg_name, &msg->msg_namelen, (socklen_t)c.slot->new_fds[0]);
                 msg->msg_flags = c.slot->new_fds[1];
             }
             return lsca_end(&c);

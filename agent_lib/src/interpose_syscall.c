@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>             /* renameat, renameat2 */
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -68,6 +69,13 @@ long syscall(long nr, ...)
     case SYS_fchownat: return fchownat((int)A(0), P(1), (uid_t)a[2], (gid_t)a[3], (int)A(4));
     case SYS_fchown: return fchown((int)A(0), (uid_t)a[1], (gid_t)a[2]);
     case SYS_utimensat: return utimensat((int)A(0), P(1), P(2), (int)A(3));
+#ifdef SYS_close_range
+    case SYS_close_range: return close_range((unsigned)a[0], (unsigned)a[1], (int)A(2));
+#endif
+    case SYS_prlimit64: return prlimit((pid_t)A(0), (int)A(1), P(2), P(3));
+#ifdef SYS_setrlimit
+    case SYS_setrlimit: return setrlimit((int)A(0), P(1));
+#endif
     case SYS_chdir: return chdir(P(0));
     case SYS_fchdir: return fchdir((int)A(0));
 #ifdef SYS_open

@@ -376,7 +376,7 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
     uint32_t xfer = slot->xfer;
     uint64_t count = slot->args[1];
     int fd = e->fd;
-    int mapped = 0, error = 0;
+    int mapped = 0, error = 0, nowait;
     void *buf;
     int64_t n;
 
@@ -404,25 +404,37 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
         /* A call that may block would stall every client of this worker: a pool thread takes it. */
         if (op != LSCA_OP_PWRITE && !in_pool && fd >= 0 && lsca_would_block(fd, e->mode, e->dev_major, 1, count))
             return LSCA_WOULD_BLOCK;
+        /* A pipe's writer here never waits (pool threads may): see lsca_do_write_nowait. */
+        nowait = op != LSCA_OP_PWRITE && !in_pool && fd >= 0 && S_ISFIFO(e->mode);
         data = outgoing(c, slot, op, count, xfer, &mapped, &error);
         if (!data)
             FAIL(error);
         n = op == LSCA_OP_PWRITE ? lsca_do_pwrite(fd, data, count, (int64_t)slot->args[2])
-                                 : lsca_do_write(fd, data, count);
+            : nowait ? lsca_do_write_nowait(fd, data, count) : lsca_do_write(fd, data, count);
         error = errno;
         if (mapped)
             munmap((void *)data, count);
+        if (n < 0 && nowait && error == EAGAIN && !lsca_nonblocking(fd))
+            return LSCA_WOULD_BLOCK;    /* nothing was written: a pool thread waits instead */
         errno = error;
         ANSWER(n);
     }
     case LSCA_OP_READ: case LSCA_OP_READV: case LSCA_OP_PREAD:
         if (op != LSCA_OP_PREAD && !in_pool && fd >= 0 && lsca_would_block(fd, e->mode, e->dev_major, 0, count))
             return LSCA_WOULD_BLOCK;
+        /* Here a file that can make a reader wait is read without waiting (see lsca_do_read_nowait). */
+        nowait = op != LSCA_OP_PREAD && !in_pool && fd >= 0 && lsca_may_wait(e->mode, e->dev_major);
         buf = xfer == LSCA_XFER_INLINE ? slot->data : scratch_get(count, &mapped);
         if (!buf)
             FAIL(ENOMEM);
         n = op == LSCA_OP_PREAD ? lsca_do_pread(fd, buf, count, (int64_t)slot->args[2])
-                                : lsca_do_read(fd, buf, count);
+            : nowait ? lsca_do_read_nowait(fd, buf, count) : lsca_do_read(fd, buf, count);
+        error = errno;
+        if (n < 0 && nowait && (error == EOPNOTSUPP || (error == EAGAIN && !lsca_nonblocking(fd)))) {
+            if (mapped)
+                munmap(buf, count);
+            return LSCA_WOULD_BLOCK;    /* nothing was read: a pool thread waits instead */
+        }
         if (n >= 0 && incoming(c, slot, op, xfer, buf, n) < 0)
             n = -1;
         error = errno;

@@ -16,6 +16,7 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/openat2.h>
 
 #include "lsca_worker_sys.h"
 
@@ -26,7 +27,16 @@
 #ifndef SYS_pidfd_getfd
 #define SYS_pidfd_getfd 438
 #endif
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
 #define KCMP_FILE 0
+/* The flags O_PATH keeps, and those open knows: openat drops the others silently, openat2
+ * refuses them (EINVAL), so they are dropped here as openat would. */
+#define O_PATH_KEEPS (O_DIRECTORY | O_NOFOLLOW | O_PATH | O_CLOEXEC)
+#define OPEN_KNOWS (O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK | O_DSYNC | \
+                    FASYNC | O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC |  \
+                    O_SYNC | O_PATH | __O_TMPFILE)
 
 union semun_arg {
     int val;
@@ -136,6 +146,24 @@ int64_t lsca_do_read(int fd, void *buf, uint64_t count)
     return RETRY_EINTR(read(fd, buf, (size_t)count));
 }
 
+int64_t lsca_do_read_nowait(int fd, void *buf, uint64_t count)
+{
+    struct iovec iov = { .iov_base = buf, .iov_len = (size_t)count };
+    return RETRY_EINTR(preadv2(fd, &iov, 1, -1, RWF_NOWAIT));
+}
+
+int64_t lsca_do_write_nowait(int fd, const void *buf, uint64_t count)
+{
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = (size_t)count };
+    return RETRY_EINTR(pwritev2(fd, &iov, 1, -1, RWF_NOWAIT));
+}
+
+int lsca_nonblocking(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    return flags >= 0 && (flags & O_NONBLOCK);
+}
+
 int64_t lsca_do_write(int fd, const void *buf, uint64_t count)
 {
     return RETRY_EINTR(write(fd, buf, (size_t)count));
@@ -174,6 +202,19 @@ int lsca_do_fdatasync(int fd)
 int lsca_do_openat(int dirfd, const char *path, int flags, unsigned mode)
 {
     return RETRY_EINTR(openat(dirfd, path, flags, (mode_t)mode));
+}
+
+int lsca_do_open_nomagic(int dirfd, const char *path, int flags, unsigned mode)
+{
+    struct open_how how = { .flags = (uint64_t)(unsigned)(flags & OPEN_KNOWS), .resolve = RESOLVE_NO_MAGICLINKS };
+
+    if (flags & O_PATH)
+        how.flags &= O_PATH_KEEPS;
+    /* As openat builds its open_how: O_PATH first, then a mode only for an open that creates
+     * (openat2 refuses one otherwise); the kernel's own __O_TMPFILE bit, not glibc's. */
+    if (how.flags & (O_CREAT | 020000000))
+        how.mode = mode & 07777;
+    return (int)RETRY_EINTR(syscall(SYS_openat2, dirfd, path, &how, sizeof(how)));
 }
 
 int lsca_do_fstatat(int dirfd, const char *path, void *out, int flags)
@@ -363,6 +404,11 @@ int lsca_fd_kind(int fd, unsigned *mode, unsigned *dev_major)
     *mode = st.st_mode;
     *dev_major = S_ISCHR(st.st_mode) ? major(st.st_rdev) : 0;
     return 0;
+}
+
+int lsca_may_wait(unsigned mode, unsigned dev_major)
+{
+    return !(S_ISREG(mode) || S_ISDIR(mode) || S_ISBLK(mode) || (S_ISCHR(mode) && dev_major == 1));
 }
 
 int lsca_would_block(int fd, unsigned mode, unsigned dev_major, int for_write, size_t count)

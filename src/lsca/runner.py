@@ -138,9 +138,11 @@ class SessionClient:
 
 
 def spawn(command, env):
-    """Start the program with no signal blocked (lsca run blocks the ones it forwards)."""
+    """Start the program with no signal blocked (lsca run blocks the ones it forwards) and
+    SIGPIPE and SIGXFSZ at their defaults (Python ignores them; a shell's child has them)."""
     try:
-        return os.posix_spawnp(command[0], command, env, setsigmask=())
+        return os.posix_spawnp(command[0], command, env, setsigmask=(),
+                               setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
     except FileNotFoundError:
         raise RunError(f"{command[0]}: command not found") from None
     except PermissionError:

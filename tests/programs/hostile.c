@@ -27,6 +27,12 @@
  *       name, again and again: an open that lands on the FIFO waits for a writer that never
  *       comes. Reports {"stuck": true} as soon as an open is not answered within 2 s (and
  *       keeps it so until EOF on stdin), or {"stuck": false} after SECONDS.
+ *   hostile nonblock-race SECONDS                               (run under the agent)
+ *       read(2) of one byte, again and again, from an empty pipe whose O_NONBLOCK a child
+ *       flips natively (raw fcntl) all the while: a worker that looks at the flag, then
+ *       reads, may read a pipe that is blocking by then and wait for a writer that never
+ *       comes. Reports {"reads": N} after SECONDS (a read the pool waits on, as the program
+ *       would natively, keeps it there: the test ends it).
  *   hostile fake-supervisor SOCKET
  *       Listen on SOCKET (mode 0777) like a supervisor: welcome every hello with a shard of
  *       its own (IPC_PRIVATE, 0666), log every call submitted there with the first bytes
@@ -484,6 +490,35 @@ static int cmd_shmat(int argc, char **argv)
 
 /* ---- a FIFO swapped in under an open ---- */
 
+static int cmd_nonblock_race(double seconds)
+{
+    int p[2];
+    char byte;
+    long reads = 0;
+    double end = mono() + seconds;
+    pid_t toggler;
+
+    if (pipe(p) < 0)
+        return 1;
+    toggler = fork();
+    if (toggler == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        for (;;) {                      /* natively: never through the agent */
+            syscall(SYS_fcntl, p[0], F_SETFL, O_NONBLOCK);
+            syscall(SYS_fcntl, p[0], F_SETFL, 0);
+        }
+    }
+    emit("{\"toggler\": %d}", (int)toggler);
+    while (mono() < end) {
+        if (read(p[0], &byte, 1) < 0 && errno != EAGAIN)
+            break;
+        reads++;
+    }
+    kill(toggler, SIGKILL);
+    emit("{\"reads\": %ld}", reads);
+    return 0;
+}
+
 static int cmd_fifo_race(const char *path, const char *dir, double seconds)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -698,6 +733,8 @@ int main(int argc, char **argv)
         return cmd_shmat(argc - 2, argv + 2);
     if (argc >= 5 && strcmp(argv[1], "fifo-race") == 0)
         return cmd_fifo_race(argv[2], argv[3], atof(argv[4]));
+    if (argc >= 3 && strcmp(argv[1], "nonblock-race") == 0)
+        return cmd_nonblock_race(atof(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "fake-supervisor") == 0)
         return cmd_fake_supervisor(argv[2]);
     fprintf(stderr, "usage: see the comment at the top of hostile.c\n");

@@ -1,9 +1,12 @@
 """What every handler module needs: slot arguments as the C values they were, and
 C results turned into the errno the client gets."""
+import errno
 import os
+import stat
 
-from lsca.abi import ffi
+from lsca.abi import ffi, lib
 from lsca.workers import pool
+from lsca.workers.fdcache import Declined
 
 
 def as_int(value):
@@ -24,3 +27,26 @@ def client_fd(client, slot):
     if pinned is not None:
         return pinned
     return client.fds.get(as_int(slot.args[0]))
+
+
+def open_nomagic(base, path, flags, mode=0):
+    """openat for a client's name, never through a magic link: /proc/self/fd/N or
+    /proc/self/cwd reached through the client's symlinks would be this worker's own files
+    and cwd (another user's). Such a name runs natively, where it is the program's own."""
+    fd = lib.lsca_do_open_nomagic(base, path, flags, mode)
+    if fd < 0 and ffi.errno == errno.ELOOP and not _loops(base, path, flags):
+        raise Declined("a magic link: the name is the program's to resolve")
+    return fd
+
+
+def _loops(base, path, flags):
+    """Whether openat itself would say ELOOP (a symlink loop, O_NOFOLLOW on a symlink), not only
+    the refusal of a magic link: a look with O_PATH, which opens nothing for use."""
+    fd = lib.lsca_do_openat(base, path, os.O_PATH | os.O_CLOEXEC | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY)), 0)
+    if fd < 0:
+        return ffi.errno == errno.ELOOP
+    try:
+        # O_PATH|O_NOFOLLOW opens a final symlink itself, where the open asked for says ELOOP.
+        return bool(flags & os.O_NOFOLLOW) and not flags & os.O_PATH and stat.S_ISLNK(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)

@@ -6,6 +6,7 @@ import mmap
 import os
 import socket
 import struct
+import threading
 
 import sysv_ipc
 
@@ -56,8 +57,16 @@ class Client:
         self.proc_dev = os.stat("/proc").st_dev
         self.held_records = {}          # slot -> record of a call whose descriptor numbers come later
         self.gate = None                # the policy in force (lsca.workers.gate.Gate) or None
-        self.closing = []               # descriptors the current call opened for itself
+        self._calls = threading.local() # per thread: the main loop and pool threads run calls at once
         self._scratch = None
+
+    @property
+    def closing(self):
+        """Descriptors the current call of this thread opened for itself (closed after it)."""
+        fds = getattr(self._calls, "closing", None)
+        if fds is None:
+            fds = self._calls.closing = []
+        return fds
 
     @property
     def revoked(self):

@@ -78,6 +78,9 @@ class Identity:
         self.own_groups = os.getgroups()
         root_dir = os.stat("/")
         self.root_id = (root_dir.st_dev, root_dir.st_ino)
+        # Between calls the worker's cwd is "/": it never holds (pins, or lends /proc/self/cwd
+        # to) a client's directory.
+        self.root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def enter(self, creds, real_ids=False):
         """Take the client's filesystem identity; Declined when it cannot be taken exactly.
@@ -152,8 +155,12 @@ def acting_as(client, slot, in_cwd, real_ids=False):
                 os.close(cwd)
     except FileNotFoundError:
         raise Declined("client thread is gone")
-    me.enter(creds, real_ids)
     try:
-        yield creds
+        me.enter(creds, real_ids)
+        try:
+            yield creds
+        finally:
+            me.leave()
     finally:
-        me.leave()
+        if in_cwd:
+            os.fchdir(me.root_fd)

@@ -14,6 +14,7 @@ import os
 
 from lsca.abi import OP_NAMES, ffi, lib
 from lsca.opclasses import op_mask
+from lsca.workers.calls import check, open_nomagic
 from lsca.workers.creds import read_creds, task_dir
 from lsca.workers.fdcache import Declined
 
@@ -107,7 +108,7 @@ def resolve(client, base, path, follow, keep):
     hops = 0
     while True:
         head, name, trailing = _split(path)
-        dfd = os.open(head, O_PATH_DIR, dir_fd=None if base == AT_FDCWD else base)
+        dfd = check(open_nomagic(base, head, O_PATH_DIR))
         keep.append(dfd)
         if os.fstat(dfd).st_dev == client.proc_dev:
             raise Declined("a /proc place describes the calling process")

@@ -11,7 +11,7 @@ import os
 import re
 import stat
 
-from lsca.workers.calls import as_int, check
+from lsca.workers.calls import as_int, check, open_nomagic
 from lsca.abi import INLINE_MAX, ffi, lib
 from lsca.workers.creds import acting_as
 from lsca.workers.fdcache import Declined
@@ -21,6 +21,7 @@ AT_FDCWD = -100
 AT_EACCESS = 0x200
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_SYMLINK_FOLLOW = 0x400
+AT_EMPTY_PATH = 0x1000
 O_CREAT, O_NONBLOCK, O_NOFOLLOW, O_TMPFILE = os.O_CREAT, os.O_NONBLOCK, os.O_NOFOLLOW, 0o20000000 | os.O_DIRECTORY
 SELF_NAMES = (b"/proc", b"/dev/fd", b"/dev/stdin", b"/dev/stdout", b"/dev/stderr", b"/dev/tty")
 TTY_MAJORS = {4, 5} | set(range(136, 144))
@@ -61,18 +62,35 @@ def needs_cwd(*pairs):
     return any(dirfd == AT_FDCWD and not path.startswith(b"/") for dirfd, path in pairs)
 
 
-def place(client, slot, dirfd, path, follow):
-    """(descriptor, name) the *at call acts on. Under a policy that decides this op, the
-    place is resolved and checked first (lsca.workers.gate), and the call acts on it."""
+class Unresolved(OSError):
+    """The name's directory does not resolve: the call fails with this errno (unless the call
+    checks its flags first, as an open does)."""
+
+
+def place(client, slot, dirfd, path, follow, probe=None):
+    """(descriptor, name) the *at call acts on: the name's directory, opened without ever
+    crossing a magic link (a client's symlink to /proc/self/fd/N or /proc/self/cwd would
+    name this worker's own files, another user's), final symlinks followed one at a time
+    when the call follows them (lsca.workers.gate.resolve). Under a policy that decides
+    this op, the place is checked too. probe: the call itself on a place that cannot
+    exist (dirfd -1, name "x"), for the kernel's word on its flags, which it checks before
+    any name: when the name does not resolve, an EINVAL there comes first."""
     base = dirfd_of(client, dirfd, path)
-    gate = client.gate
-    if gate is None or not gate.covers(slot.op):
-        return base, path
+    gate = client.gate if client.gate is not None and client.gate.covers(slot.op) else None
     if not path:                        # AT_EMPTY_PATH: the descriptor itself
-        gate.check(client, slot, [fd_path(base)] if base >= 0 else [])
+        if gate is not None:
+            gate.check(client, slot, [fd_path(base)] if base >= 0 else [])
         return base, path
-    where, name, full = resolve(client, base, path, follow, client.closing)
-    gate.check(client, slot, [full])
+    try:
+        where, name, full = resolve(client, base, path, follow, client.closing)
+    except Declined:
+        raise
+    except OSError as e:
+        if probe is not None and probe() < 0 and ffi.errno == errno.EINVAL:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL)) from e
+        raise Unresolved(e.errno, e.strerror) from e
+    if gate is not None:
+        gate.check(client, slot, [full])
     return where, name
 
 
@@ -90,7 +108,8 @@ def h_openat(client, slot):
     refuse_self_names(path)
     with acting_as(client, slot, needs_cwd((dirfd, path))):
         base, path = place(client, slot, dirfd, path, not flags & O_NOFOLLOW and
-                           not (flags & O_CREAT and flags & os.O_EXCL))
+                           not (flags & O_CREAT and flags & os.O_EXCL),
+                           probe=lambda: lib.lsca_do_openat(-1, b"x", flags, mode))
         st = ffi.new("char[]", STAT_SIZE)
         # Look before opening: what open would wait on or misname runs natively.
         if lib.lsca_do_fstatat(base, path, st, AT_SYMLINK_NOFOLLOW if flags & O_NOFOLLOW else 0) == 0:
@@ -117,7 +136,7 @@ def _open_without_waiting(base, path, flags, mode):
     """The open, never waiting in this worker: the name may have been swapped for a FIFO or a
     terminal since it was looked at (a client can race that), so open non-blocking and without
     taking a controlling tty, look at what was opened, and hand back what would wait."""
-    fd = lib.lsca_do_openat(base, path, flags | O_NONBLOCK | os.O_NOCTTY, mode)
+    fd = open_nomagic(base, path, flags | O_NONBLOCK | os.O_NOCTTY, mode)
     if fd < 0:
         if ffi.errno in (errno.EAGAIN, errno.EWOULDBLOCK) and not flags & O_NONBLOCK:
             raise Declined("the open would wait (a lease)")
@@ -181,7 +200,8 @@ def _stat_like(client, slot, call, size, dev_of):
     refuse_self_names(path)
     out = ffi.new("char[]", size)
     with acting_as(client, slot, needs_cwd((dirfd, path))):
-        check(call(*place(client, slot, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW), flags, out))
+        check(call(*place(client, slot, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW,
+                          probe=lambda: call(-1, b"x", flags, out)), flags, out))
     if dev_of(out) == client.proc_dev:
         raise Declined("a /proc object describes the calling process")
     ffi.memmove(slot.data, out, size)
@@ -207,7 +227,8 @@ def h_faccessat(client, slot):
     # access(2) checks with the real ids: take those as the filesystem ids, then ask with AT_EACCESS.
     real_ids = not flags & AT_EACCESS
     with acting_as(client, slot, needs_cwd((dirfd, path)), real_ids=real_ids):
-        return check(lib.lsca_do_faccessat(*place(client, slot, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW),
+        probe = lambda: lib.lsca_do_faccessat(-1, b"x", mode, flags | AT_EACCESS)
+        return check(lib.lsca_do_faccessat(*place(client, slot, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW, probe),
                                            mode, flags | AT_EACCESS))
 
 
@@ -221,7 +242,8 @@ def _one_path(call, *extra_args, flags_arg=None):
         values = [as_int(slot.args[i]) for i in extra_args]
         follow = flags_arg is not None and not as_int(slot.args[flags_arg]) & AT_SYMLINK_NOFOLLOW
         with acting_as(client, slot, needs_cwd((dirfd, path))):
-            return check(call(*place(client, slot, dirfd, path, follow), *values))
+            return check(call(*place(client, slot, dirfd, path, follow, probe=lambda: call(-1, b"x", *values)),
+                              *values))
     return handler
 
 
@@ -231,15 +253,31 @@ def _two_paths(call):
         old, new = paths(slot, 2)
         refuse_self_names(old, new)
         follow_old = slot.op == lib.LSCA_OP_LINKAT and flags & AT_SYMLINK_FOLLOW
+        probe = lambda: call(-1, b"x", -1, b"x", flags & 0xFFFFFFFF)
+        if not old and not (slot.op == lib.LSCA_OP_LINKAT and flags & AT_EMPTY_PATH):
+            # The kernel checks the flags, then the old name: empty, it is ENOENT whatever the new one is.
+            if probe() < 0 and ffi.errno == errno.EINVAL:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
         with acting_as(client, slot, needs_cwd((olddirfd, old), (newdirfd, new))):
-            return check(call(*place(client, slot, olddirfd, old, follow_old),
-                              *place(client, slot, newdirfd, new, False), flags & 0xFFFFFFFF))
+            old_place = place(client, slot, olddirfd, old, follow_old, probe)
+            try:
+                new_place = place(client, slot, newdirfd, new, False, probe)
+            except Unresolved:
+                if slot.op == lib.LSCA_OP_LINKAT and old:
+                    # linkat looks its old name up whole before the new one: a missing one comes first.
+                    st = ffi.new("char[]", STAT_SIZE)
+                    check(lib.lsca_do_fstatat(*old_place, st, 0 if follow_old else AT_SYMLINK_NOFOLLOW))
+                raise
+            return check(call(*old_place, *new_place, flags & 0xFFFFFFFF))
     return handler
 
 
 def h_symlinkat(client, slot):
     newdirfd = as_int(slot.args[0])
     target, linkpath = paths(slot, 2)
+    if not target:
+        raise OSError(errno.ENOENT, "empty target")    # the kernel's first check, before the name
     refuse_self_names(linkpath)                  # the target is only text
     with acting_as(client, slot, needs_cwd((newdirfd, linkpath))):
         return check(lib.lsca_do_symlinkat(target, *place(client, slot, newdirfd, linkpath, False)))
@@ -253,7 +291,8 @@ def h_readlinkat(client, slot):
         raise Declined("too large for the slot")
     out = ffi.new("char[]", max(size, 1))
     with acting_as(client, slot, needs_cwd((dirfd, path))):
-        base, path = place(client, slot, dirfd, path, False)
+        base, path = place(client, slot, dirfd, path, False,
+                           probe=lambda: lib.lsca_do_readlinkat(-1, b"x", out, size))
         st = ffi.new("char[]", STAT_SIZE)
         if lib.lsca_do_fstatat(base, path, st, AT_SYMLINK_NOFOLLOW) == 0 and lib.lsca_stat_dev(st) == client.proc_dev:
             raise Declined("a /proc link names the calling process")
@@ -279,31 +318,40 @@ def _fd_or_closed(client, slot):
 
 def h_truncate(client, slot):
     (path,) = paths(slot, 1)
+    if as_int(slot.args[0]) < 0:
+        raise OSError(errno.EINVAL, "negative length")     # the kernel's first check, before the name
     refuse_self_names(path)
     with acting_as(client, slot, not path.startswith(b"/")):
+        base = AT_FDCWD
         if client.gate is not None and client.gate.covers(slot.op):
-            # truncate has no *at form: the checked place through its directory's descriptor.
-            where, name = place(client, slot, AT_FDCWD, path, True)
-            path = f"/proc/self/fd/{where}/".encode() + name
-        return _truncate_without_waiting(path, as_int(slot.args[0]))
+            # truncate has no *at form: the checked place, through its directory's descriptor.
+            base, path = place(client, slot, AT_FDCWD, path, True)
+        return _truncate_without_waiting(base, path, as_int(slot.args[0]))
 
 
-def _truncate_without_waiting(path, length):
+def _truncate_without_waiting(base, path, length):
     """truncate(2) waits for a lease on the file to break (up to lease-break-time, 45 s), which a
     client can set: open it non-blocking first (the open then says EWOULDBLOCK instead, and the
     call runs natively), truncate a regular file through that descriptor, and leave every other
-    case to truncate itself, which fails before any lease is looked at."""
-    fd = lib.lsca_do_openat(AT_FDCWD, path, os.O_WRONLY | O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0)
-    if fd < 0:
-        if ffi.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-            raise Declined("truncate would wait for a lease to break")
-        return check(lib.lsca_do_truncate(path, length))
+    case to truncate itself, which fails before any lease is looked at. The file is reached once,
+    without magic links (O_PATH), and every later step acts on that very file."""
+    held = check(open_nomagic(base, path, os.O_PATH | os.O_CLOEXEC))
     try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            return check(lib.lsca_do_ftruncate(fd, length))
+        # Our own descriptor's link: the file just resolved, whatever the name names by now.
+        target = f"/proc/self/fd/{held}".encode()
+        fd = lib.lsca_do_openat(AT_FDCWD, target, os.O_WRONLY | O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0)
+        if fd < 0:
+            if ffi.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                raise Declined("truncate would wait for a lease to break")
+            return check(lib.lsca_do_truncate(target, length))
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return check(lib.lsca_do_ftruncate(fd, length))
+        finally:
+            os.close(fd)
+        return check(lib.lsca_do_truncate(target, length))
     finally:
-        os.close(fd)
-    return check(lib.lsca_do_truncate(path, length))
+        os.close(held)
 
 
 def h_utimensat(client, slot):
@@ -320,7 +368,8 @@ def h_utimensat(client, slot):
         refuse_self_names(path)
     with acting_as(client, slot, path is not None and needs_cwd((dirfd, path))):
         if path is not None:
-            base, path = place(client, slot, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW)
+            base, path = place(client, slot, dirfd, path, not flags & AT_SYMLINK_NOFOLLOW,
+                               probe=lambda: lib.lsca_do_utimensat(-1, b"x", times, flags))
         else:
             base = _fd_or_closed(client, slot)
             if client.gate is not None and client.gate.covers(slot.op) and base >= 0:

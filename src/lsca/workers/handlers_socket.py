@@ -7,7 +7,6 @@ import os
 from lsca.workers.calls import as_int, check, client_fd
 from lsca.abi import INLINE_MAX, ffi, lib
 from lsca.workers import pool
-from lsca.workers.creds import acting_as
 from lsca.workers.fdcache import NOT_OPEN, Declined
 
 ADDR_MAX = lib.LSCA_ADDR_MAX
@@ -126,11 +125,13 @@ def h_connect(client, slot):
         raise OSError(errno.EINVAL, "bad address length")
     family = int.from_bytes(bytes(ffi.buffer(slot.data, 2)), "little") if addrlen >= 2 else 0
     if family == AF_UNIX and addrlen > 2 and slot.data[2] != b"\0":
-        # A socket file: resolved in the client's cwd with its credentials, as a path.
-        with acting_as(client, slot, True):
-            return check(lib.lsca_do_connect(entry.fd, slot.data, addrlen))
-    if not getattr(pool.local, "in_pool", False) and entry is not NOT_OPEN and \
-            not lib.lsca_do_fcntl(entry.fd, 3, 0) & SOCK_NONBLOCK:
+        # A socket file: a stream connect waits while the listener's backlog is full, and only
+        # the main thread may enter the client's cwd and identity (cwd and umask are the whole
+        # worker's): run natively.
+        raise Declined("a connect to a socket file may wait for its listener")
+    if not getattr(pool.local, "in_pool", False) and entry is not NOT_OPEN:
+        # Even on a non-blocking socket: another process sharing it may clear O_NONBLOCK
+        # between our look and the connect, which would then wait here.
         raise pool.Blocking(entry)          # a connection may take long to establish
     return check(lib.lsca_do_connect(entry.fd, slot.data, addrlen))
 

@@ -1,0 +1,90 @@
+"""A program's bad pointers and SIGPIPE under LSCA: the same results as natively.
+
+A buffer, path, iovec array, out-struct or socket address the kernel cannot follow gives
+the native EFAULT (or partial count) and never a fault inside the program, with or without
+a SIGSEGV handler; a write to a pipe or socket without reader delivers SIGPIPE to the
+writing thread as the kernel does (default: death, handler: before the call returns,
+ignored: EPIPE only, blocked: pending)."""
+import signal
+import sys
+
+import pytest
+
+from conftest import run_native
+
+PY = sys.executable
+
+
+@pytest.mark.parametrize("mode", ["plain", "handler"])
+def test_bad_pointers_get_the_native_answer_without_faulting(lsca_run, c_program, tmp_path, mode):
+    binary = c_program("bad_pointers")
+    (tmp_path / "native").mkdir()
+    (tmp_path / "lsca").mkdir()
+    native = run_native(["env", f"TMPDIR={tmp_path / 'native'}", binary, mode])
+    proc, stats, _ = lsca_run(["env", f"TMPDIR={tmp_path / 'lsca'}", binary, mode])
+    assert native.returncode == 0, native.stderr.decode()
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == native.stdout
+    assert b"faults 0\n" in proc.stdout
+    assert b"write edge             r=100 errno=0" in proc.stdout      # a partial count, as natively
+    assert b"read edge              r=5 errno=0" in proc.stdout
+    assert b"stat path edge         r=-1 errno=14" in proc.stdout
+    # The good calls went through a worker; the bad ones ran natively (counted).
+    assert stats["proxied"].get("read", 0) >= 1 and stats["proxied"].get("pread", 0) >= 1
+    assert stats["proxied"].get("write", 0) >= 4 and stats["proxied"].get("fstatat", 0) >= 2
+    for op in ("write", "writev", "read", "readv", "fstatat", "readlinkat", "recvmsg", "sendmsg"):
+        assert stats["passthrough"].get(op, 0) >= 1, op
+
+
+def outcome(proc):
+    return proc.returncode, proc.stdout
+
+
+@pytest.mark.parametrize("mode", ["write", "writev", "send", "sendto", "sendmsg"])
+def test_writer_without_reader_dies_of_sigpipe(lsca_run, c_program, mode):
+    binary = c_program("sigpipe_writer")
+    native = run_native([binary, mode])
+    proc, stats, _ = lsca_run([binary, mode])
+    assert native.returncode == -signal.SIGPIPE
+    assert outcome(proc) == outcome(native), proc.stderr.decode()
+    op = {"send": "sendto"}.get(mode, mode)
+    assert stats["proxied"].get(op, 0) >= 1
+
+
+@pytest.mark.parametrize("mode", ["handler", "ignored", "blocked", "nosignal", "dgram", "thread"])
+def test_sigpipe_disposition_mask_and_thread_are_native(lsca_run, c_program, mode):
+    binary = c_program("sigpipe_writer")
+    native = run_native([binary, mode])
+    proc, stats, _ = lsca_run([binary, mode])
+    assert native.returncode == 0 and native.stdout.endswith(b"end\n")
+    assert outcome(proc) == outcome(native), proc.stderr.decode()
+    assert sum(stats["proxied"].get(op, 0) for op in ("write", "sendto")) >= 1
+
+
+SHELL = 'yes | head -1; echo "status ${PIPESTATUS[*]}"'
+
+
+def test_yes_into_head_in_a_shell_pipeline(lsca_run):
+    native = run_native(["bash", "-c", SHELL])
+    proc, stats, _ = lsca_run(["bash", "-c", SHELL])
+    assert native.stdout == b"y\nstatus 141 0\n"
+    assert proc.stdout == native.stdout and proc.returncode == native.returncode
+    assert b"Broken pipe" not in proc.stderr
+    assert stats["proxied"].get("write", 0) >= 1
+
+
+CLOSED_READER = r"""
+import subprocess
+p = subprocess.Popen(["yes"], stdout=subprocess.PIPE)
+print(p.stdout.readline().decode().strip())
+p.stdout.close()
+print("yes ended by", p.wait())
+"""
+
+
+def test_python_subprocess_with_closed_reader(lsca_run):
+    native = run_native([PY, "-c", CLOSED_READER])
+    proc, stats, _ = lsca_run([PY, "-c", CLOSED_READER])
+    assert native.stdout == b"y\nyes ended by -13\n"
+    assert outcome(proc) == outcome(native), proc.stderr.decode()
+    assert stats["proxied"].get("write", 0) >= 1
