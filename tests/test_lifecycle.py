@@ -161,7 +161,7 @@ def test_run_of_missing_command_says_not_found(supervisor):
     env["LSCA_SOCKET"] = supervisor.socket
     proc = subprocess.run([PY, "-m", "lsca.cli", "run", "--", "no-such-command-lsca"], env=env, capture_output=True)
     assert proc.returncode == 127
-    assert proc.stderr.decode().strip() == "lsca: no-such-command-lsca: command not found"
+    assert proc.stderr.decode().strip() == "lsca: no-such-command-lsca: No such file or directory"
 
 
 def test_supervisor_rejects_bad_arguments_in_one_line():

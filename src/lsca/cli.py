@@ -4,6 +4,7 @@ import os
 import sys
 
 from lsca import __version__
+from lsca.command import CommandError
 from lsca.runner import RunError, agent_path, run
 from lsca.settings import WORKERS, default_socket
 from lsca.statedir import StateDirError
@@ -37,7 +38,7 @@ def build_parser():
     run_parser.add_argument("-o", "--output", metavar="FILE",
                             help="write the trace to FILE instead of stderr (implies --trace)")
     run_parser.add_argument("--json", action="store_true",
-                            help="trace as JSON lines: time, pid, tid, program, worker, op, syscall, call, "
+                            help="trace as JSON lines: time, pid, tid, program, command, worker, op, syscall, call, "
                                  "paths, result, errno, latency_us; records lost to a slow reader: time, pid, "
                                  "program, worker, dropped (implies --trace)")
     run_parser.add_argument("--summary", action="store_true",
@@ -53,6 +54,10 @@ def build_parser():
     run_parser.add_argument("--fail-closed", action="store_true",
                             help="when the supervisor cannot be reached (or dies), proxied calls fail "
                                  "with EACCES instead of running natively")
+    run_parser.add_argument("--required", action="store_true",
+                            help="refuse to start CMD (exit 126) when its calls cannot be proxied: a "
+                                 "static, set-uid, set-gid or file-capability program, or no supervisor "
+                                 "to reach (LSCA_REQUIRED=1)")
     run_parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS]",
                             help="the program to run and its arguments")
 
@@ -153,7 +158,7 @@ def main(argv=None):
                        trace=args.trace or args.json or bool(args.output) or trace_ops is not None,
                        show_stats=args.stats, stats_file=args.stats_file, trace_file=args.output,
                        trace_json=args.json, summary=args.summary, trace_ops=trace_ops,
-                       policy=args.policy, fail_closed=args.fail_closed)
+                       policy=args.policy, fail_closed=args.fail_closed, required=args.required)
         if args.command == "bench":
             from lsca import bench
             return bench.run(args)
@@ -174,9 +179,9 @@ def main(argv=None):
             return 0
         parser.print_help()
         return 2
-    except RunError as e:
+    except (RunError, CommandError) as e:
         print(f"lsca: {e}", file=sys.stderr)
-        return 127 if "not found" in str(e) else 1
+        return e.status
     except (StatsError, StateDirError) as e:
         print(f"lsca: {e}", file=sys.stderr)
         return 1

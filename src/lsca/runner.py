@@ -4,6 +4,7 @@ Uses the supervisor named by LSCA_SOCKET, or starts one for this run only. The
 agent is preloaded into the program (and what it starts), never into the
 supervisor or its workers. Exit status and signals of the program pass through.
 """
+import errno
 import json
 import os
 import resource
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 from importlib import resources
+from lsca.command import SHELL, CommandError, agent_barrier, resolve, shell_command
 from lsca.opclasses import ALL as ALL_OPS, op_mask
 from lsca.statedir import StateDirError, instances_directory
 from lsca.tracestream import TraceReader
@@ -27,7 +29,11 @@ SI_KERNEL = 0x80
 
 
 class RunError(Exception):
-    """Why lsca run cannot go on: a one-line message."""
+    """Why lsca run cannot go on: a one-line message, and the status lsca run exits with."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
 
 
 def agent_path():
@@ -137,16 +143,38 @@ class SessionClient:
         self.sock.close()
 
 
-def spawn(command, env):
-    """Start the program with no signal blocked (lsca run blocks the ones it forwards) and
-    SIGPIPE and SIGXFSZ at their defaults (Python ignores them; a shell's child has them)."""
+def env_flag(env, name):
+    """A flag as the agent reads it: set, not empty and not 0."""
+    return env.get(name, "") not in ("", "0")
+
+
+def check_command(command, required):
+    """The file CMD runs (found as execvp finds it; CommandError when there is none). A program
+    the agent cannot run in is said in one line, or refused (exit 126) when required."""
+    path = resolve(command[0], os.environ)
+    barrier = agent_barrier(path)
+    if barrier and required:
+        raise RunError(f"{command[0]}{barrier}; not starting it (LSCA_REQUIRED=1)", status=126)
+    if barrier:
+        print(f"lsca: {command[0]}{barrier}; its calls are not proxied", file=sys.stderr, flush=True)
+    return path
+
+
+def spawn(path, command, env):
+    """Start path (as check_command() found it) as execvp would: a file the kernel has no
+    format for (ENOEXEC) runs as a /bin/sh script. No signal is blocked in it (lsca run
+    blocks the ones it forwards); SIGPIPE and SIGXFSZ are at their defaults (Python ignores
+    them; a shell's child has them)."""
+    options = {"setsigmask": (), "setsigdef": (signal.SIGPIPE, signal.SIGXFSZ)}
     try:
-        return os.posix_spawnp(command[0], command, env, setsigmask=(),
-                               setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
-    except FileNotFoundError:
-        raise RunError(f"{command[0]}: command not found") from None
-    except PermissionError:
-        raise RunError(f"{command[0]}: permission denied") from None
+        return os.posix_spawn(path, command, env, **options)
+    except OSError as e:
+        if e.errno != errno.ENOEXEC:
+            raise CommandError(command[0], e.errno) from None
+    try:
+        return os.posix_spawn(SHELL, shell_command(path, command), env, **options)
+    except OSError as e:
+        raise CommandError(command[0], e.errno) from None
 
 
 def wait_forwarding(pid):
@@ -219,8 +247,9 @@ def format_summary(stats):
 
 
 def run(command, workers=None, trace=False, show_stats=False, stats_file=None, trace_file=None, trace_json=False,
-        summary=False, trace_ops=None, policy=None, fail_closed=False):
+        summary=False, trace_ops=None, policy=None, fail_closed=False, required=False):
     """lsca run; returns the exit code (or ends the process by the program's signal)."""
+    required = required or env_flag(os.environ, "LSCA_REQUIRED")
     socket_path = os.environ.get("LSCA_SOCKET")
     embedded = None
     session = None
@@ -235,6 +264,7 @@ def run(command, workers=None, trace=False, show_stats=False, stats_file=None, t
                 Policy.load(policy)         # a bad file is one line here, before anything starts
             except PolicyError as e:
                 raise RunError(f"policy {e}") from None
+        path = check_command(command, required)      # before anything starts
         if not socket_path:
             embedded = EmbeddedSupervisor(workers, policy)
             socket_path = embedded.socket_path
@@ -248,12 +278,17 @@ def run(command, workers=None, trace=False, show_stats=False, stats_file=None, t
         session = SessionClient(socket_path, trace_fd=reader.sender_fd() if reader else None, trace_mask=mask)
         if reader is not None:
             reader.close_sender()               # the supervisor holds its own copy now
-            reader.start()
         signal.pthread_sigmask(signal.SIG_BLOCK, set(FORWARDED) | {signal.SIGCHLD})
         env = child_environment(socket_path, session.token)
         if fail_closed:
             env["LSCA_FAIL_CLOSED"] = "1"
-        pid = spawn(command, env)
+        if required:
+            env["LSCA_REQUIRED"] = "1"
+        pid = spawn(path, command, env)
+        if reader is not None:
+            # Started now, it knows CMD's pid from its first line on (nothing of the session ran
+            # before the spawn), and it inherits the blocked signals: they reach CMD, not it.
+            reader.start(command_pid=pid)
         status = wait_forwarding(pid)
         try:
             stats = session.end()

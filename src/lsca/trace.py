@@ -226,13 +226,15 @@ def format_dropped_json(event):
                        "worker": event["worker"], "dropped": event["dropped"]})
 
 
-def format_json(snap):
-    """One JSON line: when, who, the call as strace would show it, its outcome and cost."""
+def format_json(snap, command_pid=None):
+    """One JSON line: when, who (and whether it is CMD itself, the process lsca run started),
+    the call as strace would show it, its outcome and cost."""
     text = format_call(snap)
     call, _, _ = text.rpartition(" = ")
     result, err = snap["result"], snap["err"]
     return json.dumps({"time": round(snap["time_ns"] / 1e9, 6), "pid": snap["pid"], "tid": snap["tid"],
-                       "program": snap["program"], "worker": snap["worker"], "op": snap["op"],
+                       "program": snap["program"], "command": snap["pid"] == command_pid,
+                       "worker": snap["worker"], "op": snap["op"],
                        "syscall": call.split("(", 1)[0], "call": call,
                        "paths": [p.decode(errors="surrogateescape") for p in snap["paths"]],
                        "result": result,

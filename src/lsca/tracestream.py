@@ -24,7 +24,7 @@ class TraceReader:
                 break
             except (OSError, TypeError):
                 continue
-        self.first_pid = None
+        self.command_pid = None         # CMD's own lines are unlabelled, as with strace -f
         self.finishing = False
         self.until_closed = False
         self.lines = 0
@@ -36,7 +36,10 @@ class TraceReader:
         """The end to hand the supervisor (lsca run closes its own copy once sent)."""
         return self.theirs.fileno()
 
-    def start(self):
+    def start(self, command_pid=None):
+        """Read from now on. command_pid: the process lsca run started; every other process's
+        lines say [pid N] (None: no command to tell apart, no line is labelled)."""
+        self.command_pid = command_pid
         self.thread.start()
 
     def close_sender(self):
@@ -49,7 +52,8 @@ class TraceReader:
         them): read to the end of the stream, up to timeout. Else stop once nothing comes."""
         self.until_closed = until_closed
         self.finishing = True
-        self.thread.join(timeout)
+        if self.thread.ident is not None:       # never started when CMD could not be
+            self.thread.join(timeout)
         self.ours.close()
 
     def _run(self):
@@ -76,14 +80,12 @@ class TraceReader:
                 self.dropped += call["dropped"]
                 out.append(trace.format_dropped_json(call) if self.json_lines else trace.format_dropped(call))
                 continue
-            if self.first_pid is None:
-                self.first_pid = call["pid"]
             try:
                 if self.json_lines:
-                    line = trace.format_json(call)
+                    line = trace.format_json(call, self.command_pid)
                 else:
                     line = trace.format_call(call)
-                    if call["pid"] != self.first_pid:
+                    if self.command_pid is not None and call["pid"] != self.command_pid:
                         line = f"[pid {call['pid']:>6}] {line}"
             except Exception:           # a line we cannot format still says what it was
                 line = f"{call.get('op', '?')}(...) = {call.get('result', '?')}"
