@@ -205,32 +205,93 @@ def test_a_bad_config_file_at_start_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2 and "line 2" in proc.stderr.decode()
 
 
-def test_calls_a_dead_worker_was_executing_run_again_only_if_idempotent(tmp_path):
-    """Two calls claimed (RUNNING) by a worker that is then killed: the pread (idempotent)
-    is executed by the replacement, the write (not idempotent) is answered EIO."""
-    import errno
-    import sysv_ipc
+def claim_and_kill_worker(sup, shm_address, calls):
+    """Write calls (op, args, inline data) into a shard's first slots as claimed (RUNNING)
+    by the worker, then kill that worker: as if it died while executing them. The slots."""
     from lsca.abi import ffi, lib, shard_slot
+
+    slots = []
+    for i, (op, args, data) in enumerate(calls):
+        slot = shard_slot(shm_address, i)
+        slot.op = op
+        for j, arg in enumerate(args):
+            slot.args[j] = arg
+        ffi.memmove(slot.data, data, len(data))
+        slot.data_len = len(data)
+        slot.xfer, slot.seq, slot.result, slot.state = lib.LSCA_XFER_INLINE, 1000 + i, 12345, lib.LSCA_SLOT_RUNNING
+        slots.append(slot)
+    (worker,) = workers_of(sup)
+    os.kill(worker, signal.SIGKILL)
+    assert wait_until(lambda: all(slot.state == lib.LSCA_SLOT_DONE for slot in slots))
+    return slots
+
+
+def fake_client(sup, *files):
     from conftest import PROGRAMS
 
-    sup = SupervisorProcess(str(tmp_path), workers=1)
-    fake = subprocess.Popen([PY, os.path.join(PROGRAMS, "fake_client.py"), sup.socket, "022"],
+    fake = subprocess.Popen([PY, os.path.join(PROGRAMS, "fake_client.py"), sup.socket, "022", *files],
                             env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    return fake, json.loads(fake.stdout.readline())
+
+
+def test_calls_a_dead_worker_was_executing_run_again_only_if_idempotent(tmp_path):
+    """Calls claimed (RUNNING) by a worker that is then killed: the pread of a file
+    (idempotent) is executed by the replacement; the write (not idempotent) and the pread of a
+    device (which may ignore the offset and read the next bytes) are answered EIO."""
+    import errno
+    import sysv_ipc
+    from lsca.abi import ffi, lib
+
+    data = tmp_path / "data"
+    data.write_bytes(bytes(range(64)))
+    sup = SupervisorProcess(str(tmp_path), workers=1)
+    fake, info = fake_client(sup, f"{data}:read")
     try:
-        info = json.loads(fake.stdout.readline())
         shm = sysv_ipc.attach(info["shmid"])
-        pread, write = shard_slot(shm.address, 0), shard_slot(shm.address, 1)
-        pread.op, pread.args[0], pread.args[1], pread.args[2] = lib.LSCA_OP_PREAD, info["zero"], 16, 0
-        write.op, write.args[0], write.args[1] = lib.LSCA_OP_WRITE, info["null"], 3
-        ffi.memmove(write.data, b"abc", 3)
-        write.data_len = 3
-        for seq, slot in enumerate((pread, write), start=1000):
-            slot.xfer, slot.seq, slot.result, slot.state = lib.LSCA_XFER_INLINE, seq, 12345, lib.LSCA_SLOT_RUNNING
-        (worker,) = workers_of(sup)
-        os.kill(worker, signal.SIGKILL)
-        assert wait_until(lambda: pread.state == write.state == lib.LSCA_SLOT_DONE)
-        assert (pread.status, pread.result, bytes(ffi.buffer(pread.data, 16))) == (0, 16, bytes(16))
+        (file_fd,) = info["files"]
+        pread, write, pread_device = claim_and_kill_worker(sup, shm.address, [
+            (lib.LSCA_OP_PREAD, (file_fd, 16, 8), b""),
+            (lib.LSCA_OP_WRITE, (info["null"], 3), b"abc"),
+            (lib.LSCA_OP_PREAD, (info["zero"], 16, 0), b"")])
+        assert (pread.status, pread.result, bytes(ffi.buffer(pread.data, 16))) == (0, 16, bytes(range(8, 24)))
         assert (write.status, write.result, write.err) == (0, -1, errno.EIO)
+        assert (pread_device.status, pread_device.result, pread_device.err) == (0, -1, errno.EIO)
+        shm.detach()
+    finally:
+        fake.kill()
+        fake.wait()
+        assert sup.stop() == 0
+
+
+def test_a_pwrite_a_dead_worker_was_executing_is_eio_on_o_append_and_run_again_otherwise(tmp_path):
+    """pwrite on an O_APPEND descriptor appends whatever its offset (Linux): running it again
+    would write the bytes twice, so it is answered EIO; on a plain descriptor it writes the
+    same bytes at the same offset again, so the replacement worker runs it."""
+    import errno
+    import sysv_ipc
+    from lsca.abi import lib
+
+    appended, plain = tmp_path / "appended", tmp_path / "plain"
+    appended.write_bytes(b"head\n")
+    plain.write_bytes(b"." * 16)
+    sup = SupervisorProcess(str(tmp_path), workers=1)
+    fake, info = fake_client(sup, f"{appended}:append", f"{plain}:write")
+    try:
+        shm = sysv_ipc.attach(info["shmid"])
+        append_fd, plain_fd = info["files"]
+        # What the dead worker had done before it died: both pwrites reached the files.
+        with open(appended, "ab") as f:
+            f.write(b"once\n")
+        with open(plain, "r+b") as f:
+            f.seek(4)
+            f.write(b"once")
+        on_append, on_plain = claim_and_kill_worker(sup, shm.address, [
+            (lib.LSCA_OP_PWRITE, (append_fd, 5, 0), b"once\n"),
+            (lib.LSCA_OP_PWRITE, (plain_fd, 4, 4), b"once")])
+        assert (on_append.status, on_append.result, on_append.err) == (0, -1, errno.EIO)
+        assert appended.read_bytes() == b"head\nonce\n"
+        assert (on_plain.status, on_plain.result) == (0, 4)
+        assert plain.read_bytes() == b"...." + b"once" + b"." * 8
         shm.detach()
     finally:
         fake.kill()

@@ -1,7 +1,8 @@
 /*
  * interpose_io.c - libc I/O calls on descriptors the program already has:
- * write read pread pwrite readv writev lseek fsync fdatasync ftruncate fstat close,
- * with the 64-bit, __-prefixed and fortified (__*_chk) names glibc exports.
+ * write read pread pwrite readv writev lseek fsync fdatasync ftruncate fstat close
+ * (and the closes inside fclose, freopen and closedir), with the 64-bit, __-prefixed
+ * and fortified (__*_chk) names glibc exports.
  *
  * Each function marshals its call into the thread's slot; anything the agent
  * cannot carry exactly runs natively instead (and is counted). So does a call with a
@@ -10,7 +11,9 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <dirent.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -38,6 +41,9 @@ DECLARE_REAL(ftruncate);
 DECLARE_REAL(fstat);
 DECLARE_REAL(__fxstat);
 DECLARE_REAL(close);
+DECLARE_REAL(fclose);
+DECLARE_REAL(closedir);
+DECLARE_REAL(freopen);
 
 /* Put an outgoing buffer in the slot: inline when it fits, else by address. */
 static void put_buffer(struct lsca_call *c, const void *buf, size_t count)
@@ -373,13 +379,8 @@ int __fxstat64(int ver, int fd, struct stat64 *buf)
 /* A process cannot close another's descriptor: the agent closes natively, then
  * tells the worker (inside the same close()) so it drops its reference to the file
  * before close returns: EOF on pipes and the last-close effects stay as native. */
-int close(int fd)
+static void report_close(int fd, int r)
 {
-    if (lsca_agent_fd(fd)) {
-        errno = EBADF;               /* the program never opened it */
-        return -1;
-    }
-    int r = REAL(close)(fd);
     int err = errno;
     struct lsca_call c;
 
@@ -391,7 +392,65 @@ int close(int fd)
         lsca_end(&c);
     }
     errno = err;
+}
+
+int close(int fd)
+{
+    if (lsca_agent_fd(fd)) {
+        errno = EBADF;               /* the program never opened it */
+        return -1;
+    }
+    int r = REAL(close)(fd);
+    report_close(fd, r);
     return r;
 }
 
 int __close(int fd) __attribute__((alias("close")));
+
+/* ---- fclose / freopen / closedir ----
+ * glibc closes a stream's descriptor with its internal close, which no interposition sees:
+ * report it as close() does, or a worker's duplicate of it (the program made proxied calls
+ * on fileno(f) or dirfd(d)) outlives it until the worker idles: a umount right after would
+ * be EBUSY, a pipe's reader would wait for EOF. */
+static int stream_fd(int fd)
+{
+    return fd >= 0 && !lsca_agent_fd(fd) ? fd : -1;
+}
+
+int fclose(FILE *f)
+{
+    int err = errno;
+    int fd = f ? stream_fd(fileno(f)) : -1;     /* fclose(NULL) faults in glibc, as natively */
+    errno = err;
+    int r = REAL(fclose)(f);
+    if (fd >= 0)
+        report_close(fd, r);
+    return r;
+}
+
+/* freopen closes the stream's file (and may open the new one on the same number). */
+FILE *freopen(const char *path, const char *mode, FILE *f)
+{
+    int err = errno;
+    int fd = f ? stream_fd(fileno(f)) : -1;
+    errno = err;
+    FILE *r = REAL(freopen)(path, mode, f);
+    if (fd >= 0)
+        report_close(fd, 0);
+    return r;
+}
+
+FILE *freopen64(const char *path, const char *mode, FILE *f) __attribute__((alias("freopen")));
+
+int closedir(DIR *d)
+{
+    int err = errno;
+    DIR *given = d;
+    __asm__("" : "+r"(given));          /* closedir is declared nonnull, yet glibc's is EINVAL for NULL */
+    int fd = given ? stream_fd(dirfd(given)) : -1;
+    errno = err;
+    int r = REAL(closedir)(d);
+    if (fd >= 0)
+        report_close(fd, r);
+    return r;
+}

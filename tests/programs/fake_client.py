@@ -8,7 +8,9 @@ its stdout and stderr at /dev/null (garbage a worker writes goes nowhere) and sl
 reading stdin until EOF. A thread drains the descriptor channel (closing what arrives),
 as the agent would. It never submits a call itself: the test writes its shard.
 
-Usage: fake_client.py SOCKET UMASK_OCTAL
+Usage: fake_client.py SOCKET UMASK_OCTAL [PATH:FLAGS ...]
+Each PATH:FLAGS opens PATH with FLAGS ("append": O_WRONLY|O_APPEND, "write": O_WRONLY,
+"read": O_RDONLY); the descriptors are listed, in order, as "files" in the JSON line.
 """
 import ctypes
 import json
@@ -23,6 +25,7 @@ import sysv_ipc
 from lsca.abi import ABI_VERSION, MAGIC, WELCOME_SIZE, ffi, shard_header
 
 BUF_SIZE = 1 << 20
+OPEN_FLAGS = {"append": os.O_WRONLY | os.O_APPEND, "write": os.O_WRONLY, "read": os.O_RDONLY}
 PROT_NONE = 0
 
 
@@ -88,6 +91,7 @@ def main():
         raise SystemExit("fake_client: the shard is not ours")
     null_fd = os.open("/dev/null", os.O_RDWR)
     zero_fd = os.open("/dev/zero", os.O_RDWR)
+    files = [os.open(path, OPEN_FLAGS[how]) for path, how in (a.rsplit(":", 1) for a in sys.argv[3:])]
     mapping, buf = guarded_buffer(BUF_SIZE)
     mapping[mmap.PAGESIZE:mmap.PAGESIZE + BUF_SIZE] = bytes(range(256)) * (BUF_SIZE // 256)
     chan = socket.socket(fileno=chan_fd)
@@ -101,6 +105,7 @@ def main():
         "worker_id": header.worker_id,
         "null": null_fd,
         "zero": zero_fd,
+        "files": files,
         "chan": chan_fd,
         "buf": buf,
         "buf_size": BUF_SIZE,

@@ -7,6 +7,7 @@ handle_<name> methods, and keeps the worker count at its target.
 import array
 import collections
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -46,12 +47,37 @@ IDEMPOTENT = {lib.LSCA_OP_PREAD, lib.LSCA_OP_PWRITE, lib.LSCA_OP_FSTAT, lib.LSCA
               lib.LSCA_OP_FCHMOD, lib.LSCA_OP_FCHMODAT, lib.LSCA_OP_FCHOWN, lib.LSCA_OP_FCHOWNAT,
               lib.LSCA_OP_CLOSE, lib.LSCA_OP_CHDIR, lib.LSCA_OP_FCHDIR}
 SEEK_SET, SEEK_END = 0, 2
+# Of those, calls whose offset only a file or a block device honours: a device that ignores it
+# (/dev/kmsg, a tty) reads or writes the next bytes again, and an O_APPEND descriptor appends.
+AT_OFFSET = {lib.LSCA_OP_PREAD, lib.LSCA_OP_PWRITE}
 
 
-def idempotent(slot):
+def idempotent(slot, pidfd):
+    """Whether running slot's call a second time gives the result of running it once.
+    pidfd is the client's: the descriptor itself is looked at when its kind matters."""
     if slot.op == lib.LSCA_OP_LSEEK:
         return slot.args[2] in (SEEK_SET, SEEK_END)     # SEEK_CUR moves again
+    if slot.op in AT_OFFSET:
+        return honours_offset(pidfd, int(ffi.cast("int", slot.args[0])), slot.op == lib.LSCA_OP_PWRITE)
     return slot.op in IDEMPOTENT
+
+
+def honours_offset(pidfd, fd, writing):
+    """Whether client descriptor fd reads or writes exactly at the offset it is given; any
+    doubt (the descriptor cannot be taken, say) is a no: the call then fails with EIO."""
+    own = lib.lsca_pidfd_getfd(pidfd, fd)
+    if own < 0:
+        return False
+    try:
+        mode = os.fstat(own).st_mode
+        flags = fcntl.fcntl(own, fcntl.F_GETFL)
+    except OSError:
+        return False
+    finally:
+        os.close(own)
+    if writing and flags & os.O_APPEND:
+        return False                    # Linux's pwrite appends there, whatever the offset
+    return stat.S_ISREG(mode) or stat.S_ISBLK(mode)
 
 
 class SupervisorError(Exception):
@@ -492,7 +518,7 @@ class Supervisor:
             if slot.state != lib.LSCA_SLOT_RUNNING:
                 continue
             # Once only: a call that also killed its second worker is answered EIO.
-            if idempotent(slot) and slot.seq not in record.retried:
+            if slot.seq not in record.retried and idempotent(slot, record.pidfd):
                 record.retried.add(slot.seq)
                 slot.state = lib.LSCA_SLOT_SUBMITTED
                 log.warning("retrying %s of pid %d on the new worker", OP_NAMES.get(slot.op, slot.op), record.pid)

@@ -165,6 +165,10 @@ def h_dup(client, slot):
     entry = client.fds.get(as_int(slot.args[0]))
     if entry.fd < 0:
         raise OSError(errno.EBADF, "bad descriptor")
+    if slot.op == lib.LSCA_OP_DUP3:
+        # The agent puts the duplicate on newfd, which closes the file there: let go of ours,
+        # or it outlives the program's (a umount right after would be EBUSY).
+        client.fds.drop(as_int(slot.args[1]))
     return send_new_fds(client, slot, [entry.fd])
 
 

@@ -1,0 +1,91 @@
+"""A worker holds nothing of a client's between calls that the client could observe: after
+relative-path calls inside a mounted filesystem, and after every way a program lets go of a
+file a worker had in hand (close, fclose, freopen, closedir, dup2 over it, close_range, a raw
+close), that
+filesystem unmounts at once, as natively; a removed cwd is referenced by no worker (neither
+as its cwd nor by a descriptor). The same program runs natively and under LSCA."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import clean_env, running_supervisor, workers_of, asleep_on_doorbell, wait_until
+
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root")
+
+
+@pytest.fixture(scope="module")
+def slow_to_idle():
+    """A supervisor whose one worker spins 0.2 s after each call before it idles (and lets go of
+    the descriptors it cached): whatever it still holds after a call shows."""
+    with running_supervisor(workers=1, extra=["--worker-spin-us", "200000"]) as sup:
+        yield sup
+
+
+def run_under(sup, cmd, **kwargs):
+    env = sup.client_env()
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def native_or_skip(binary, where):
+    native = subprocess.run([binary, str(where)], env=clean_env(), capture_output=True, timeout=60)
+    if native.returncode == 2 and b"mount" in native.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {native.stderr.decode().strip()}")
+    return native
+
+
+def test_a_mount_the_program_used_and_let_go_of_unmounts_at_once(slow_to_idle, c_program, tmp_path):
+    binary = c_program("cwd_mounts")
+    (tmp_path / "native").mkdir()
+    (tmp_path / "lsca").mkdir()
+    native = native_or_skip(binary, tmp_path / "native")
+    proc = run_under(slow_to_idle, [binary, str(tmp_path / "lsca")])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == native.returncode == 0, err.decode()
+    assert out == native.stdout
+    for how in (b"relative calls inside it", b"close", b"fclose", b"freopen", b"closedir", b"dup2 over it",
+                b"close_range", b"syscall(SYS_close)"):
+        assert b"umount after " + how + b": 0\n" in out
+    assert b"gone: open g: -1 ENOENT" in out          # a removed cwd, as natively
+
+
+def worker_references(worker, under):
+    """What of `under` the worker holds: its cwd, or descriptors of files there."""
+    held = []
+    cwd = os.readlink(f"/proc/{worker}/cwd")
+    if cwd.startswith(under):
+        held.append(f"cwd {cwd}")
+    for fd in os.listdir(f"/proc/{worker}/fd"):
+        try:
+            target = os.readlink(f"/proc/{worker}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith(under):
+            held.append(f"fd {fd} -> {target}")
+    return held
+
+
+def test_no_worker_references_a_removed_cwd_after_the_calls_made_in_it(slow_to_idle, c_program, tmp_path):
+    binary = c_program("cwd_mounts")
+    proc = run_under(slow_to_idle, [binary, str(tmp_path), "wait"], stdin=subprocess.PIPE)
+    try:
+        lines = []
+        while (line := proc.stdout.readline()) not in (b"ready\n", b""):
+            lines.append(line)
+        assert line == b"ready\n", proc.stderr.read().decode()
+        assert b"gone: rmdir cwd: 0\n" in lines and b"gone: fstat f: 0\n" in lines
+        (worker,) = workers_of(slow_to_idle)
+        gone = str(tmp_path / "gone")
+        # Right after the calls (the worker still spinning, its cache as the calls left it)...
+        assert worker_references(worker, gone) == []
+        # ...and once it has gone idle.
+        assert wait_until(lambda: asleep_on_doorbell(worker))
+        assert worker_references(worker, gone) == []
+        assert os.readlink(f"/proc/{worker}/cwd") == "/"
+        proc.stdin.write(b"done\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
