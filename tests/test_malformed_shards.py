@@ -53,6 +53,7 @@ from hypothesis import HealthCheck, Phase, example as explicit, given, note, set
 from hypothesis import strategies as st
 
 from conftest import PROGRAMS, START_TIMEOUT_S, clean_env
+from lsca import ops
 from lsca.abi import INLINE_MAX, OP_COUNT, OP_NAMES, SLOTS, ffi, lib, shard_header, shard_slot
 
 FAKE_CLIENT = os.path.join(PROGRAMS, "fake_client.py")
@@ -94,9 +95,8 @@ def UNKNOWN(op):
     return op == 0 or op not in OP_NAMES
 
 
-PATH_OPS = {OP[n] for n in ("openat", "fstatat", "statx", "faccessat", "mkdirat", "unlinkat", "renameat2",
-                            "linkat", "symlinkat", "readlinkat", "fchmodat", "fchownat", "truncate",
-                            "utimensat")}
+# Ops that carry paths and that a worker executes (reports only tell): the op table's.
+PATH_OPS = ops.WITH_PATHS - ops.REPORTS
 
 # Slot and header fields the test fills; every other field of the structs gets random bits.
 SLOT_FIELDS = {n: f for n, f in ffi.typeof("struct lsca_slot").fields}

@@ -1,5 +1,6 @@
 """Policies applied by the workers: on the place a call resolves to, reloaded on HUP,
 and fail-closed programs when no supervisor answers."""
+import errno
 import os
 import signal
 import subprocess
@@ -222,3 +223,34 @@ def test_fail_closed_after_the_supervisor_died(tmp_path):
         if proc is not None and proc.poll() is None:
             proc.kill()
         sup.stop()
+
+
+def test_a_path_rule_denies_a_utimensat_that_runs_natively(tmp_path):
+    """A name under /proc is handed back to run in the program (it means the program): the
+    policy decides it on that name before it may run, as for any other path call."""
+    root = tmp_path / "t"
+    root.mkdir()
+    target = root / "f"
+    target.write_text("f\n")
+    before = os.stat(target).st_mtime_ns
+    policy = tmp_path / "p.toml"
+    policy.write_text(textwrap.dedent("""\
+        [[rule]]
+        ops = ["utimensat"]
+        path = "/proc/**"
+        action = "deny"
+        errno = "EPERM"
+    """))
+    script = textwrap.dedent("""\
+        import os
+        try:
+            os.utime("/proc/self/cwd/f", (1, 1))
+            print("ran")
+        except OSError as e:
+            print(e.errno)
+        os.utime("f", (2, 2))                           # a path the rule does not name
+        print("plain ok")
+    """)
+    proc = run(root, policy=policy, cmd=[PY, "-c", script])
+    assert proc.stdout.decode().splitlines() == [str(errno.EPERM), "plain ok"], proc.stderr
+    assert os.stat(target).st_mtime_ns == 2 * 10**9 != before

@@ -32,58 +32,44 @@
 #define LSCA_IPC_KEY_PREFIX 0x15CA0000
 #define LSCA_IPC_KEY_MASK 0xFFFF0000
 
-/* Op codes: the index into both dispatch tables (agent marshalling, worker handlers). */
-enum lsca_op {
-    LSCA_OP_NONE = 0,
-    LSCA_OP_READ = 1,        /* args: fd, count             data out: bytes read           */
-    LSCA_OP_WRITE = 2,       /* args: fd, count             data in: bytes                 */
-    LSCA_OP_PREAD = 3,       /* args: fd, count, offset     data out                       */
-    LSCA_OP_PWRITE = 4,      /* args: fd, count, offset     data in                        */
-    LSCA_OP_READV = 5,       /* args: fd, total, iovcnt     data out (scattered by agent)  */
-    LSCA_OP_WRITEV = 6,      /* args: fd, total, iovcnt     data in (gathered by agent)    */
-    LSCA_OP_LSEEK = 7,       /* args: fd, offset, whence                                   */
-    LSCA_OP_FSYNC = 8,       /* args: fd                                                   */
-    LSCA_OP_FDATASYNC = 9,   /* args: fd                                                   */
-    LSCA_OP_FTRUNCATE = 10,  /* args: fd, length                                           */
-    LSCA_OP_FSTAT = 11,      /* args: fd                    data out: native struct stat   */
-    LSCA_OP_CLOSE = 12,      /* args: fd, native result, native errno (already closed)     */
-    /* Descriptor-creating calls: on success the worker sends the new descriptors over the
-     * client's channel (SCM_RIGHTS) before DONE; the agent writes their numbers to new_fds. */
-    LSCA_OP_OPENAT = 13,     /* args: dirfd, flags, mode    data: path                     */
-    LSCA_OP_DUP = 14,        /* args: fd                                                   */
-    LSCA_OP_DUP3 = 15,       /* args: oldfd, newfd, flags   (the agent moves it to newfd)  */
-    LSCA_OP_FCNTL = 16,      /* args: fd, cmd, arg          data: struct flock for OFD locks */
-    LSCA_OP_PIPE2 = 17,      /* args: flags                 two descriptors                */
-    /* Path calls: data holds NUL-terminated path(s); dirfd AT_FDCWD is the client's cwd. */
-    LSCA_OP_FSTATAT = 18,    /* args: dirfd, flags          data out: native struct stat   */
-    LSCA_OP_STATX = 19,      /* args: dirfd, flags, mask    data out: struct statx         */
-    LSCA_OP_FACCESSAT = 20,  /* args: dirfd, mode, flags                                   */
-    LSCA_OP_MKDIRAT = 21,    /* args: dirfd, mode                                          */
-    LSCA_OP_UNLINKAT = 22,   /* args: dirfd, flags                                         */
-    LSCA_OP_RENAMEAT2 = 23,  /* args: olddirfd, newdirfd, flags   data: old, new           */
-    LSCA_OP_LINKAT = 24,     /* args: olddirfd, newdirfd, flags   data: old, new           */
-    LSCA_OP_SYMLINKAT = 25,  /* args: newdirfd                    data: target, linkpath   */
-    LSCA_OP_READLINKAT = 26, /* args: dirfd, bufsiz               data out: link text      */
-    LSCA_OP_FCHMODAT = 27,   /* args: dirfd, mode, flags                                   */
-    LSCA_OP_FCHMOD = 28,     /* args: fd, mode                                             */
-    LSCA_OP_FCHOWNAT = 29,   /* args: dirfd, uid, gid, flags                               */
-    LSCA_OP_FCHOWN = 30,     /* args: fd, uid, gid                                         */
-    LSCA_OP_TRUNCATE = 31,   /* args: length                      data: path               */
-    LSCA_OP_UTIMENSAT = 32,  /* args: dirfd, flags, has_times, has_path  data: times[2], path */
-    LSCA_OP_CHDIR = 33,      /* args: native result, errno    data: path (already done natively) */
-    LSCA_OP_FCHDIR = 34,     /* args: fd, native result, errno          (already done natively) */
-    LSCA_OP_GETCWD = 35,     /* args: size                        data out: the path        */
-    /* Sockets. data[0..LSCA_ADDR_MAX) carries the address, the payload follows it. */
-    LSCA_OP_SENDTO = 36,     /* args: fd, len, flags, addrlen (0: none)   data: addr, bytes  */
-    LSCA_OP_RECVFROM = 37,   /* args: fd, len, flags, addrlen (0: none)   data out: addr, bytes */
-    LSCA_OP_SENDMSG = 38,    /* args: fd, len, flags, addrlen   gathered iovecs like writev  */
-    LSCA_OP_RECVMSG = 39,    /* args: fd, len, flags, addrlen   scattered by the agent; msg_flags
-                                in new_fds[1]                                               */
-    LSCA_OP_ACCEPT4 = 40,    /* args: fd, flags, addrlen        data out: addr; one descriptor */
-    LSCA_OP_CONNECT = 41,    /* args: fd, addrlen               data: addr                   */
-    LSCA_OP_SHUTDOWN = 42,   /* args: fd, how                                                */
-    LSCA_OP_COUNT = 43
+/* Op codes are the lines of LSCA_OPS below (enum lsca_op, expanded from them); cffi gets the
+ * enum from the same lines (_build_ffi.py) and the facts through lsca_op_table(). */
+
+/* Classes of an op, as strace's -e trace=%class knows them. */
+#define LSCA_OPC_FILE 1                 /* %file: takes a path (or names one: getcwd)          */
+#define LSCA_OPC_DESC 2                 /* %desc: acts on or makes a descriptor                */
+#define LSCA_OPC_NETWORK 4              /* %network: a socket call                            */
+
+/* Facts about an op. */
+#define LSCA_OPF_FD_ARG 1               /* args[0] is the client's descriptor: the policy decides on
+                                           the name of its file                                 */
+#define LSCA_OPF_NEW_FDS 2              /* success hands the client new descriptors (SCM_RIGHTS) */
+#define LSCA_OPF_NEW_FDS_BY_CMD 4       /* ... only when args[1] is F_DUPFD or F_DUPFD_CLOEXEC (fcntl) */
+#define LSCA_OPF_REPORT 8               /* ran natively in the program already, only reported:
+                                           never refused, never decided by a policy            */
+#define LSCA_OPF_IDEMPOTENT 16          /* running it twice gives the result of running it once:
+                                           a dead worker's call is run again, not failed       */
+#define LSCA_OPF_AT_OFFSET 32           /* ... only where the offset is honoured (a regular file or
+                                           block device, no O_APPEND write)                    */
+#define LSCA_OPF_MAY_BLOCK 64           /* may wait for another party (pipe, socket): a pool thread
+                                           may take it                                         */
+#define LSCA_OPF_TIMES_FIRST 128        /* data[] starts with struct timespec[2] when args[2] is set,
+                                           and holds its path only when args[3] is set; without
+                                           one it acts on the descriptor args[0] (utimensat)    */
+
+/* One line of the op table, as the C code and Python (lsca_op_table()) read it. */
+struct lsca_op_info {
+    const char *name;             /* LSCA's name ("pread"; strace's may differ); NULL: no op */
+    uint32_t classes;             /* LSCA_OPC_*                                               */
+    uint32_t facts;               /* LSCA_OPF_*                                               */
+    uint8_t npaths;               /* NUL-terminated paths in data[]                           */
+    uint8_t first_checked;        /* the first of them a policy decides on (symlinkat's target is
+                                     only text)                                                */
+    int8_t dirfd_arg[2];          /* per path: the arg holding its dirfd; -1: the thread's cwd */
 };
+
+/* The table, LSCA_OP_MAX lines indexed by op code. */
+const struct lsca_op_info *lsca_op_table(void);
 
 /* Slot states. FREE -> SUBMITTED (client) -> RUNNING (worker) -> DONE (worker) -> FREE (client). */
 enum lsca_slot_state {
@@ -224,6 +210,116 @@ struct lsca_welcome {
     uint32_t nslots;
 };
 /* LSCA_CDEF_END */
+
+/* The op table: every fact about an op on one line, in the manner of strace's syscallent.h.
+ * X(NAME, name, code, classes, facts, npaths, first_checked, dirfd of path 0, of path 1).
+ * Codes are the ABI (the index into the agent's marshalling and the worker's handlers): a new
+ * op takes the next code. The per-op comment says its args and data[]. Adding an op is adding
+ * a line here and its two handlers (agent, worker). */
+#define LSCA_OPS(X)                                                                                                                            \
+    /* args: fd, count             data out: bytes read */                                                                                     \
+    X(READ,       read,        1, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_MAY_BLOCK,                        0, 0, -1, -1) \
+    /* args: fd, count             data in: bytes */                                                                                           \
+    X(WRITE,      write,       2, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_MAY_BLOCK,                        0, 0, -1, -1) \
+    /* args: fd, count, offset     data out */                                                                                                 \
+    X(PREAD,      pread,       3, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_IDEMPOTENT | LSCA_OPF_AT_OFFSET,  0, 0, -1, -1) \
+    /* args: fd, count, offset     data in */                                                                                                  \
+    X(PWRITE,     pwrite,      4, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_IDEMPOTENT | LSCA_OPF_AT_OFFSET,  0, 0, -1, -1) \
+    /* args: fd, total, iovcnt     data out (scattered by agent) */                                                                            \
+    X(READV,      readv,       5, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_MAY_BLOCK,                        0, 0, -1, -1) \
+    /* args: fd, total, iovcnt     data in (gathered by agent) */                                                                              \
+    X(WRITEV,     writev,      6, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_MAY_BLOCK,                        0, 0, -1, -1) \
+    /* args: fd, offset, whence    (run again only for SEEK_SET/SEEK_END: the arbiter looks) */                                                \
+    X(LSEEK,      lseek,       7, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG,                                             0, 0, -1, -1) \
+    /* args: fd */                                                                                                                             \
+    X(FSYNC,      fsync,       8, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_IDEMPOTENT,                       0, 0, -1, -1) \
+    X(FDATASYNC,  fdatasync,   9, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_IDEMPOTENT,                       0, 0, -1, -1) \
+    /* args: fd, length */                                                                                                                     \
+    X(FTRUNCATE,  ftruncate,  10, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_IDEMPOTENT,                       0, 0, -1, -1) \
+    /* args: fd                    data out: native struct stat */                                                                             \
+    X(FSTAT,      fstat,      11, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_IDEMPOTENT,                       0, 0, -1, -1) \
+    /* args: fd, native result, native errno (already closed) */                                                                               \
+    X(CLOSE,      close,      12, LSCA_OPC_DESC,                    LSCA_OPF_REPORT | LSCA_OPF_IDEMPOTENT,                       0, 0, -1, -1) \
+    /* Descriptor-creating calls: on success the worker sends the new descriptors over the */                                                  \
+    /* client's channel (SCM_RIGHTS) before DONE; the agent writes their numbers to new_fds. */                                                \
+    /* args: dirfd, flags, mode    data: path */                                                                                               \
+    X(OPENAT,     openat,     13, LSCA_OPC_FILE | LSCA_OPC_DESC,    LSCA_OPF_NEW_FDS,                                            1, 0,  0, -1) \
+    /* args: fd */                                                                                                                             \
+    X(DUP,        dup,        14, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_NEW_FDS,                          0, 0, -1, -1) \
+    /* args: oldfd, newfd, flags   (the agent moves it to newfd) */                                                                            \
+    X(DUP3,       dup3,       15, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_NEW_FDS,                          0, 0, -1, -1) \
+    /* args: fd, cmd, arg          data: struct flock for OFD locks */                                                                         \
+    X(FCNTL,      fcntl,      16, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_NEW_FDS_BY_CMD,                   0, 0, -1, -1) \
+    /* args: flags                 two descriptors */                                                                                          \
+    X(PIPE2,      pipe2,      17, LSCA_OPC_DESC,                    LSCA_OPF_NEW_FDS,                                            0, 0, -1, -1) \
+    /* Path calls: data holds NUL-terminated path(s); dirfd AT_FDCWD is the client's cwd. */                                                   \
+    /* args: dirfd, flags          data out: native struct stat */                                                                             \
+    X(FSTATAT,    fstatat,    18, LSCA_OPC_FILE,                    LSCA_OPF_IDEMPOTENT,                                         1, 0,  0, -1) \
+    /* args: dirfd, flags, mask    data out: struct statx */                                                                                   \
+    X(STATX,      statx,      19, LSCA_OPC_FILE,                    LSCA_OPF_IDEMPOTENT,                                         1, 0,  0, -1) \
+    /* args: dirfd, mode, flags */                                                                                                             \
+    X(FACCESSAT,  faccessat,  20, LSCA_OPC_FILE,                    LSCA_OPF_IDEMPOTENT,                                         1, 0,  0, -1) \
+    /* args: dirfd, mode */                                                                                                                    \
+    X(MKDIRAT,    mkdirat,    21, LSCA_OPC_FILE,                    0,                                                           1, 0,  0, -1) \
+    /* args: dirfd, flags */                                                                                                                   \
+    X(UNLINKAT,   unlinkat,   22, LSCA_OPC_FILE,                    0,                                                           1, 0,  0, -1) \
+    /* args: olddirfd, newdirfd, flags   data: old, new */                                                                                     \
+    X(RENAMEAT2,  renameat2,  23, LSCA_OPC_FILE,                    0,                                                           2, 0,  0,  1) \
+    X(LINKAT,     linkat,     24, LSCA_OPC_FILE,                    0,                                                           2, 0,  0,  1) \
+    /* args: newdirfd              data: target (only text), linkpath */                                                                       \
+    X(SYMLINKAT,  symlinkat,  25, LSCA_OPC_FILE,                    0,                                                           2, 1, -1,  0) \
+    /* args: dirfd, bufsiz         data out: link text */                                                                                      \
+    X(READLINKAT, readlinkat, 26, LSCA_OPC_FILE,                    LSCA_OPF_IDEMPOTENT,                                         1, 0,  0, -1) \
+    /* args: dirfd, mode, flags */                                                                                                             \
+    X(FCHMODAT,   fchmodat,   27, LSCA_OPC_FILE,                    LSCA_OPF_IDEMPOTENT,                                         1, 0,  0, -1) \
+    /* args: fd, mode */                                                                                                                       \
+    X(FCHMOD,     fchmod,     28, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_IDEMPOTENT,                       0, 0, -1, -1) \
+    /* args: dirfd, uid, gid, flags */                                                                                                         \
+    X(FCHOWNAT,   fchownat,   29, LSCA_OPC_FILE,                    LSCA_OPF_IDEMPOTENT,                                         1, 0,  0, -1) \
+    /* args: fd, uid, gid */                                                                                                                   \
+    X(FCHOWN,     fchown,     30, LSCA_OPC_DESC,                    LSCA_OPF_FD_ARG | LSCA_OPF_IDEMPOTENT,                       0, 0, -1, -1) \
+    /* args: length                data: path */                                                                                               \
+    X(TRUNCATE,   truncate,   31, LSCA_OPC_FILE,                    LSCA_OPF_IDEMPOTENT,                                         1, 0, -1, -1) \
+    /* args: dirfd, flags, has_times, has_path   data: times[2], path */                                                                       \
+    X(UTIMENSAT,  utimensat,  32, LSCA_OPC_FILE | LSCA_OPC_DESC,    LSCA_OPF_TIMES_FIRST,                                        1, 0,  0, -1) \
+    /* args: native result, errno  data: path (already done natively) */                                                                       \
+    X(CHDIR,      chdir,      33, LSCA_OPC_FILE,                    LSCA_OPF_REPORT | LSCA_OPF_IDEMPOTENT,                       1, 0, -1, -1) \
+    /* args: fd, native result, errno (already done natively) */                                                                               \
+    X(FCHDIR,     fchdir,     34, LSCA_OPC_DESC,                    LSCA_OPF_REPORT | LSCA_OPF_IDEMPOTENT,                       0, 0, -1, -1) \
+    /* args: size                  data out: the path */                                                                                       \
+    X(GETCWD,     getcwd,     35, LSCA_OPC_FILE,                    LSCA_OPF_IDEMPOTENT,                                         0, 0, -1, -1) \
+    /* Sockets. data[0..LSCA_ADDR_MAX) carries the address, the payload follows it. */                                                         \
+    /* args: fd, len, flags, addrlen (0: none)   data: addr, bytes */                                                                          \
+    X(SENDTO,     sendto,     36, LSCA_OPC_NETWORK,                 LSCA_OPF_FD_ARG | LSCA_OPF_MAY_BLOCK,                        0, 0, -1, -1) \
+    /* args: fd, len, flags, addrlen (0: none)   data out: addr, bytes */                                                                      \
+    X(RECVFROM,   recvfrom,   37, LSCA_OPC_NETWORK,                 LSCA_OPF_FD_ARG | LSCA_OPF_MAY_BLOCK,                        0, 0, -1, -1) \
+    /* args: fd, len, flags, addrlen   gathered iovecs like writev */                                                                          \
+    X(SENDMSG,    sendmsg,    38, LSCA_OPC_NETWORK,                 LSCA_OPF_FD_ARG | LSCA_OPF_MAY_BLOCK,                        0, 0, -1, -1) \
+    /* args: fd, len, flags, addrlen   scattered by the agent; msg_flags in new_fds[1] */                                                      \
+    X(RECVMSG,    recvmsg,    39, LSCA_OPC_NETWORK,                 LSCA_OPF_FD_ARG | LSCA_OPF_MAY_BLOCK,                        0, 0, -1, -1) \
+    /* args: fd, flags, addrlen    data out: addr; one descriptor */                                                                           \
+    X(ACCEPT4,    accept4,    40, LSCA_OPC_NETWORK,                 LSCA_OPF_FD_ARG | LSCA_OPF_NEW_FDS | LSCA_OPF_MAY_BLOCK,     0, 0, -1, -1) \
+    /* args: fd, addrlen           data: addr */                                                                                               \
+    X(CONNECT,    connect,    41, LSCA_OPC_NETWORK,                 LSCA_OPF_FD_ARG | LSCA_OPF_MAY_BLOCK,                        0, 0, -1, -1) \
+    /* args: fd, how */                                                                                                                        \
+    X(SHUTDOWN,   shutdown,   42, LSCA_OPC_NETWORK,                 LSCA_OPF_FD_ARG,                                             0, 0, -1, -1)
+
+#define LSCA_OP_ENUMERATOR(NAME, name, code, ...) LSCA_OP_##NAME = code,
+/* Op codes: the index into both dispatch tables (agent marshalling, worker handlers). */
+enum lsca_op {
+    LSCA_OP_NONE = 0,
+    LSCA_OPS(LSCA_OP_ENUMERATOR)
+    LSCA_OP_COUNT                 /* one past the last line: the table's lines are in code order */
+};
+#undef LSCA_OP_ENUMERATOR
+
+/* The table itself (agent_lib/src/ops.c), indexed by op code; lsca_op_has(op, fact). */
+extern const struct lsca_op_info lsca_ops[LSCA_OP_MAX];
+
+static inline int lsca_op_has(unsigned op, uint32_t fact)
+{
+    return op < LSCA_OP_MAX && (lsca_ops[op].facts & fact) != 0;
+}
 
 #define LSCA_SHARD_SIZE (LSCA_HEADER_SIZE + LSCA_SLOTS * sizeof(struct lsca_slot))
 

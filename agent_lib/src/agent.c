@@ -472,8 +472,8 @@ static TLS struct lsca_slot *refusal_slot;
 
 static int refuse_or_native(struct lsca_call *c, enum lsca_op op)
 {
-    /* close/chdir/fchdir ran natively already and only report: never refuse those. */
-    if (!fail_closed || op == LSCA_OP_CLOSE || op == LSCA_OP_CHDIR || op == LSCA_OP_FCHDIR)
+    /* Reports (close, chdir, fchdir) ran natively already: never refuse those. */
+    if (!fail_closed || lsca_op_has(op, LSCA_OPF_REPORT))
         return 0;
     if (!refusal_slot) {
         void *p = mmap(NULL, sizeof(struct lsca_slot), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

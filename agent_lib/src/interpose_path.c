@@ -47,8 +47,8 @@ static int path_call(enum lsca_op op, const char *p1, const char *p2, uint64_t a
 {
     struct lsca_call c;
 
-    int takes_path = op != LSCA_OP_FCHMOD && op != LSCA_OP_FCHOWN;
-    int takes_two = op == LSCA_OP_RENAMEAT2 || op == LSCA_OP_LINKAT || op == LSCA_OP_SYMLINKAT;
+    int takes_path = lsca_ops[op].npaths >= 1;
+    int takes_two = lsca_ops[op].npaths == 2;
 
     if (!lsca_begin(&c, op))
         return 0;

@@ -37,8 +37,10 @@ static void backlog_client(int delta);
                 (1ull << LSCA_OP_PWRITE) | (1ull << LSCA_OP_READV) | (1ull << LSCA_OP_WRITEV) |    \
                 (1ull << LSCA_OP_LSEEK) | (1ull << LSCA_OP_FSYNC) | (1ull << LSCA_OP_FDATASYNC) |  \
                 (1ull << LSCA_OP_FTRUNCATE) | (1ull << LSCA_OP_FSTAT) | REPORT_OPS)
-/* Calls the agent ran natively and only reports (args: what, native result, native errno). */
-#define REPORT_OPS ((1ull << LSCA_OP_CLOSE) | (1ull << LSCA_OP_CHDIR) | (1ull << LSCA_OP_FCHDIR))
+/* Calls the agent ran natively and only reports (args: what, native result, native errno):
+ * the op table's REPORT lines, all answered by the compiled handler. */
+#define REPORT_BIT(NAME, lname, code, classes, facts, ...) | ((facts) & LSCA_OPF_REPORT ? 1ull << (code) : 0)
+#define REPORT_OPS (0 LSCA_OPS(REPORT_BIT))
 
 /* ---- clients ---- */
 
@@ -519,19 +521,6 @@ void lsca_account(struct lsca_worker_status *row, void *shard, unsigned op, uint
 #define RECORD_MAX (sizeof(struct lsca_trace_record) + 2 * LSCA_PATH_MAX + LSCA_PATH_MAX + 8)
 static __thread uint64_t record_scratch[RECORD_MAX / 8 + 1];
 
-static unsigned paths_of(unsigned op)
-{
-    switch (op) {
-    case LSCA_OP_RENAMEAT2: case LSCA_OP_LINKAT: case LSCA_OP_SYMLINKAT:
-        return 2;
-    case LSCA_OP_OPENAT: case LSCA_OP_FSTATAT: case LSCA_OP_STATX: case LSCA_OP_FACCESSAT:
-    case LSCA_OP_MKDIRAT: case LSCA_OP_UNLINKAT: case LSCA_OP_READLINKAT: case LSCA_OP_FCHMODAT:
-    case LSCA_OP_FCHOWNAT: case LSCA_OP_TRUNCATE: case LSCA_OP_CHDIR: case LSCA_OP_UTIMENSAT:
-        return 1;
-    default:
-        return 0;
-    }
-}
 
 static char *record_payload(struct lsca_trace_record *r)
 {
@@ -561,9 +550,11 @@ struct lsca_trace_record *lsca_trace_begin(struct lsca_client_fast *c, const str
     r->data_len = NO_DATA;
     out = record_payload(r);
 
-    npaths = paths_of(op);
-    if (op == LSCA_OP_UTIMENSAT && slot->args[2])
-        start = 32;                     /* the two timespecs come first */
+    npaths = lsca_ops[op].npaths;
+    if (lsca_op_has(op, LSCA_OPF_TIMES_FIRST)) {
+        start = slot->args[2] ? 2 * sizeof(struct timespec) : 0;     /* the two timespecs come first */
+        npaths = slot->args[3] ? npaths : 0;
+    }
     for (i = 0; i < npaths && start < len; i++) {
         const uint8_t *p = slot->data + start;
         size_t n = strnlen((const char *)p, len - start);

@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 AGENT_LIB = os.path.normpath(os.path.join(HERE, "..", "..", "agent_lib"))
 INCLUDE = os.path.join(AGENT_LIB, "include")
 HEADERS = ["lsca_abi.h", "lsca_ring.h", "lsca_worker_sys.h", "lsca_worker_fast.h"]
-SOURCES = ["ring.c", "worker_sys.c", "worker_fast.c"]
+SOURCES = ["ring.c", "worker_sys.c", "worker_fast.c", "ops.c"]
 
 
 def cdef_region(path):
@@ -26,8 +26,25 @@ def cdef_region(path):
     return re.sub(r"/\*.*?\*/", "", match.group(1), flags=re.S)
 
 
+def op_enum(path):
+    """enum lsca_op for cdef (which cannot expand macros), from the lines of the header's op
+    table LSCA_OPS, as the C compiler expands them: one list of ops for both."""
+    with open(path) as f:
+        text = f.read()
+    table = re.search(r"#define LSCA_OPS\(X\)(.*?)(?<!\\)\n", text, re.S)
+    if not table:
+        raise SystemExit(f"{path}: no LSCA_OPS table")
+    ops = re.findall(r"\bX\(\s*(\w+)\s*,\s*\w+\s*,\s*(\d+)\s*,", table.group(1))
+    lines = [f"LSCA_OP_{name} = {code}," for name, code in ops]
+    count = max(int(code) for _, code in ops) + 1     # cffi checks it against the compiler's
+    return "enum lsca_op {\n    LSCA_OP_NONE = 0,\n    " + "\n    ".join(lines) + \
+           f"\n    LSCA_OP_COUNT = {count}\n}};\n"
+
+
 ffibuilder = FFI()
-ffibuilder.cdef("\n".join(cdef_region(os.path.join(INCLUDE, h)) for h in HEADERS))
+ABI_HEADER = os.path.join(INCLUDE, HEADERS[0])
+ffibuilder.cdef("\n".join([cdef_region(ABI_HEADER), op_enum(ABI_HEADER)] +
+                          [cdef_region(os.path.join(INCLUDE, h)) for h in HEADERS[1:]]))
 ffibuilder.set_source(
     "lsca._lsca_ffi",
     "\n".join(f'#include "{h}"' for h in HEADERS),

@@ -5,21 +5,16 @@ shows for it ("pread64", "newfstatat"); a class by %file (calls that take a path
 %desc (calls on a descriptor) or %network (socket calls). Used by trace filters
 and by the policy.
 """
+from lsca import ops
 from lsca.abi import OP_CODES, OP_NAMES
 
 # The names strace prints: the system calls glibc issues for these ops.
 SYSCALL_NAMES = {"pread": "pread64", "pwrite": "pwrite64", "fstatat": "newfstatat",
                  "faccessat": "faccessat2"}
 
-CLASSES = {
-    "file": {"openat", "fstatat", "statx", "faccessat", "mkdirat", "unlinkat", "renameat2", "linkat",
-             "symlinkat", "readlinkat", "fchmodat", "fchownat", "truncate", "utimensat", "chdir",
-             "getcwd"},
-    "desc": {"read", "write", "pread", "pwrite", "readv", "writev", "lseek", "fsync", "fdatasync",
-             "ftruncate", "fstat", "close", "openat", "dup", "dup3", "fcntl", "pipe2", "fchmod",
-             "fchown", "fchdir", "utimensat"},
-    "network": {"sendto", "recvfrom", "sendmsg", "recvmsg", "accept4", "connect", "shutdown"},
-}
+# The classes of each op are bits on its line of the op table (lsca.ops).
+CLASSES = {name: {op.name for op in ops.BY_CODE.values() if op.classes & bit}
+           for name, bit in ops.CLASS_BITS.items()}
 ALL = set(OP_CODES)
 # Everything a user may write for one op: LSCA's name, strace's, and the libc names people know.
 ALIASES = {**{name: name for name in ALL}, **{v: k for k, v in SYSCALL_NAMES.items()},

@@ -11,6 +11,7 @@ import stat
 
 from lsca.abi import OP_NAMES, ffi, lib
 from lsca.opclasses import SYSCALL_NAMES
+from lsca.ops import creates_fds
 
 SHOWN_BYTES = 32
 WHENCE = {0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END", 3: "SEEK_DATA", 4: "SEEK_HOLE"}
@@ -86,13 +87,6 @@ RECORD_SIZE = ffi.sizeof("struct lsca_trace_record")
 NO_DATA = lib.LSCA_TRACE_NO_DATA
 DROPPED = lib.LSCA_TRACE_DROPPED
 READ_OPS = ("read", "pread", "readv", "readlinkat", "getcwd")
-FD_CREATING = {lib.LSCA_OP_OPENAT, lib.LSCA_OP_DUP, lib.LSCA_OP_DUP3, lib.LSCA_OP_PIPE2, lib.LSCA_OP_ACCEPT4}
-F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
-
-
-def creates_fds(op, cmd):
-    """Whether a successful call of op (code) hands the client new descriptors."""
-    return op in FD_CREATING or (op == lib.LSCA_OP_FCNTL and cmd in (F_DUPFD, F_DUPFD_CLOEXEC))
 
 
 def decode(batch):

@@ -22,6 +22,7 @@ import time
 from lsca import ipc
 from lsca.abi import (ABI_VERSION, MAGIC, OP_NAMES, SHARD_SIZE, SLOTS, ffi, lib,
                       pack_welcome, parse_hello, shard_header, shard_slot)
+from lsca.ops import AT_OFFSET, IDEMPOTENT
 from lsca.policy import Policy, PolicyError
 from lsca.settings import ConfigError, load_config
 from lsca.stats import ExitedClients, snapshot, stats_allowed
@@ -39,17 +40,11 @@ TICK_S = 1.0
 KILL_GRACE_S = 2.0          # between SIGABRT and SIGKILL for a worker that stopped heartbeating
 PUBLISH_S = 1.0             # how often the main loop publishes a snapshot for --metrics-port
 
-# Calls a replacement worker may run again when the one executing them died: running
-# them twice gives the same result. Anything else that was executing fails with EIO.
-IDEMPOTENT = {lib.LSCA_OP_PREAD, lib.LSCA_OP_PWRITE, lib.LSCA_OP_FSTAT, lib.LSCA_OP_FSTATAT,
-              lib.LSCA_OP_STATX, lib.LSCA_OP_FACCESSAT, lib.LSCA_OP_READLINKAT, lib.LSCA_OP_GETCWD,
-              lib.LSCA_OP_FSYNC, lib.LSCA_OP_FDATASYNC, lib.LSCA_OP_FTRUNCATE, lib.LSCA_OP_TRUNCATE,
-              lib.LSCA_OP_FCHMOD, lib.LSCA_OP_FCHMODAT, lib.LSCA_OP_FCHOWN, lib.LSCA_OP_FCHOWNAT,
-              lib.LSCA_OP_CLOSE, lib.LSCA_OP_CHDIR, lib.LSCA_OP_FCHDIR}
+# Calls a replacement worker may run again when the one executing them died (running them
+# twice gives the same result) are the op table's IDEMPOTENT lines; anything else that was
+# executing fails with EIO. AT_OFFSET ones only where the offset is honoured: a device that
+# ignores it (/dev/kmsg, a tty) reads or writes the next bytes again, an O_APPEND descriptor appends.
 SEEK_SET, SEEK_END = 0, 2
-# Of those, calls whose offset only a file or a block device honours: a device that ignores it
-# (/dev/kmsg, a tty) reads or writes the next bytes again, and an O_APPEND descriptor appends.
-AT_OFFSET = {lib.LSCA_OP_PREAD, lib.LSCA_OP_PWRITE}
 
 
 def idempotent(slot, pidfd):

@@ -12,7 +12,8 @@ import errno
 import logging
 import os
 
-from lsca.abi import OP_NAMES, ffi, lib
+from lsca import ops
+from lsca.abi import OP_NAMES, ffi
 from lsca.opclasses import op_mask
 from lsca.workers.calls import check, open_nomagic
 from lsca.workers.creds import read_creds, task_dir
@@ -25,20 +26,10 @@ MAX_HOPS = 40               # the kernel's ELOOP limit for one resolution
 O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-# close, chdir and fchdir ran natively in the program already and only report: no policy.
-REPORTS = {"close", "chdir", "fchdir"}
+# Calls that ran natively in the program already and only report: no policy.
+REPORTS = {ops.BY_CODE[code].name for code in ops.REPORTS}
 # Ops whose first argument is the client's descriptor: decided on the name of its file.
-DESCRIPTOR_OPS = {lib.LSCA_OP_READ, lib.LSCA_OP_WRITE, lib.LSCA_OP_PREAD, lib.LSCA_OP_PWRITE,
-                  lib.LSCA_OP_READV, lib.LSCA_OP_WRITEV, lib.LSCA_OP_LSEEK, lib.LSCA_OP_FSYNC,
-                  lib.LSCA_OP_FDATASYNC, lib.LSCA_OP_FTRUNCATE, lib.LSCA_OP_FSTAT, lib.LSCA_OP_FCHMOD,
-                  lib.LSCA_OP_FCHOWN, lib.LSCA_OP_FCNTL, lib.LSCA_OP_DUP, lib.LSCA_OP_DUP3,
-                  lib.LSCA_OP_SENDTO, lib.LSCA_OP_RECVFROM, lib.LSCA_OP_SENDMSG, lib.LSCA_OP_RECVMSG,
-                  lib.LSCA_OP_ACCEPT4, lib.LSCA_OP_CONNECT, lib.LSCA_OP_SHUTDOWN}
-# Path ops: how many names they carry, and the index of the first one the policy sees.
-PATH_NAMES = {lib.LSCA_OP_RENAMEAT2: (2, 0), lib.LSCA_OP_LINKAT: (2, 0), lib.LSCA_OP_SYMLINKAT: (2, 1)}
-PATH_OPS = {lib.LSCA_OP_OPENAT, lib.LSCA_OP_FSTATAT, lib.LSCA_OP_STATX, lib.LSCA_OP_FACCESSAT,
-            lib.LSCA_OP_MKDIRAT, lib.LSCA_OP_UNLINKAT, lib.LSCA_OP_READLINKAT, lib.LSCA_OP_FCHMODAT,
-            lib.LSCA_OP_FCHOWNAT, lib.LSCA_OP_TRUNCATE} | set(PATH_NAMES)
+DESCRIPTOR_OPS = ops.FD_ARG
 
 
 class Gate:
@@ -138,19 +129,20 @@ def lexical_paths(client, slot):
     """The names of a call as given, made absolute against the client's cwd or dirfd (for
     a call that will run natively: the worker cannot hold what it will act on)."""
     from lsca.workers.handlers_path import paths
+    line = ops.BY_CODE.get(slot.op)
     try:
-        if slot.op in DESCRIPTOR_OPS:
-            return [os.fsencode(os.readlink(f"{client.proc}/fd/{_signed(slot.args[0])}"))]
-        if slot.op not in PATH_OPS:
+        if line is None:
             return []
-        count, first = PATH_NAMES.get(slot.op, (1, 0))
-        names = paths(slot, count)[first:]
-        dirfds = [_signed(slot.args[0]), _signed(slot.args[1])] if count == 2 and first == 0 else \
-                 [_signed(slot.args[0])]
-        if slot.op == lib.LSCA_OP_TRUNCATE:
-            dirfds = [AT_FDCWD]
+        start, count = line.path_layout(slot.args)
+        if slot.op in DESCRIPTOR_OPS or (line.npaths and not count):
+            # A descriptor call, or a path call without its path (futimens): the descriptor.
+            fd = _signed(slot.args[0] if slot.op in DESCRIPTOR_OPS else slot.args[line.dirfd_args[0]])
+            return [os.fsencode(os.readlink(f"{client.proc}/fd/{fd}"))]
+        names = paths(slot, count, start)
         out = []
-        for name, dirfd in zip(names, dirfds):
+        for i in range(line.first_checked, count):
+            name, arg = names[i], line.dirfd_args[i]
+            dirfd = AT_FDCWD if arg is None else _signed(slot.args[arg])
             if not name.startswith(b"/"):
                 base = f"{task_dir(client, slot.owner_tid)}/cwd" if dirfd == AT_FDCWD else \
                        f"{client.proc}/fd/{dirfd}"

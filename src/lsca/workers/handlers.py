@@ -9,10 +9,10 @@ import os
 
 from lsca.workers.calls import client_fd
 from lsca.abi import OP_MAX, ffi, lib
+from lsca.ops import REPORTS
 from lsca.workers import handlers_path, handlers_socket, pool
 from lsca.workers.fdcache import NOT_OPEN, Declined
 
-REPORTS = {lib.LSCA_OP_CLOSE, lib.LSCA_OP_CHDIR, lib.LSCA_OP_FCHDIR}
 ANSWERED = lib.LSCA_ANSWERED
 WOULD_BLOCK = lib.LSCA_WOULD_BLOCK
 

@@ -15,7 +15,7 @@ import time
 
 from lsca import ipc
 from lsca.abi import OP_MAX, ffi, lib
-from lsca.trace import creates_fds
+from lsca.ops import creates_fds
 from lsca.workers.calls import as_int
 from lsca.workers.client import Client
 from lsca.workers.fdcache import Declined, FdEntry
