@@ -13,6 +13,8 @@ ADDR_MAX = lib.LSCA_ADDR_MAX
 PAYLOAD_MAX = INLINE_MAX - ADDR_MAX
 REMOTE_MAX = 256 << 20
 MSG_DONTWAIT = 0x40
+MSG_WAITALL = 0x100
+F_GETFL = 3
 AF_UNIX = 1
 SOCK_NONBLOCK = os.O_NONBLOCK
 
@@ -22,6 +24,15 @@ def _may_block(entry, flags, for_write, count):
         return
     if lib.lsca_would_block(entry.fd, entry.mode, entry.dev_major, for_write, count):
         raise pool.Blocking(entry)
+
+
+def _on_main_thread():
+    return not getattr(pool.local, "in_pool", False)
+
+
+def _waits_natively(entry):
+    """The socket itself is blocking (another process sharing it may have changed that since)."""
+    return entry.fd >= 0 and not lib.lsca_do_fcntl(entry.fd, F_GETFL, 0) & os.O_NONBLOCK
 
 
 def _addr(slot):
@@ -64,7 +75,14 @@ def _receive(client, slot, call):
     """call(fd, buffer, length, addrlen_ptr) for recvfrom/recvmsg; delivers bytes and address."""
     length, flags, want_addr = slot.args[1], as_int(slot.args[2]), slot.args[3]
     entry = client_fd(client, slot)
+    if _on_main_thread() and flags & MSG_WAITALL and not flags & MSG_DONTWAIT and entry.fd >= 0:
+        raise pool.Blocking(entry)      # waits for all of it: never on the main thread
     _may_block(entry, flags, False, length)
+    # On the main thread, never wait even if what poll saw is gone (another reader of a shared
+    # socket took it): without waiting, and on EAGAIN the call moves to a pool thread untouched.
+    try_flags = flags | MSG_DONTWAIT if _on_main_thread() else flags
+    call = _retried_in_pool(call, entry, flags, try_flags)
+    flags = try_flags
     addrlen = ffi.new("uint32_t *", ADDR_MAX if want_addr else 0)
     if slot.xfer == lib.LSCA_XFER_INLINE:
         if length > PAYLOAD_MAX:
@@ -87,6 +105,18 @@ def _receive(client, slot, call):
     return n
 
 
+def _retried_in_pool(call, entry, flags, try_flags):
+    """call, but an EAGAIN that only our MSG_DONTWAIT caused raises pool.Blocking (nothing was
+    received: the pool thread's call is the native one)."""
+    def tried(fd, buf, n, addr, alen, flags_used):
+        r = call(fd, buf, n, addr, alen, flags_used)
+        if r < 0 and ffi.errno in (errno.EAGAIN, errno.EWOULDBLOCK) and try_flags != flags and \
+                _waits_natively(entry):
+            raise pool.Blocking(entry)
+        return r
+    return tried
+
+
 def h_recvfrom(client, slot):
     return _receive(client, slot, lambda fd, buf, n, addr, alen, flags: lib.lsca_do_recvfrom(fd, buf, n, flags, addr, alen))
 
@@ -104,7 +134,10 @@ def h_recvmsg(client, slot):
 def h_accept4(client, slot):
     flags, want_addr = as_int(slot.args[1]), slot.args[2]
     entry = client_fd(client, slot)
-    _may_block(entry, 0, False, 0)
+    if _on_main_thread() and entry.fd >= 0:
+        # No accept flag says "do not wait", and another process sharing the listener can take
+        # the connection (or clear O_NONBLOCK) after any check: always a pool thread.
+        raise pool.Blocking(entry)
     addr = ffi.new("char[]", ADDR_MAX)
     addrlen = ffi.new("uint32_t *", ADDR_MAX if want_addr else 0)
     fd = check(lib.lsca_do_accept4(entry.fd, addr, addrlen, flags))
