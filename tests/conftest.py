@@ -102,6 +102,15 @@ class SupervisorProcess:
             finally:
                 probe.close()
 
+    def stats(self):
+        """The supervisor's counters now (lsca.stats.snapshot over its socket)."""
+        from lsca.stats import StatsClient
+        client = StatsClient(self.socket)
+        try:
+            return client.snapshot()
+        finally:
+            client.close()
+
     def client_env(self, **extra):
         env = clean_env()
         env.update(LD_PRELOAD=agent_path(), LSCA_SOCKET=self.socket, **extra)

@@ -24,8 +24,18 @@ def slow_to_idle():
 
 
 def run_under(sup, cmd, **kwargs):
-    env = sup.client_env()
+    env = sup.client_env(LSCA_REQUIRED="1")
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def proxied(sup):
+    """Calls the workers answered, per op, for clients that exited and clients that run."""
+    stats = sup.stats()
+    counts = dict(stats["exited"]["proxied"])
+    for client in stats["clients"]:
+        for op, n in client["proxied"].items():
+            counts[op] = counts.get(op, 0) + n
+    return counts
 
 
 def native_or_skip(binary, where):
@@ -40,8 +50,13 @@ def test_a_mount_the_program_used_and_let_go_of_unmounts_at_once(slow_to_idle, c
     (tmp_path / "native").mkdir()
     (tmp_path / "lsca").mkdir()
     native = native_or_skip(binary, tmp_path / "native")
+    before = proxied(slow_to_idle)
     proc = run_under(slow_to_idle, [binary, str(tmp_path / "lsca")])
     out, err = proc.communicate(timeout=60)
+    after = proxied(slow_to_idle)
+    # The relative calls inside the mount and the closes went through the worker (not native).
+    for op in ("fstatat", "openat", "mkdirat", "unlinkat", "close"):
+        assert after.get(op, 0) > before.get(op, 0), (op, before, after)
     assert proc.returncode == native.returncode == 0, err.decode()
     assert out == native.stdout
     for how in (b"relative calls inside it", b"close", b"fclose", b"freopen", b"closedir", b"dup2 over it",
@@ -75,6 +90,8 @@ def test_no_worker_references_a_removed_cwd_after_the_calls_made_in_it(slow_to_i
             lines.append(line)
         assert line == b"ready\n", proc.stderr.read().decode()
         assert b"gone: rmdir cwd: 0\n" in lines and b"gone: fstat f: 0\n" in lines
+        mine = next(c for c in slow_to_idle.stats()["clients"] if c["pid"] == proc.pid)
+        assert mine["proxied"].get("openat", 0) >= 1 and mine["proxied"].get("fstat", 0) >= 1, mine
         (worker,) = workers_of(slow_to_idle)
         gone = str(tmp_path / "gone")
         # Right after the calls (the worker still spinning, its cache as the calls left it)...

@@ -19,7 +19,6 @@ import pytest
 
 from lsca.abi import HEADER_SIZE, ffi, lib
 from lsca.runner import SessionClient
-from lsca.stats import StatsClient
 from lsca.tracestream import TraceReader
 from conftest import PROGRAMS, clean_env, parse_trace, running_supervisor, wait_until, workers_of
 
@@ -85,14 +84,6 @@ def lone():
         yield sup
 
 
-def snapshot(sup):
-    client = StatsClient(sup.socket)
-    try:
-        return client.snapshot()
-    finally:
-        client.close()
-
-
 def lsca(sup, *args, timeout=60):
     env = clean_env()
     env["LSCA_SOCKET"] = sup.socket
@@ -141,14 +132,14 @@ def test_a_trace_nobody_reads_stalls_nobody(lone, tmp_path):
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert read_line(flood) == b"ready\n"
-        mine = next(c for c in snapshot(lone)["clients"] if c["pid"] == flood.pid)
+        mine = next(c for c in lone.stats()["clients"] if c["pid"] == flood.pid)
         assert mine["trace_dropped"] > 0        # past its backlog, the worker dropped instead of waiting
 
         assert_served(lone, tmp_path)           # while the flood's records are stuck
         flood.stdin.close()
         assert flood.wait(SERVED_WITHIN_S) == 0
         # Released without waiting for the reader: its records wait among the worker's leftovers.
-        assert wait_until(lambda: all(c["pid"] != flood.pid for c in snapshot(lone)["clients"]))
+        assert wait_until(lambda: all(c["pid"] != flood.pid for c in lone.stats()["clients"]))
         assert_served(lone, tmp_path)
         assert workers_of(lone) == workers      # nobody stalled the worker long enough to be replaced
 

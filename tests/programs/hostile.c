@@ -327,13 +327,25 @@ static void place_fds(int ready, int hold)
     close(high_hold);
 }
 
+/* Become the set-uid program: its ready/hold descriptors where it expects them, stdout quiet. */
+static __attribute__((noreturn)) void exec_set_uid(const char *suid, int ready_w, int hold_r)
+{
+    int null;
+
+    place_fds(ready_w, hold_r);
+    null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    close(null);
+    execl(suid, suid, (char *)NULL);
+    _exit(127);
+}
+
 static int cmd_connect_exec(const char *path, const char *suid, const char *victim)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
     int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int ready[2], hold[2];
     pid_t target = getpid();
-    int null;
 
     strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
     if (connect(sock, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
@@ -365,12 +377,7 @@ static int cmd_connect_exec(const char *path, const char *suid, const char *vict
     close(sock);
     close(ready[0]);
     close(hold[1]);
-    place_fds(ready[1], hold[0]);
-    null = open("/dev/null", O_WRONLY);
-    dup2(null, 1);
-    close(null);
-    execl(suid, suid, (char *)NULL);
-    _exit(127);
+    exec_set_uid(suid, ready[1], hold[0]);
 }
 
 /* ---- a registered program ---- */
@@ -408,7 +415,6 @@ static int cmd_exec_registered(const char *suid, const char *victim)
     int shmid = -1, ready[2], hold[2];
     void *shard = own_shard(&shmid);
     char a_shmid[16], a_tid[16], a_ready[16], a_hold[16];
-    int null;
 
     if (!shard) {
         emit("{\"registered\": false}");
@@ -433,12 +439,7 @@ static int cmd_exec_registered(const char *suid, const char *victim)
     }
     close(ready[0]);
     close(hold[1]);
-    place_fds(ready[1], hold[0]);
-    null = open("/dev/null", O_WRONLY);
-    dup2(null, 1);
-    close(null);
-    execl(suid, suid, (char *)NULL);
-    _exit(127);
+    exec_set_uid(suid, ready[1], hold[0]);
 }
 
 static int cmd_registered_wait(void)

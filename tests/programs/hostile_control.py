@@ -507,11 +507,7 @@ def session_owner(path, agent, outfile, count):
     emit({"dd_pid": dd.pid, "rc": dd.returncode, "stderr": err.decode(errors="replace")[-300:]})
     if not wait_line("end"):
         return
-    s.sendall(b'{"cmd": "end"}\n')
-    try:
-        stats = readline(s, time.monotonic() + 20.0).get("stats")
-    except Exception as e:
-        stats = {"error": f"{type(e).__name__}: {e}"}
+    stats = end_session(s, 20.0)
     stop.set()
     reader.join()
     records.drain(trace, 2.0)
@@ -519,16 +515,21 @@ def session_owner(path, agent, outfile, count):
     wait_eof()
 
 
+def end_session(s, timeout):
+    """Ask the supervisor to end the session on s: its counts, or what went wrong."""
+    s.sendall(b'{"cmd": "end"}\n')
+    try:
+        return readline(s, time.monotonic() + timeout).get("stats")
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
 def stall_session(path):
     s, trace, token = open_traced_session(path)
     emit({"token": token})
     if not wait_line("end"):
         return
-    s.sendall(b'{"cmd": "end"}\n')
-    try:
-        stats = readline(s, time.monotonic() + 10.0).get("stats")
-    except Exception as e:
-        stats = {"error": f"{type(e).__name__}: {e}"}
+    stats = end_session(s, 10.0)
     records = Records()
     records.drain(trace, 10.0)
     emit({"stats": stats, **records.as_dict()})
