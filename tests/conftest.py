@@ -13,6 +13,12 @@ import time
 
 import psutil
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Examples are timed by the machine, not by the code: a busy host or an emulated arm64 VM
+# (tools/aarch64) runs them many times slower. No per-example deadline, no "too slow" check.
+settings.register_profile("lsca", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("lsca")
 
 from lsca import ipc
 from lsca.runner import agent_path

@@ -16,6 +16,129 @@
 #define smp_store_sc(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 #define smp_xchg_sc(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
 
+/*
+ * Memory ordering, field by field.
+ *
+ * Parties: the client (an agent thread, in the slot whose owner_tid it set), the worker that
+ * owns the shard (claim_one .. lsca_worker_complete), the supervisor (lsca_shard_fail_all,
+ * lsca_shard_republish, the retry of a dead worker's call: only for calls no live worker
+ * holds). "Publishes" = a release (or seq_cst) store or RMW sequenced after the plain writes;
+ * "sees" = an acquire (or seq_cst) load or RMW that reads that value, or a later one of its
+ * release sequence (an RMW continues it: the claim CAS does).
+ *
+ * The hand-off (slot->state is the truth; every other field is ordered by it or is a hint):
+ *
+ *   state        FREE -> SUBMITTED (client, smp_store_sc in lsca_ring_submit) publishes the
+ *                request. seq_cst, not only release: it is the client's half of the `dead`
+ *                pair below. DONE -> SUBMITTED (agent.c's restart of an interrupted call) alike.
+ *                SUBMITTED -> RUNNING (worker, CAS acq_rel / acquire in claim_one): one claimant
+ *                wins; its acquire half sees the request even when the claim comes through a
+ *                stale hint bit (see pending_mask), so it must stay at least acquire.
+ *                RUNNING -> DONE (worker, or supervisor for a dead worker's call; smp_store_sc in
+ *                lsca_worker_complete) publishes the answer; seq_cst for the client_sleeping pair.
+ *                DONE -> FREE (agent.c lsca_end, release) publishes what the agent writes after
+ *                the answer (new_fds), for lsca_slot_taken's acquire load.
+ *                RUNNING -> SUBMITTED (arbiter.py's retry, a plain store) is published by
+ *                lsca_shard_republish's seq_cst fetch_or that follows it.
+ *                Loads: the client's spin smp_load_acquire and sleep-path smp_load_sc (the answer
+ *                is read only after one of them saw DONE); fail_all and republish smp_load_sc.
+ *   op, xfer, args, data, data_len, remote_addr, seq (the request): plain, written by the client
+ *                while the slot is FREE (or DONE, before a restart), read by the worker after its
+ *                claim. Two releases order them - the SUBMITTED store and the pending_mask
+ *                fetch_or after it - and one acquire suffices: the claim CAS (always), or the
+ *                exchange that took this call's bit. fail_all reads seq after an smp_load_sc saw
+ *                SUBMITTED or RUNNING (the claim CAS continues the client's release sequence);
+ *                arbiter.py reads seq/op/args after waitpid() of the worker that claimed the call.
+ *                XFER_REMOTE bytes (process_vm_readv/writev) are ordered the same way: the kernel
+ *                copies them on the worker's side after its claim and before its DONE store.
+ *   status, result, err, data, data_len, new_fds (the answer): plain, written by the holder of
+ *                RUNNING (or by fail_all / the arbiter once no live thread holds the call: that is
+ *                their contract), published by the DONE store, read by the client after it saw
+ *                DONE. One benign exception: a client whose wait returned -1 (dead) gets EIO
+ *                written by agent.c into these fields while fail_all may write the same EIO.
+ *   seq          also read by lsca_worker_complete, before its DONE store: after DONE the client
+ *                may start its next call and write a new seq.
+ *   new_fds      also written by the agent after a descriptor-creating call (the numbers it
+ *                installed): after DONE, before lsca_end's release of FREE; the worker reads
+ *                them only after lsca_slot_taken's acquire load saw the slot leave that DONE.
+ *   cancel       plain 0 in lsca_ring_submit before the SUBMITTED release (a claimant sees 0 or
+ *                this call's 1, never an older call's 1); smp_store_sc 1 in lsca_ring_cancel
+ *                before the cancel_mask fetch_or (a worker that took the hint sees it). The
+ *                worker reads it only for a call it holds: when it claims it (the hint may have
+ *                been taken before the claim) and on a cancel hint (a hint may be stale: left by
+ *                a cancel of an earlier call on the slot). The flag, not the hint, is the truth.
+ *   owner_tid    agent-only slot hand-out (CAS 0 -> tid acq_rel, release store 0 at thread
+ *                exit); written before the thread's first submit, so a claimant sees it.
+ *
+ * Sleep and wake-up: Dekker pairs. Each side stores its flag, then loads the other side's, all
+ * four accesses seq_cst, so they lie in one total order S: whichever store comes first in S
+ * precedes the other side's load, which therefore sees it (or a later value). At least one
+ * side sees the other; never both miss.
+ *
+ *   client_sleeping  client: smp_store_sc(flag), then smp_load_sc(state) (lsca_ring_wait);
+ *                worker: smp_store_sc(state, DONE), then CAS(flag -> 0) seq_cst. Either the
+ *                client sees DONE and does not sleep, or the CAS sees the flag and the worker
+ *                FUTEX_WAKEs. A client that read an older state sleeps only while the futex word
+ *                still holds it (the kernel compares it after a full barrier, under the lock that
+ *                FUTEX_WAKE takes), so the wake-up cannot pass it by. The flag names the call
+ *                (its seq): a worker still between DONE and its CAS for the previous call cannot
+ *                clear the next call's announcement, which would lose that call's wake-up.
+ *                Cleared with smp_store_sc(0) when the wait ends (it only makes a CAS fail).
+ *   worker_sleeping  worker: smp_store_sc(1) on every owned shard, then smp_load_sc of both
+ *                masks (any_pending); client: the seq_cst fetch_or of pending_mask (or
+ *                cancel_mask), then smp_load_sc(worker_sleeping) (ring_doorbell). Either the
+ *                worker sees the bit and does not sleep, or the client sees 1, takes it with
+ *                smp_xchg_sc(0) (one ring per announcement) and posts the semaphore; the post
+ *                and the woken semtimedop order the bit before the worker's next claim_one. A
+ *                token for a worker that did not sleep only ends its next sleep at once. The
+ *                supervisor's plain worker_sleeping = 1 at (re)assignment only adds rings.
+ *   dead         fail_all: smp_store_sc(1), then smp_load_sc(state) of each slot; client: the
+ *                SUBMITTED store, ..., then smp_load_sc(dead) before it sleeps. Either fail_all's
+ *                scan sees the call (and answers EIO, waking the client) or the client sees dead
+ *                (and returns -1). agent.c lsca_begin's acquire load only decides to run natively.
+ *
+ * Hints (the truth is elsewhere; a stale hint costs a failed CAS, never a wrong answer):
+ *
+ *   pending_mask seq_cst fetch_or after the SUBMITTED store (submit), after a cancel
+ *                (lsca_ring_cancel: a signal may come between the submit's state store and its
+ *                bit), after an smp_load_sc saw SUBMITTED (republish); taken by an acquire peek
+ *                and an acq_rel exchange into ctx->pending. Its release half is what makes "a
+ *                worker that sees the bit sees the state": a relaxed fetch_or could become
+ *                visible before the state store on aarch64, the CAS would fail and the bit be
+ *                dropped - a lost call. A bit is cleared only by that exchange and consumed only
+ *                by a CAS attempt, so no live worker loses a call; the bits a dead worker held
+ *                come back through lsca_shard_republish.
+ *   cancel_mask  seq_cst fetch_or after the cancel store, taken like pending_mask; the truth is
+ *                slot->cancel of a call the worker holds.
+ *
+ * The rest: magic, abi_version, shard_size, nslots and client_pid are written by the supervisor
+ * before the client learns of the shard (the welcome message orders them). doorbell_semid /
+ * doorbell_semnum / worker_id change at (re)assignment with plain stores and ring_doorbell reads
+ * them after its xchg: a client ringing on the new worker's own announcement sees the new ones
+ * (the worker learned of the shard after those stores, and its smp_store_sc is a release); one
+ * ringing on the supervisor's plain worker_sleeping = 1 may, on aarch64, ring the old semaphore
+ * - harmless: the new worker sleeps only after its own announcement, its own Dekker pair.
+ * next_seq is a relaxed counter (unique call names only); passthrough/declined (agent) and
+ * proxied/failed/worker_ns/trace_dropped (worker) are relaxed statistics counters.
+ *
+ * Machine code. x86-64 (TSO): loads are plain MOV (TSO makes them acquire), release stores plain
+ * MOV, seq_cst stores XCHG and the RMWs LOCK-prefixed: full barriers, which is what the Dekker
+ * pairs need there (TSO lets a later load pass an earlier plain store). aarch64 (GCC, Armv8.0
+ * baseline, outline atomics): smp_store_sc and smp_store_release are STLR, smp_load_sc and
+ * smp_load_acquire LDAR; the seq_cst and acq_rel RMWs (fetch_or, exchange, CAS) call
+ * __aarch64_*_acq_rel helpers: LSE LDSETAL/SWPAL/CASAL, or an LDAXR/STLXR loop. So every seq_cst
+ * access is also a release (stores) or an acquire (loads), and the Dekker pairs hold with no DMB
+ * because Armv8 release and acquire are RCsc: a load-acquire (LDAR, LDAXR, the load of an ...AL
+ * atomic, also of a CAS that fails) is not satisfied before an earlier store-release (STLR,
+ * STLXR, the store of an ...AL atomic) of the same thread is observed by all. Plain acquire loads
+ * are used only where a later load, not an earlier store, must be ordered (the spin on state,
+ * the peeks at the masks), so a build that makes them LDAPR (RCpc, +rcpc) stays correct; the
+ * seq_cst loads must stay LDAR, as GCC emits them.
+ *
+ * Checked by tests/protocol/slot_model.cpp (Relacy, these orders; each of its weakenings must
+ * fail) and tests/protocol/slot_stress.c (this code under load; also under ThreadSanitizer).
+ */
+
 /* Raw system calls that never enter the agent's own interposers (the agent exports
  * syscall() itself); the worker side has no interposers and uses libc's syscall(). */
 #ifdef LSCA_AGENT

@@ -416,7 +416,8 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
         error = errno;
         if (mapped)
             munmap((void *)data, count);
-        if (n < 0 && nowait && error == EAGAIN && !lsca_nonblocking(fd))
+        /* EOPNOTSUPP: a kernel whose pipes refuse RWF_NOWAIT (Debian 12's 6.1 does). */
+        if (n < 0 && nowait && (error == EOPNOTSUPP || (error == EAGAIN && !lsca_nonblocking(fd))))
             return LSCA_WOULD_BLOCK;    /* nothing was written: a pool thread waits instead */
         errno = error;
         ANSWER(n);
