@@ -31,5 +31,6 @@ if [ "$(cat .lsca-vm-mode)" = shell ]; then
     setsid -c bash -i </dev/ttyAMA0 >/dev/ttyAMA0 2>&1
     finish $?
 fi
-sh -c "$(cat .lsca-vm-command)" </dev/null
+# The console is a terminal, the host's reader usually is not: plain output.
+PY_COLORS=0 sh -c "$(cat .lsca-vm-command)" </dev/null
 finish $?
