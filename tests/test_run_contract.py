@@ -15,7 +15,10 @@ from conftest import PROGRAMS, clean_env, parse_trace
 
 PY = sys.executable
 NOBODY = 65534
-STATIC_LIBC = "/usr/lib/x86_64-linux-gnu/libc.a"
+# Where the compiler finds it on this machine (the multiarch directory differs per arch);
+# a bare "libc.a" back means it has none.
+STATIC_LIBC = subprocess.run(["gcc", "-print-file-name=libc.a"], capture_output=True,
+                             text=True).stdout.strip() if shutil.which("gcc") else "libc.a"
 NOT_PROXIED = "its calls are not proxied"
 REFUSED = "not starting it (LSCA_REQUIRED=1)"
 
