@@ -225,6 +225,16 @@ def wait_until(predicate, timeout=15.0):
     return predicate()
 
 
+def waits_for_its_worker(pid):
+    """True once the process's (only) thread sleeps on its slot's futex: its call was handed
+    to a worker that has not answered. Where a test needs 'the call is in the worker now'."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return "futex" in f.read()
+    except OSError:
+        return False
+
+
 def run_native(cmd, cwd=None, input=None, timeout=120):
     return subprocess.run(list(cmd), cwd=cwd, input=input, env=clean_env(), capture_output=True,
                           timeout=timeout)

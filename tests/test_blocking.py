@@ -4,11 +4,10 @@ killed in one is abandoned without waiting."""
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 
-from conftest import SupervisorProcess, parse_trace, run_native
+from conftest import SupervisorProcess, parse_trace, run_native, wait_until, waits_for_its_worker
 
 PY = sys.executable
 
@@ -35,15 +34,16 @@ def test_a_blocked_client_does_not_stall_the_worker(tmp_path):
         blocked = subprocess.Popen([PY, "-c", "import os; os.write(1, b'go\\n'); print(os.read(0, 5))"],
                                    env=sup.client_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert blocked.stdout.readline() == b"go\n"
-        time.sleep(0.2)                             # its read now waits in the only worker
-        start = time.monotonic()
+        assert wait_until(lambda: waits_for_its_worker(blocked.pid), 60)   # its read waits in the only worker
+        # A stalled worker would never serve dd: the time-out only bounds that failure.
         busy = subprocess.run(["dd", "if=/dev/zero", "of=/dev/null", "bs=512", "count=2000", "status=none"],
-                              env=sup.client_env(), timeout=60)
-        assert busy.returncode == 0 and time.monotonic() - start < 30
+                              env=sup.client_env(), timeout=300)
+        assert busy.returncode == 0
+        assert waits_for_its_worker(blocked.pid)    # still waiting: dd was served beside it
         blocked.stdin.write(b"hello")
         blocked.stdin.flush()
         assert blocked.stdout.readline() == b"b'hello'\n"
-        assert blocked.wait(10) == 0
+        assert blocked.wait(60) == 0
     finally:
         if blocked:
             blocked.kill()
@@ -57,13 +57,13 @@ def test_client_killed_in_a_blocked_call_is_abandoned(tmp_path):
         victim = subprocess.Popen([PY, "-c", "import os; os.write(1, b'go\\n'); os.read(0, 5)"],
                                   env=sup.client_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert victim.stdout.readline() == b"go\n"
-        time.sleep(0.2)
+        assert wait_until(lambda: waits_for_its_worker(victim.pid), 60)    # its read is the worker's
         victim.send_signal(signal.SIGTERM)          # fatal: the program ends, as natively
-        assert victim.wait(10) == -signal.SIGTERM
+        assert victim.wait(60) == -signal.SIGTERM
         (worker,) = [p.pid for p in psutil.Process(sup.process.pid).children()]
         # The worker let go of the call and still serves.
         again = subprocess.run([PY, "-c", "print('still served')"], env=sup.client_env(), capture_output=True,
-                               timeout=30)
+                               timeout=300)
         assert again.stdout == b"still served\n"
         assert [p.pid for p in psutil.Process(sup.process.pid).children()] == [worker]
         victim.stdin.close()
