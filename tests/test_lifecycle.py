@@ -20,7 +20,7 @@ from lsca import ipc
 from lsca.abi import HELLO_SIZE, SHARD_SIZE
 from lsca.supervisor.arbiter import admits
 from lsca.supervisor.registry import cleanup_dead
-from conftest import wait_until, SupervisorProcess, clean_env, new_objects, run_native
+from conftest import wait_until, waits_for_its_worker, SupervisorProcess, clean_env, new_objects, run_native
 
 PY = sys.executable
 
@@ -296,7 +296,7 @@ def start_waiting_client(tmp_path):
     client = subprocess.Popen([PY, "-c", WAITING_CLIENT], env=sup.client_env(), stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)
     assert client.stdout.readline() == b"ready\n"
-    time.sleep(0.3)                     # the read is now blocked in the worker
+    assert wait_until(lambda: waits_for_its_worker(client.pid), 60)   # the read is in the worker
     return sup, client, state_dir
 
 
