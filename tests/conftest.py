@@ -225,6 +225,14 @@ def wait_until(predicate, timeout=15.0):
     return predicate()
 
 
+def ended(pid):
+    """Exited (a zombie, or reaped: it may go between any two looks at it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def waits_for_its_worker(pid):
     """True once the process's (only) thread sleeps on its slot's futex: its call was handed
     to a worker that has not answered. Where a test needs 'the call is in the worker now'."""

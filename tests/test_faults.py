@@ -11,7 +11,7 @@ import time
 import psutil
 
 from lsca import ipc
-from conftest import (wait_until, SupervisorProcess, asleep_on_doorbell, clean_env, new_objects,
+from conftest import (ended, wait_until, SupervisorProcess, asleep_on_doorbell, clean_env, new_objects,
                       remove_objects, workers_of)
 
 PY = sys.executable
@@ -103,7 +103,7 @@ def test_silent_worker_is_aborted_and_replaced(tmp_path):
         assert wait_until(lambda: asleep_on_doorbell(worker))      # no call on its main thread
         os.kill(worker, signal.SIGSTOP)         # alive but silent: no heartbeat
         assert wait_until(lambda: workers_of(sup) and workers_of(sup) != [worker], timeout=20)
-        assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+        assert ended(worker)
         assert client.ask(10) == 11 * client.total
     finally:
         if client:

@@ -20,7 +20,7 @@ from lsca import ipc
 from lsca.abi import HELLO_SIZE, SHARD_SIZE
 from lsca.supervisor.arbiter import admits
 from lsca.supervisor.registry import cleanup_dead
-from conftest import wait_until, waits_for_its_worker, SupervisorProcess, clean_env, new_objects, run_native
+from conftest import ended, wait_until, waits_for_its_worker, SupervisorProcess, clean_env, new_objects, run_native
 
 PY = sys.executable
 
@@ -308,8 +308,7 @@ def test_killed_supervisor_workers_fail_the_waiting_call_and_exit(tmp_path):
         workers = [p.pid for p in psutil.Process(sup.process.pid).children()]
         os.kill(sup.process.pid, signal.SIGKILL)
         assert read_lines(client, 2) == [str(errno.EIO).encode(), b"native afterwards"]
-        assert wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                                          for p in workers))
+        assert wait_until(lambda: all(ended(p) for p in workers))
     finally:
         client.kill()
         client.wait()
