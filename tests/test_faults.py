@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import psutil
 
 from lsca import ipc
 from conftest import (ended, wait_until, SupervisorProcess, asleep_on_doorbell, clean_env, new_objects,
