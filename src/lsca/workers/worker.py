@@ -76,6 +76,7 @@ class Worker:
         self.gate = Gate(Policy.from_json(self.policy_json)) if self.policy_json else None
         self.clients = {}               # ctx index -> Client
         self.by_shard = {}              # supervisor shard id -> ctx index
+        self.closing = {}               # shard id -> released Client whose pool calls still run
         self.trace_retry_ms = TRACE_RETRY_MS[0]
         if self.row is None:
             self.row = ffi.new("struct lsca_worker_status *")
@@ -102,12 +103,14 @@ class Worker:
                     now = time.monotonic()
                     if now >= next_control:
                         self.report_revoked()
+                        self.close_drained()
                         self.send_records()
                         self.read_control()
                         next_control = now + CONTROL_EVERY_S
                     continue
                 # Idle after spinning: send records, let go of client files, read messages, sleep.
                 self.report_revoked()
+                self.close_drained()
                 for client in self.clients.values():
                     client.fds.clear()
                 retry_ms = self.send_records()
@@ -131,7 +134,7 @@ class Worker:
                 for client in self.clients.values():
                     lib.lsca_shard_fail_all(client.shard)
             self.pool.stop()
-            for client in self.clients.values():
+            for client in list(self.clients.values()) + list(self.closing.values()):
                 client.close()
             self.last_records()
 
@@ -314,11 +317,21 @@ class Worker:
             self.ctx.pending[index] = 0
             self.ctx.cancels[index] = 0
             # Its blocked calls are abandoned (the client is gone): interrupt, then detach.
-            self.pool.drain(message["shard"])
+            drained = self.pool.drain(message["shard"])
             client = self.clients.pop(index)
             self.flush_held_records(client, all=True)
-            client.close()              # what its reader does not take now goes on from the leftovers
+            if drained:
+                client.close()          # what its reader does not take now goes on from the leftovers
+            else:
+                # A pool thread still runs one of its calls (a slow or busy machine): it will write
+                # the answer into the shard, so the shard stays mapped until that thread is done.
+                self.closing[message["shard"]] = client
         self.send({"op": "released", "shard": message["shard"]})
+
+    def close_drained(self):
+        """Released clients whose last pool call has ended: detach their shards now."""
+        for shard_id in [k for k in self.closing if not self.pool.calls_of(k)]:
+            self.closing.pop(shard_id).close()
 
     def report_revoked(self):
         """Clients that stopped being the user they registered as: the supervisor drops them."""
