@@ -34,12 +34,12 @@ def test_a_blocked_client_does_not_stall_the_worker(tmp_path):
         blocked = subprocess.Popen([PY, "-c", "import os; os.write(1, b'go\\n'); print(os.read(0, 5))"],
                                    env=sup.client_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert blocked.stdout.readline() == b"go\n"
-        assert wait_until(lambda: waits_for_its_worker(blocked.pid), 60)   # its read waits in the only worker
+        assert wait_until(lambda: waits_for_its_worker(blocked.pid, sup.process.pid), 60)   # its read waits in the only worker
         # A stalled worker would never serve dd: the time-out only bounds that failure.
         busy = subprocess.run(["dd", "if=/dev/zero", "of=/dev/null", "bs=512", "count=2000", "status=none"],
                               env=sup.client_env(), timeout=300)
         assert busy.returncode == 0
-        assert waits_for_its_worker(blocked.pid)    # still waiting: dd was served beside it
+        assert waits_for_its_worker(blocked.pid, sup.process.pid)    # still waiting: dd was served beside it
         blocked.stdin.write(b"hello")
         blocked.stdin.flush()
         assert blocked.stdout.readline() == b"b'hello'\n"
@@ -57,7 +57,7 @@ def test_client_killed_in_a_blocked_call_is_abandoned(tmp_path):
         victim = subprocess.Popen([PY, "-c", "import os; os.write(1, b'go\\n'); os.read(0, 5)"],
                                   env=sup.client_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert victim.stdout.readline() == b"go\n"
-        assert wait_until(lambda: waits_for_its_worker(victim.pid), 60)    # its read is the worker's
+        assert wait_until(lambda: waits_for_its_worker(victim.pid, sup.process.pid), 60)    # its read is the worker's
         victim.send_signal(signal.SIGTERM)          # fatal: the program ends, as natively
         assert victim.wait(60) == -signal.SIGTERM
         (worker,) = [p.pid for p in psutil.Process(sup.process.pid).children()]

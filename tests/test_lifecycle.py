@@ -296,7 +296,7 @@ def start_waiting_client(tmp_path):
     client = subprocess.Popen([PY, "-c", WAITING_CLIENT], env=sup.client_env(), stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)
     assert client.stdout.readline() == b"ready\n"
-    assert wait_until(lambda: waits_for_its_worker(client.pid), 60)   # the read is in the worker
+    assert wait_until(lambda: waits_for_its_worker(client.pid, sup.process.pid), 60)   # the read is in the worker
     return sup, client, state_dir
 
 
