@@ -97,6 +97,10 @@ int lsca_fd_kind(int fd, unsigned *mode, unsigned *dev_major);
 int lsca_may_wait(unsigned mode, unsigned dev_major);
 int lsca_would_block(int fd, unsigned mode, unsigned dev_major, int for_write, size_t count);
 
+/* A new shared-memory segment, owned by uid/gid (uid -1: by us). The kernel zero-fills it page
+ * by page as it is touched (sysv_ipc writes its init character over every page instead). */
+int lsca_shm_create(int key, size_t size, int mode, int uid, int gid);
+
 /* SysV semaphore sets with many semaphores (sysv_ipc's sets have one). */
 int lsca_sem_create(int key, int nsems, int mode, int uid, int gid);
 int lsca_sem_remove(int semid);

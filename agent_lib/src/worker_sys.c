@@ -9,6 +9,7 @@
 #include <stdio.h>             /* renameat2 */
 #include <sys/ipc.h>
 #include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -452,6 +453,29 @@ int lsca_sem_create(int key, int nsems, int mode, int uid, int gid)
 fail:;
     int saved = errno;
     semctl(semid, 0, IPC_RMID);
+    errno = saved;
+    return -1;
+}
+
+int lsca_shm_create(int key, size_t size, int mode, int uid, int gid)
+{
+    int shmid = shmget((key_t)key, size, IPC_CREAT | IPC_EXCL | (mode & 0777));
+    struct shmid_ds ds;
+
+    if (shmid < 0)
+        return -1;
+    if (uid < 0)
+        return shmid;
+    if (shmctl(shmid, IPC_STAT, &ds) < 0)
+        goto fail;
+    ds.shm_perm.uid = (uid_t)uid;
+    ds.shm_perm.gid = (gid_t)gid;
+    if (shmctl(shmid, IPC_SET, &ds) < 0)
+        goto fail;
+    return shmid;
+fail:;
+    int saved = errno;
+    shmctl(shmid, IPC_RMID, NULL);
     errno = saved;
     return -1;
 }

@@ -665,16 +665,15 @@ class Supervisor:
     def _send_welcome(self, peer, status, shmid=-1, chan=None):
         return self.control.send_once(peer, pack_welcome(status, self.pid, shmid), [chan.fileno()] if chan else [])
 
-    # Every SysV object is created and removed here, so the registry always knows them.
+    # Every SysV object is created and removed here. Semaphore sets are recorded in the registry;
+    # segments are not (a rename per registration was the supervisor's largest cost): a cleanup
+    # finds a dead instance's segments by their creator pid.
 
     def _new_segment(self, uid=None, gid=None, size=SHARD_SIZE):
-        segment = ipc.Shard(uid, gid, size)
-        self.registry.add("shm", segment.id)
-        return segment
+        return ipc.Shard(uid, gid, size)
 
     def _drop_segment(self, segment):
         segment.remove()
-        self.registry.discard("shm", segment.id)
 
     def _new_semaphores(self, nsems, uid=None, gid=None, mode=0o600):
         semid = ipc.create_semaphores(nsems, uid, gid, mode)

@@ -1,6 +1,8 @@
 """What each running supervisor owns, kept on disk, so that the SysV objects of one
 that died (kill -9 included) can be found and removed by the next start or by
-`lsca cleanup`. One JSON file per instance: pid, start time, socket, object ids.
+`lsca cleanup`. One JSON file per instance: pid, start time, socket, semaphore set ids.
+Its shared-memory segments (one per client) are not listed, which would rewrite the file
+twice per registration: /proc/sysvipc/shm names each segment's creator pid.
 """
 import errno
 import json
@@ -153,14 +155,19 @@ def cleanup_dead(directory=None):
     directory = statedir.ensure_private(directory) if directory else default_directory()
     segments_ours, sets_ours = _own_objects("shm"), _own_objects("sem")
     instances = segments = sets = 0
+    entries = {}
     for name in sorted(os.listdir(directory)):
-        if not name.endswith(".json"):
-            continue
+        if name.endswith(".json"):
+            state = _read_entry(os.path.join(directory, name))
+            if state is not None:
+                entries[name] = state
+    # A dead instance's pid may name a live instance now: the segments it creates are its own.
+    live = {state["pid"] for state in entries.values() if _alive(state)}
+    for name, state in entries.items():
         path = os.path.join(directory, name)
-        state = _read_entry(path)
-        if state is None or _alive(state):
+        if state["pid"] in live:
             continue
-        # Also what it created but could not record before it was killed (its creator pid).
+        # What it created (its creator pid), and what an older version listed.
         created = {shmid for shmid, row in segments_ours.items() if row["cpid"] == state["pid"]}
         for shmid in sorted(set(state["shm"]) | created):
             if segments_ours.pop(shmid, None):

@@ -124,9 +124,12 @@ class Worker:
                 if retry_ms:
                     sleep_ms = min(sleep_ms, retry_ms)
                 if self.alive:
-                    self.dispatch(lib.lsca_worker_run(self.ctx, self.fast, self.row, self.spin_ns, sleep_ms,
-                                                      TURN_NS, shard_index, slot_index),
-                                  shard_index, slot_index)
+                    woke = self.dispatch(lib.lsca_worker_run(self.ctx, self.fast, self.row, self.spin_ns,
+                                                             sleep_ms, TURN_NS, shard_index, slot_index),
+                                         shard_index, slot_index)
+                    if not woke:
+                        # Woken by a message (a new client's assign, say): read it now, not after a spin.
+                        self.read_control()
         finally:
             if self.orphaned:
                 # Nobody will reassign these clients: fail what is in flight (EIO) and wake
