@@ -11,7 +11,7 @@ from setuptools.command.build_ext import build_ext
 AGENT_SOURCES = ["agent_lib/src/agent.c", "agent_lib/src/ring.c", "agent_lib/src/interpose_io.c",
                  "agent_lib/src/interpose_fd.c", "agent_lib/src/interpose_path.c",
                  "agent_lib/src/interpose_syscall.c", "agent_lib/src/interpose_signal.c",
-                 "agent_lib/src/interpose_socket.c", "agent_lib/src/user_memory.c",
+                 "agent_lib/src/interpose_socket.c", "agent_lib/src/interpose_exec.c", "agent_lib/src/user_memory.c",
                  "agent_lib/src/ops.c"]
 AGENT_NAME = "liblsca_agent.so"
 

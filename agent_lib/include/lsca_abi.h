@@ -17,7 +17,7 @@
 
 /* LSCA_CDEF_BEGIN */
 #define LSCA_MAGIC 0x4C534341           /* "LSCA" */
-#define LSCA_ABI_VERSION 6
+#define LSCA_ABI_VERSION 7
 
 #define LSCA_SLOTS 64                   /* client threads in a call at once; one 64-bit pending mask */
 #define LSCA_INLINE_MAX 65536           /* bytes of a buffer carried in the slot itself */
@@ -132,6 +132,8 @@ struct lsca_shard_header {
     uint64_t failed[LSCA_OP_MAX];      /* per op: of those, answered -1                        */
     uint64_t worker_ns[LSCA_OP_MAX];   /* per op: worker time, claim to answer                 */
     uint64_t trace_dropped;            /* records of its calls dropped: its trace reader fell behind */
+    uint32_t execs;               /* the agent counts the execs that kept this shard (a hint: new name) */
+    uint32_t pad_execs;
 };
 
 /* The supervisor's private table (never mapped by clients): one row per worker. */

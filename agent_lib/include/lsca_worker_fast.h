@@ -68,6 +68,8 @@ struct lsca_client_fast {
     struct lsca_worker_status *row; /* our worker's row: counts the records dropped            */
     void *trace_lock;             /* pool threads append too                                  */
     char comm[16];                /* the program's name, for records                          */
+    int32_t comm_dir;             /* /proc/PID of the registered process, to read comm again   */
+    uint32_t execs_seen;          /* the shard's execs when comm was read                      */
     /* Authority (see lsca_client_authorized): set by lsca_fast_watch for a root worker serving a
      * non-root registration, whose process may exec a set-id image or die and have its pid reused. */
     int32_t proc_fd;              /* /proc/PID, bound to the registered process; -1: not watched */
@@ -92,6 +94,9 @@ struct lsca_client_fast *lsca_fast_new(void *shard, int shard_id, int pid, int p
  * image, made itself undumpable, or exited — after which its pid could name another process).
  * proc_fd stays the caller's. */
 void lsca_fast_watch(struct lsca_client_fast *c, int proc_fd, unsigned uid, unsigned gid);
+/* /proc/PID of the registered process (the caller's descriptor): where the program's name is
+ * read again after an exec that kept the shard (the agent counts those in the header). */
+void lsca_fast_set_proc(struct lsca_client_fast *c, int proc_dir);
 /* 1: go on; 0: stop (c->revoked is set, errno EPERM). Always 1 for an unwatched client. */
 int lsca_client_authorized(struct lsca_client_fast *c);
 /* The client's memory, by address, bound to the registered process (see lsca_worker_sys.h). */

@@ -21,6 +21,8 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -33,6 +35,7 @@
 
 struct agent_state {
     void *shard;                 /* attached shard, NULL while not registered */
+    int shmid;                   /* its id (passed on by an exec that keeps it) */
     pid_t pid;                   /* process this memory belongs to (set at start, after fork) */
     unsigned generation;         /* bumped by fork: thread slots of older generations are void */
     int attempted;               /* registration tried in this process (no retry storm) */
@@ -351,6 +354,7 @@ static int register_process(void)
         return abandon_registration(chan, shard);
     }
     agent.chan_fd = hide_fd(chan);
+    agent.shmid = w.shmid;
     /* The shard pointer is published last: threads that see it see the rest. */
     __atomic_store_n(&agent.shard, shard, __ATOMIC_RELEASE);
     return 0;
@@ -370,6 +374,226 @@ static void *current_shard(void)
     }
     pthread_mutex_unlock(&register_lock);
     return __atomic_load_n(&agent.shard, __ATOMIC_ACQUIRE);
+}
+
+
+/* ---- exec keeps the shard ----
+ *
+ * A process that execs stays the same process: its registration holds (the supervisor's
+ * pidfd, identity and worker are the process's, not the image's). So an exec that will load
+ * the agent again passes the shard on instead of registering anew (a supervisor round trip
+ * per exec): the new image finds LSCA_RESUME=<abi>:<shmid>:<pid>:<channel fd> in its
+ * environment (and removes it), attaches the same shard and keeps the channel, which only
+ * this exec carries across (close-on-exec cleared just before it, set again if it fails).
+ * Only when nothing else could take the channel: a single-threaded process (no other thread
+ * can spawn a child meanwhile), an image that is neither set-id nor file-capable (nor a
+ * script of such an interpreter), and an environment that loads this agent for this
+ * supervisor and session. Anything else registers anew, as before. */
+
+#define RESUME_VAR "LSCA_RESUME"
+#define RESUME_MAX 96
+
+static char resume_entry[RESUME_MAX];
+
+static const char *own_path(void)
+{
+    static char path[4096];
+    Dl_info info;
+
+    if (!path[0] && dladdr((void *)own_path, &info) && info.dli_fname)
+        snprintf(path, sizeof(path), "%s", info.dli_fname);
+    return path;
+}
+
+static const char *env_value(char *const envp[], const char *name)
+{
+    size_t len = strlen(name);
+
+    for (size_t i = 0; envp && envp[i]; i++)
+        if (strncmp(envp[i], name, len) == 0 && envp[i][len] == '=')
+            return envp[i] + len + 1;
+    return NULL;
+}
+
+/* The new image loads this very agent, talks to our supervisor, in our session. */
+static int loads_this_agent(char *const envp[])
+{
+    const char *preload = env_value(envp, "LD_PRELOAD"), *socket_path = env_value(envp, "LSCA_SOCKET");
+    const char *session = env_value(envp, "LSCA_SESSION"), *disable = env_value(envp, "LSCA_AGENT_DISABLE");
+    const char *me = own_path();
+
+    if (!preload || !me[0] || !strstr(preload, me) || !socket_path || strcmp(socket_path, agent.socket_path) != 0)
+        return 0;
+    if (disable && disable[0] && strcmp(disable, "0") != 0)
+        return 0;
+    return strncmp(session ? session : "", agent.session, sizeof(agent.session)) == 0;
+}
+
+static int single_threaded(void)
+{
+    struct stat st;
+
+    /* A task directory links to ".", ".." and one entry per thread. */
+    return lsca_sys(SYS_newfstatat, AT_FDCWD, "/proc/self/task", &st, 0) == 0 && st.st_nlink == 3;
+}
+
+/* 1 when executing the file at fd gives no new credentials: not set-uid, not set-gid (with
+ * group execute), no file capabilities; for a script, the same of its interpreter. */
+static int plain_image(int fd, int depth)
+{
+    struct stat st;
+    char head[256];
+    long n;
+
+    if (lsca_sys(SYS_fstat, fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & S_ISUID) ||
+        ((st.st_mode & S_ISGID) && (st.st_mode & S_IXGRP)))
+        return 0;
+    if (lsca_sys(SYS_fgetxattr, fd, "security.capability", NULL, 0) >= 0 || (errno != ENODATA && errno != ENOTSUP))
+        return 0;
+    n = lsca_sys(SYS_pread64, fd, head, sizeof(head) - 1, 0);
+    if (n < 0)
+        return 0;
+    head[n] = '\0';
+    if (n < 2 || head[0] != '#' || head[1] != '!')
+        return 1;
+    if (depth > 0)
+        return 0;                    /* an interpreter that is a script itself: register anew */
+    char *p = head + 2, *end;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    for (end = p; *end && *end != ' ' && *end != '\t' && *end != '\n'; end++)
+        ;
+    if (end == p || *end == '\0')
+        return 0;                    /* no complete interpreter line within what we read */
+    *end = '\0';
+    int interp = (int)lsca_sys(SYS_openat, AT_FDCWD, p, O_RDONLY | O_CLOEXEC);
+    if (interp < 0)
+        return 0;
+    int plain = plain_image(interp, depth + 1);
+    lsca_sys(SYS_close, interp);
+    return plain;
+}
+
+static int plain_file(int dirfd, const char *path)
+{
+    int fd, plain;
+
+    if (!path[0])
+        return plain_image(dirfd, 0);    /* fexecve: the descriptor itself */
+    fd = (int)lsca_sys(SYS_openat, dirfd, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    plain = plain_image(fd, 0);
+    lsca_sys(SYS_close, fd);
+    return plain;
+}
+
+/* The file execvp would run for name: a name with a slash as it is, else the first
+ * executable regular file of that name along PATH. 0 when none (then the exec fails). */
+static int search_path(const char *name, char *out, size_t size)
+{
+    const char *path = getenv("PATH"), *dir, *end;
+    struct stat st;
+
+    if (strchr(name, '/'))
+        return snprintf(out, size, "%s", name) < (int)size;
+    if (!path)
+        path = "/bin:/usr/bin";
+    for (dir = path;; dir = end + 1) {
+        end = strchrnul(dir, ':');
+        int n = end == dir ? snprintf(out, size, "%s", name) : snprintf(out, size, "%.*s/%s", (int)(end - dir), dir, name);
+        if (n > 0 && n < (int)size && lsca_sys(SYS_faccessat, AT_FDCWD, out, X_OK) == 0 &&
+            lsca_sys(SYS_newfstatat, AT_FDCWD, out, &st, 0) == 0 && S_ISREG(st.st_mode))
+            return 1;
+        if (*end == '\0')
+            return 0;
+    }
+}
+
+int lsca_exec_prepare(struct lsca_exec *x, int dirfd, const char *path, int search, char *const envp[])
+{
+    char found[4096];
+    int saved = errno, chan = lsca_agent_channel();
+    size_t n = 0, k = 0;
+
+    x->envp = (char **)envp;
+    x->chan = -1;
+    if (!path || !lsca_registered() || chan < 0 || self.in_call || !loads_this_agent(envp) || !single_threaded())
+        goto keep;
+    if (search && !search_path(path, found, sizeof(found)))
+        goto keep;
+    if (!plain_file(dirfd, search ? found : path))
+        goto keep;
+    while (envp[n])
+        n++;
+    char **copy = malloc((n + 2) * sizeof(char *));
+    if (!copy)
+        goto keep;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(envp[i], RESUME_VAR "=", sizeof(RESUME_VAR)) != 0)
+            copy[k++] = envp[i];
+    snprintf(resume_entry, sizeof(resume_entry), RESUME_VAR "=%u:%d:%d:%d", (unsigned)LSCA_ABI_VERSION,
+             (int)agent.shmid, (int)agent.pid, chan);
+    copy[k++] = resume_entry;
+    copy[k] = NULL;
+    if (lsca_sys(SYS_fcntl, chan, F_SETFD, 0) != 0) {
+        free(copy);
+        goto keep;
+    }
+    x->envp = copy;
+    x->chan = chan;
+keep:
+    errno = saved;
+    return 0;
+}
+
+void lsca_exec_failed(struct lsca_exec *x)
+{
+    int saved = errno;
+
+    if (x->chan >= 0) {
+        lsca_sys(SYS_fcntl, x->chan, F_SETFD, FD_CLOEXEC);
+        free(x->envp);
+    }
+    x->chan = -1;
+    errno = saved;
+}
+
+/* In the new image: take over the shard the exec passed on. 0 when done. */
+static int resume_registration(const char *value)
+{
+    unsigned abi;
+    int shmid, pid, chan, end = 0;
+    struct stat st;
+    void *shard;
+
+    if (sscanf(value, "%u:%d:%d:%d%n", &abi, &shmid, &pid, &chan, &end) != 4 || value[end] != '\0' ||
+        abi != LSCA_ABI_VERSION || pid != (int)lsca_sys(SYS_getpid) || chan < 0)
+        return -1;
+    /* Passed on by this process's previous image: its channel, unless it is not a socket. */
+    if (lsca_sys(SYS_fstat, chan, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return -1;
+    if (check_shard(shmid) < 0 || (shard = shmat(shmid, NULL, 0)) == (void *)-1)
+        goto fail;
+    struct lsca_shard_header *h = shard;
+    if (check_shard(shmid) < 0 || h->magic != LSCA_MAGIC || h->abi_version != LSCA_ABI_VERSION ||
+        h->nslots > LSCA_SLOTS || h->client_pid != pid || __atomic_load_n(&h->dead, __ATOMIC_ACQUIRE)) {
+        shmdt(shard);
+        goto fail;
+    }
+    lsca_sys(SYS_fcntl, chan, F_SETFD, FD_CLOEXEC);
+    /* The previous image had one thread (checked before its exec), not in a call: its slot
+     * is free; the new image's threads take slots afresh. */
+    for (unsigned i = 0; i < LSCA_SLOTS; i++)
+        __atomic_store_n(&lsca_shard_slot(shard, i)->owner_tid, 0, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&h->execs, 1, __ATOMIC_RELAXED);
+    agent.chan_fd = chan;
+    agent.shmid = shmid;
+    __atomic_store_n(&agent.shard, shard, __ATOMIC_RELEASE);
+    return 0;
+fail:
+    lsca_sys(SYS_close, chan);
+    return -1;
 }
 
 /* ---- which process this is ---- */
@@ -768,6 +992,13 @@ __attribute__((constructor)) static void lsca_agent_init(void)
     const char *path = getenv("LSCA_SOCKET");
     const char *session = getenv("LSCA_SESSION");
     const char *spin = getenv("LSCA_SPIN_NS");
+    const char *passed = getenv(RESUME_VAR);
+    char resume[RESUME_MAX] = "";
+
+    if (passed) {
+        snprintf(resume, sizeof(resume), "%s", passed);
+        unsetenv(RESUME_VAR);            /* the program never sees it */
+    }
 
     agent.pid = (pid_t)lsca_sys(SYS_getpid);
     pthread_key_create(&slot_key, release_slot);
@@ -787,6 +1018,8 @@ __attribute__((constructor)) static void lsca_agent_init(void)
     }
     strcpy(agent.socket_path, path);
     agent.attempted = 1;
+    if (resume[0] && resume_registration(resume) == 0)
+        return;
     if (register_process() == 0)
         return;
     if (env_flag("LSCA_REQUIRED")) {

@@ -95,6 +95,17 @@ int lsca_registered(void);
  * proxied call it waits in (if any) and take its answer first. */
 void lsca_signal_arrived(int sa_restart);
 
+/* An exec of this process that may keep its shard (see agent.c): prepare swaps in the
+ * environment to pass (x->envp: envp itself, or a copy with LSCA_RESUME) and lets the
+ * channel cross the exec; exec_failed undoes that when the exec returned. path is the
+ * file (relative to dirfd), or with search the name execvp looks up along PATH. */
+struct lsca_exec {
+    char **envp;
+    int chan;
+};
+int lsca_exec_prepare(struct lsca_exec *x, int dirfd, const char *path, int search, char *const envp[]);
+void lsca_exec_failed(struct lsca_exec *x);
+
 /* A raw system call that never enters the agent's interposers. */
 long lsca_sys(long nr, ...);
 

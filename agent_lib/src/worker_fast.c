@@ -62,6 +62,7 @@ struct lsca_client_fast *lsca_fast_new(void *shard, int shard_id, int pid, int p
     c->trace.fd = -1;
     c->trace.last = NO_RECORD;
     c->proc_fd = -1;
+    c->comm_dir = -1;
     for (i = 0; i < LSCA_FDTAB_SIZE; i++)
         c->fds[i].fd = -1;
     return c;
@@ -125,6 +126,36 @@ void lsca_fast_watch(struct lsca_client_fast *c, int proc_fd, unsigned uid, unsi
     c->proc_fd = proc_fd;
     c->owner_uid = uid;
     c->owner_gid = gid;
+}
+
+void lsca_fast_set_proc(struct lsca_client_fast *c, int proc_dir)
+{
+    c->comm_dir = proc_dir;
+    c->execs_seen = __atomic_load_n(&((struct lsca_shard_header *)c->shard)->execs, __ATOMIC_RELAXED);
+}
+
+/* The process exec'd and kept its shard: its records carry the new program's name. */
+static void refresh_comm(struct lsca_client_fast *c)
+{
+    uint32_t execs = __atomic_load_n(&((struct lsca_shard_header *)c->shard)->execs, __ATOMIC_RELAXED);
+    char name[17];
+    ssize_t n;
+    int fd;
+
+    if (execs == c->execs_seen || c->comm_dir < 0)
+        return;
+    c->execs_seen = execs;
+    fd = openat(c->comm_dir, "comm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    n = read(fd, name, 16);
+    close(fd);
+    if (n <= 0)
+        return;
+    if (name[n - 1] == '\n')
+        n--;
+    memset(c->comm, 0, sizeof(c->comm));
+    memcpy(c->comm, name, (size_t)n < sizeof(c->comm) - 1 ? (size_t)n : sizeof(c->comm) - 1);
 }
 
 int lsca_client_authorized(struct lsca_client_fast *c)
@@ -538,6 +569,7 @@ struct lsca_trace_record *lsca_trace_begin(struct lsca_client_fast *c, const str
 
     if (op >= 64 || !((c->trace_mask >> op) & 1) || c->trace.failed)
         return NULL;
+    refresh_comm(c);
     memset(r, 0, sizeof(*r));
     r->magic = LSCA_TRACE_MAGIC;
     r->op = (uint16_t)op;

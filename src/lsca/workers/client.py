@@ -53,6 +53,8 @@ class Client:
             # A root worker for a user's process: stop the moment it is no longer that user.
             lib.lsca_fast_watch(self.fast, procfd, identity.uid, identity.gid)
         self.fast.comm = _program_name(self.proc)
+        if procfd >= 0:
+            lib.lsca_fast_set_proc(self.fast, procfd)
         self.fds = FdCache(self.fast)
         self.proc_dev = os.stat("/proc").st_dev
         self.held_records = {}          # slot -> record of a call whose descriptor numbers come later
