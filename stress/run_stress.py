@@ -1176,7 +1176,14 @@ class Stress:
 
     def poll_registry(self):
         """Remember every object our supervisors list (attributable to this run)."""
+        from lsca import ipc
+        from lsca.abi import is_lsca_key
         shards = 0
+        # Registries list semaphore sets; a supervisor's segments are found by their creator pid.
+        segments_by_creator = {}
+        for row in ipc._table("shm"):
+            if is_lsca_key(row["key"] & 0xFFFFFFFF):
+                segments_by_creator.setdefault(row["cpid"], []).append(row["shmid"])
         for name in os.listdir(self.state_dir):
             if not name.endswith(".json"):
                 continue
@@ -1185,13 +1192,15 @@ class Stress:
                     state = json.load(f)
             except (OSError, ValueError):
                 continue
-            self.attrib_shm.update(state.get("shm", []))
-            self.attrib_sem.update(state.get("sem", []))
+            segments = segments_by_creator.get(state.get("pid"), [])
+            listed = {"shm": state.get("shm", []) + segments, "sem": state.get("sem", [])}
+            self.attrib_shm.update(listed["shm"])
+            self.attrib_sem.update(listed["sem"])
             for kind in ("shm", "sem"):
-                for ident in state.get(kind, []):
+                for ident in listed[kind]:
                     self.listed_by[(kind, ident)] = state.get("pid")
             if self.sup is not None and state.get("pid") == self.sup.pid:
-                shards = max(0, len(state.get("shm", [])) - 1)     # less the worker table
+                shards = max(0, len(listed["shm"]) - 1)     # less the worker table
         self.shards_now = shards
         self.max_shards = max(self.max_shards, shards)
         if self.sup is not None:

@@ -233,34 +233,6 @@ def ended(pid):
         return True
 
 
-def _wchan(pid, tid=None):
-    try:
-        with open(f"/proc/{pid}/task/{tid or pid}/wchan") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def waits_for_its_worker(pid, supervisor_pid):
-    """True once the client's (only) thread sleeps on its slot's futex while a thread of one
-    of the supervisor's workers sleeps in a pipe read: the client's read is in the worker.
-    (The futex alone could still be the answer to the client's previous write.)"""
-    if "futex" not in _wchan(pid):
-        return False
-    try:
-        workers = psutil.Process(supervisor_pid).children()
-    except psutil.NoSuchProcess:
-        return False
-    for worker in workers:
-        try:
-            tids = os.listdir(f"/proc/{worker.pid}/task")
-        except OSError:
-            continue
-        if any("pipe_read" in _wchan(worker.pid, tid) for tid in tids):
-            return True
-    return False
-
-
 def run_native(cmd, cwd=None, input=None, timeout=120):
     return subprocess.run(list(cmd), cwd=cwd, input=input, env=clean_env(), capture_output=True,
                           timeout=timeout)

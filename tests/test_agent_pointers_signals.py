@@ -70,7 +70,9 @@ def test_yes_into_head_in_a_shell_pipeline(lsca_run):
     assert native.stdout == b"y\nstatus 141 0\n"
     assert proc.stdout == native.stdout and proc.returncode == native.returncode
     assert b"Broken pipe" not in proc.stderr
-    assert stats["proxied"].get("write", 0) >= 1
+    # yes's 8 KiB writes may wait for head: a worker tried each and handed it back (then its
+    # SIGPIPE is the kernel's own, as natively).
+    assert stats["proxied"].get("write", 0) + stats["waited"].get("write", 0) >= 1
 
 
 CLOSED_READER = r"""

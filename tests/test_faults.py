@@ -142,18 +142,20 @@ def test_supervisor_killed_with_sigkill_is_cleaned_by_lsca_cleanup_and_next_star
         assert client.ask(2) == 22
         objects = new_objects(sup.objects_before)
         ids = json.loads(next(state_dir.iterdir()).read_text())
-        assert set(ids["shm"]) and set(ids["sem"])
+        # The registry lists the semaphore sets; the segments are found by their creator pid.
+        segments = set(objects["shm"])
+        assert segments and set(ids["sem"]) and ids["shm"] == []
         for pid in [sup.process.pid] + workers_of(sup):
             os.kill(pid, signal.SIGKILL)
         sup.process.wait()
         present = ipc.lsca_objects()
-        assert set(ids["shm"]) <= set(present["shm"]) and set(ids["sem"]) <= set(present["sem"])
+        assert segments <= set(present["shm"]) and set(ids["sem"]) <= set(present["sem"])
         out = subprocess.run([PY, "-m", "lsca.cli", "cleanup"], env={**clean_env(), **env},
                              capture_output=True, timeout=30)
         assert out.returncode == 0
         assert b"of 1 dead supervisor(s)" in out.stdout
         present = ipc.lsca_objects()
-        assert not set(ids["shm"]) & set(present["shm"]) and not set(ids["sem"]) & set(present["sem"])
+        assert not segments & set(present["shm"]) and not set(ids["sem"]) & set(present["sem"])
         assert list(state_dir.iterdir()) == []
     finally:
         client.close()

@@ -20,7 +20,7 @@ from lsca import ipc
 from lsca.abi import HELLO_SIZE, SHARD_SIZE
 from lsca.supervisor.arbiter import admits
 from lsca.supervisor.registry import cleanup_dead
-from conftest import ended, wait_until, waits_for_its_worker, SupervisorProcess, clean_env, new_objects, run_native
+from conftest import ended, wait_until, SupervisorProcess, clean_env, new_objects, run_native
 
 PY = sys.executable
 
@@ -124,11 +124,11 @@ def test_stats_table_counts_calls(supervisor, tmp_path):
     assert write_row and int(write_row.group(1)) >= 50
 
 
-def test_exec_registers_the_new_image_and_frees_the_old_shard(lsca_run, supervisor):
+def test_exec_keeps_the_shard_and_the_new_image_is_served(lsca_run, supervisor):
     script = "import os; os.write(1, b'before exec\\n'); os.execv('/bin/cat', ['cat', '/dev/null'])"
     proc, stats, _ = lsca_run([PY, "-c", script])
     assert proc.returncode == 0 and proc.stdout == b"before exec\n"
-    assert stats["processes"] == 2          # the python image, then cat's
+    assert stats["processes"] == 1          # cat resumed the python image's registration
     assert stats["proxied"]["write"] >= 1 and stats["proxied"]["close"] >= 1
 
 
@@ -267,18 +267,8 @@ def test_supervisor_stop_removes_every_object(sig):
             sup.stop()
 
 
-WAITING_CLIENT = ("import os\n"
-                  "os.write(1, b'ready\\n')\n"
-                  "try:\n"
-                  "    os.read(0, 10)\n"              # blocks in a worker's pool thread: in flight
-                  "    print('answered', flush=True)\n"
-                  "except OSError as e:\n"
-                  "    print(e.errno, flush=True)\n"
-                  "os.write(1, b'native afterwards\\n')\n")
-
-
 def read_lines(proc, n, timeout=20):
-    """n lines of the process's output, keeping its stdin open (EOF would answer its read)."""
+    """n lines of the process's output."""
     lines = []
     deadline = time.monotonic() + timeout
     while len(lines) < n and time.monotonic() < deadline:
@@ -290,25 +280,46 @@ def read_lines(proc, n, timeout=20):
     return lines
 
 
-def start_waiting_client(tmp_path):
+def stopped(pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_STOPPED
+    except psutil.NoSuchProcess:
+        return False
+
+
+def start_waiting_client(tmp_path, c_program):
+    """A client whose first proxied call waits for a worker that is stopped (SIGSTOP before the
+    client registered): a call in flight nobody has taken, whatever the machine's speed."""
     state_dir = tmp_path / "state"
     sup = SupervisorProcess(str(tmp_path), workers=1, env_extra={"LSCA_STATE_DIR": str(state_dir)})
-    client = subprocess.Popen([PY, "-c", WAITING_CLIENT], env=sup.client_env(), stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE)
-    assert client.stdout.readline() == b"ready\n"
-    assert wait_until(lambda: waits_for_its_worker(client.pid, sup.process.pid), 60)   # the read is in the worker
-    return sup, client, state_dir
+    (worker,) = [p.pid for p in psutil.Process(sup.process.pid).children()]
+    os.kill(worker, signal.SIGSTOP)
+    assert wait_until(lambda: stopped(worker))
+    client = subprocess.Popen([c_program("call_in_flight")], env=sup.client_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
+    # Registered (the supervisor answers that), then asleep on its slot: the write waits.
+    assert wait_until(lambda: "futex" in _wchan(client.pid), 60)
+    return sup, client, state_dir, worker
 
 
-def test_killed_supervisor_workers_fail_the_waiting_call_and_exit(tmp_path):
+def _wchan(pid):
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def test_killed_supervisor_workers_fail_the_waiting_call_and_exit(tmp_path, c_program):
     """kill -9 of the supervisor alone: its workers notice, fail the call in flight with
     EIO (its outcome is unknown), wake the program and exit; the program goes on natively."""
-    sup, client, state_dir = start_waiting_client(tmp_path)
+    sup, client, state_dir, worker = start_waiting_client(tmp_path, c_program)
     try:
-        workers = [p.pid for p in psutil.Process(sup.process.pid).children()]
         os.kill(sup.process.pid, signal.SIGKILL)
+        sup.process.wait()
+        os.kill(worker, signal.SIGCONT)     # it finds its supervisor gone before it serves anyone
         assert read_lines(client, 2) == [str(errno.EIO).encode(), b"native afterwards"]
-        assert wait_until(lambda: all(ended(p) for p in workers))
+        assert wait_until(lambda: ended(worker))
     finally:
         client.kill()
         client.wait()
@@ -316,12 +327,12 @@ def test_killed_supervisor_workers_fail_the_waiting_call_and_exit(tmp_path):
         assert cleanup_dead(str(state_dir))[0] == 1      # what the dead instance owned, exactly
 
 
-def test_cleanup_after_everything_was_killed_fails_the_waiting_call(tmp_path):
+def test_cleanup_after_everything_was_killed_fails_the_waiting_call(tmp_path, c_program):
     """kill -9 of the supervisor and its workers: nobody is left to answer; the cleanup
     (lsca cleanup, or the next supervisor's start) fails the call with EIO and wakes it."""
-    sup, client, state_dir = start_waiting_client(tmp_path)
+    sup, client, state_dir, worker = start_waiting_client(tmp_path, c_program)
     try:
-        for pid in [sup.process.pid] + [p.pid for p in psutil.Process(sup.process.pid).children()]:
+        for pid in (sup.process.pid, worker):
             os.kill(pid, signal.SIGKILL)
         sup.process.wait()
         assert cleanup_dead(str(state_dir))[0] == 1

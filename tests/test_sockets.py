@@ -1,5 +1,6 @@
-"""Socket I/O through workers: the same outcomes as natively, including blocking
-accept/recv on pool threads, addresses, truncation flags and SIGPIPE."""
+"""Socket I/O through workers: the same outcomes as natively, including accept/recv that
+would wait (handed back, they wait in the program's thread and are reported for the trace),
+addresses, truncation flags and SIGPIPE."""
 import json
 import os
 import sys
@@ -19,4 +20,5 @@ def test_socket_traffic_matches_native_and_goes_through_workers(lsca_run):
     for op in ("accept4", "connect", "sendto", "recvfrom", "sendmsg", "recvmsg", "shutdown"):
         assert op in names, op
     for op in ("accept4", "connect", "sendto", "recvfrom"):
-        assert stats["proxied"].get(op, 0) > 0, (op, stats)
+        # Served by a worker, or tried by one and handed back because it would wait.
+        assert stats["proxied"].get(op, 0) + stats["waited"].get(op, 0) > 0, (op, stats)

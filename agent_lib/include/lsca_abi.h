@@ -82,13 +82,16 @@ enum lsca_slot_state {
 /* How a worker answered a call. */
 enum lsca_status {
     LSCA_STATUS_DONE = 0,         /* result/err hold the call's outcome                     */
-    LSCA_STATUS_PASSTHROUGH = 1   /* the worker declines (would block, no access): run it natively */
+    LSCA_STATUS_PASSTHROUGH = 1,  /* the worker declines (no access, not its kind): run it natively */
+    LSCA_STATUS_WAIT_NATIVE = 2   /* it would wait: the program's own thread waits for it natively */
 };
 
 /* Where the bytes of a buffer travel (arg flags). */
 enum lsca_xfer {
     LSCA_XFER_INLINE = 0,         /* in slot->data                                           */
-    LSCA_XFER_REMOTE = 1          /* in client memory at slot->remote_addr: process_vm_readv/writev */
+    LSCA_XFER_REMOTE = 1,         /* in client memory at slot->remote_addr: process_vm_readv/writev */
+    LSCA_XFER_REPORTED = 2        /* no call: the outcome (result, err) of one that waited natively,
+                                     for the record (op and args as they were)                  */
 };
 
 struct lsca_slot {
@@ -127,13 +130,16 @@ struct lsca_shard_header {
     uint64_t next_seq;
     uint64_t passthrough[LSCA_OP_MAX]; /* per op: calls the agent executed natively         */
     uint64_t declined[LSCA_OP_MAX];    /* per op: of those, calls a worker handed back        */
+    uint64_t waited[LSCA_OP_MAX];      /* per op: calls a worker handed back because they would
+                                          wait: the program's thread waited for them natively */
     /* Written by the worker (the client could forge them: they describe only itself). */
     uint64_t proxied[LSCA_OP_MAX];     /* per op: calls a worker answered                      */
     uint64_t failed[LSCA_OP_MAX];      /* per op: of those, answered -1                        */
     uint64_t worker_ns[LSCA_OP_MAX];   /* per op: worker time, claim to answer                 */
     uint64_t trace_dropped;            /* records of its calls dropped: its trace reader fell behind */
     uint32_t execs;               /* the agent counts the execs that kept this shard (a hint: new name) */
-    uint32_t pad_execs;
+    uint32_t crowded;             /* worker: more runnable tasks than CPUs, waiters sleep at once (a hint) */
+    uint64_t report_mask;         /* worker: bit op: report the outcome of a natively waited call */
 };
 
 /* The supervisor's private table (never mapped by clients): one row per worker. */

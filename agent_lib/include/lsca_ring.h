@@ -118,7 +118,8 @@
  * (the worker learned of the shard after those stores, and its smp_store_sc is a release); one
  * ringing on the supervisor's plain worker_sleeping = 1 may, on aarch64, ring the old semaphore
  * - harmless: the new worker sleeps only after its own announcement, its own Dekker pair.
- * next_seq is a relaxed counter (unique call names only); passthrough/declined (agent) and
+ * next_seq is a relaxed counter (unique call names only); crowded (worker) and execs (agent) are
+ * relaxed hints; passthrough/declined (agent) and
  * proxied/failed/worker_ns/trace_dropped (worker) are relaxed statistics counters.
  *
  * Machine code. x86-64 (TSO): loads are plain MOV (TSO makes them acquire), release stores plain
@@ -159,6 +160,12 @@ static inline void lsca_cpu_relax(void)
 #endif
 }
 
+/* Waiting: a call the (awake) worker has not claimed after LSCA_CLAIM_NS waits behind other
+ * work, so its client sleeps; a jump of LSCA_PREEMPTED_NS in a spinner's clock means it lost
+ * its CPU to another task, so it sleeps too. */
+#define LSCA_CLAIM_NS 4000
+#define LSCA_PREEMPTED_NS 30000
+
 /* LSCA_CDEF_BEGIN */
 uint64_t lsca_now_ns(void);
 
@@ -167,8 +174,8 @@ uint64_t lsca_now_ns(void);
 /* Publish a filled slot and ring the worker if it announced that it sleeps. */
 void lsca_ring_submit(void *shard, unsigned slot_index);
 
-/* Wait until the worker finished the slot: spin for spin_ns, then sleep on the slot's
- * state word (a futex, no timeout). Returns 0 when DONE; 1 when a signal handler
+/* Wait until the worker finished the slot: spin for at most spin_ns while that pays (see
+ * ring.c), then sleep on the slot's state word (a futex, no timeout). Returns 0 when DONE; 1 when a signal handler
  * installed without SA_RESTART interrupted the sleep (one with SA_RESTART makes the
  * kernel resume the wait, as it would resume the native call); -1 when the shard is
  * dead (its supervisor is gone and nobody will answer). interruptible = 0 ignores

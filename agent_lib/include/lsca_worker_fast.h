@@ -97,6 +97,9 @@ void lsca_fast_watch(struct lsca_client_fast *c, int proc_fd, unsigned uid, unsi
 /* /proc/PID of the registered process (the caller's descriptor): where the program's name is
  * read again after an exec that kept the shard (the agent counts those in the header). */
 void lsca_fast_set_proc(struct lsca_client_fast *c, int proc_dir);
+/* Slot i carries the outcome of a call the program ran natively because it would wait
+ * (LSCA_XFER_REPORTED): record it (when its op is traced) and answer DONE. */
+void lsca_answer_reported(struct lsca_client_fast *c, unsigned i);
 /* 1: go on; 0: stop (c->revoked is set, errno EPERM). Always 1 for an unwatched client. */
 int lsca_client_authorized(struct lsca_client_fast *c);
 /* The client's memory, by address, bound to the registered process (see lsca_worker_sys.h). */

@@ -715,6 +715,7 @@ int lsca_begin(struct lsca_call *c, enum lsca_op op)
     c->shard = NULL;
     c->slot = NULL;
     c->op = op;
+    c->report = 0;
     if (!lsca_own_process())
         return 0;                /* a child sharing our memory (vfork): native, nothing of ours touched */
     if (self.in_call)
@@ -799,6 +800,16 @@ int lsca_exchange(struct lsca_call *c)
     }
     if (c->slot->status == LSCA_STATUS_DONE)
         return 1;
+    if (c->slot->status == LSCA_STATUS_WAIT_NATIVE) {
+        /* It would wait: this thread waits for it natively (signals act as on any native call). */
+        __atomic_fetch_add(&h->waited[c->op], 1, __ATOMIC_RELAXED);
+        if ((__atomic_load_n(&h->report_mask, __ATOMIC_RELAXED) >> c->op) & 1) {
+            c->report = 1;
+            memcpy(c->args, c->slot->args, sizeof(c->args));
+        }
+        c->slot->result = 0;
+        return 0;
+    }
     __atomic_fetch_add(&h->declined[c->op], 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&h->passthrough[c->op], 1, __ATOMIC_RELAXED);
     c->slot->result = 0;         /* lsca_end must leave errno alone for the native retry */
@@ -843,6 +854,26 @@ long lsca_end(struct lsca_call *c)
         send_sigpipe((int)(int64_t)c->slot->args[0]);
     errno = result == -1 ? err : c->saved_errno;
     return result;
+}
+
+void lsca_report_waited(struct lsca_call *c, long result, const void *buf, size_t len)
+{
+    struct lsca_call r;
+    int saved = errno;
+
+    if (!c->report)
+        return;
+    if (lsca_begin(&r, c->op)) {
+        memcpy(r.slot->args, c->args, sizeof(c->args));
+        r.slot->xfer = LSCA_XFER_REPORTED;
+        r.slot->result = result;
+        r.slot->err = result < 0 ? saved : 0;
+        if (buf && len && lsca_user_read(r.slot->data, buf, len < LSCA_TRACE_SHOWN ? len : LSCA_TRACE_SHOWN) == 0)
+            r.slot->data_len = (uint32_t)(len < LSCA_TRACE_SHOWN ? len : LSCA_TRACE_SHOWN);
+        lsca_exchange(&r);
+        lsca_end(&r);
+    }
+    errno = saved;
 }
 
 void lsca_abandon(struct lsca_call *c)

@@ -17,6 +17,8 @@ struct lsca_call {
     struct lsca_slot *slot;
     enum lsca_op op;
     int saved_errno;
+    int report;                  /* it waits natively and its outcome goes to the worker after */
+    uint64_t args[LSCA_MAX_ARGS]; /* ... with these arguments (the slot may serve a handler meanwhile) */
 };
 
 /* Take this thread's slot for op. Returns 0 when the call must run natively
@@ -28,6 +30,12 @@ int lsca_begin(struct lsca_call *c, enum lsca_op op);
  * answered (slot->result/err hold the outcome), 0 when the call must run
  * natively (the worker declined it; counted). The slot stays owned until lsca_end. */
 int lsca_exchange(struct lsca_call *c);
+
+/* After the native run of a call the worker handed back because it would wait: its outcome
+ * (result, errno as it is now) goes to the worker when its session records that op. Keeps
+ * errno. Nothing for any other call (c->report is 0 unless lsca_exchange set it). buf/len: the
+ * bytes it moved, whose first ones the record shows (NULL: none). */
+void lsca_report_waited(struct lsca_call *c, long result, const void *buf, size_t len);
 
 /* Release the slot; sets errno from the worker's answer when result == -1,
  * otherwise restores the caller's errno. Returns slot->result. */

@@ -79,7 +79,8 @@ static void take_buffer(struct lsca_call *c, void *buf, size_t count)
 
 static ssize_t proxy_write(enum lsca_op op, int fd, const void *buf, size_t count, off_t offset)
 {
-    struct lsca_call c;
+    struct lsca_call c = { .report = 0 };
+    ssize_t r;
 
     if (!lsca_user_readable(buf, count)) {
         lsca_count_passthrough(op);
@@ -92,7 +93,9 @@ static ssize_t proxy_write(enum lsca_op op, int fd, const void *buf, size_t coun
             return lsca_end(&c);
         lsca_end(&c);
     }
-    return op == LSCA_OP_PWRITE ? REAL(pwrite)(fd, buf, count, offset) : REAL(write)(fd, buf, count);
+    r = op == LSCA_OP_PWRITE ? REAL(pwrite)(fd, buf, count, offset) : REAL(write)(fd, buf, count);
+    lsca_report_waited(&c, r, buf, count);
+    return r;
 }
 
 ssize_t write(int fd, const void *buf, size_t count)
@@ -114,7 +117,8 @@ ssize_t __pwrite64(int fd, const void *buf, size_t count, off_t offset) __attrib
 
 static ssize_t proxy_read(enum lsca_op op, int fd, void *buf, size_t count, off_t offset)
 {
-    struct lsca_call c;
+    struct lsca_call c = { .report = 0 };
+    ssize_t r;
 
     /* Checked before: data the worker read could not be given back to the file or pipe. */
     if (!lsca_user_writable(buf, count)) {
@@ -130,7 +134,9 @@ static ssize_t proxy_read(enum lsca_op op, int fd, void *buf, size_t count, off_
         }
         lsca_end(&c);
     }
-    return op == LSCA_OP_PREAD ? REAL(pread)(fd, buf, count, offset) : REAL(read)(fd, buf, count);
+    r = op == LSCA_OP_PREAD ? REAL(pread)(fd, buf, count, offset) : REAL(read)(fd, buf, count);
+    lsca_report_waited(&c, r, buf, r > 0 ? (size_t)r : 0);
+    return r;
 }
 
 ssize_t read(int fd, void *buf, size_t count)
@@ -211,9 +217,10 @@ static int iovec_inline(struct lsca_call *c, const struct iovec *v, int iovcnt, 
 
 ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
 {
-    struct lsca_call c;
+    struct lsca_call c = { .report = 0 };
     const struct iovec *v;
     size_t total;
+    ssize_t r;
 
     if (lsca_begin(&c, LSCA_OP_WRITEV)) {
         if (!(v = take_iovecs(&c, iov, iovcnt, 1, &total))) {
@@ -238,14 +245,17 @@ ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
             return lsca_end(&c);
         lsca_end(&c);
     }
-    return REAL(writev)(fd, iov, iovcnt);
+    r = REAL(writev)(fd, iov, iovcnt);
+    lsca_report_waited(&c, r, NULL, 0);
+    return r;
 }
 
 ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 {
-    struct lsca_call c;
+    struct lsca_call c = { .report = 0 };
     const struct iovec *v;
     size_t total;
+    ssize_t r;
 
     if (lsca_begin(&c, LSCA_OP_READV)) {
         if (!(v = take_iovecs(&c, iov, iovcnt, 0, &total))) {
@@ -273,7 +283,9 @@ ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
         }
         lsca_end(&c);
     }
-    return REAL(readv)(fd, iov, iovcnt);
+    r = REAL(readv)(fd, iov, iovcnt);
+    lsca_report_waited(&c, r, NULL, 0);
+    return r;
 }
 
 /* ---- calls with scalar arguments ---- */

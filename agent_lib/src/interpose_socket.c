@@ -60,11 +60,10 @@ static int wants_addr(void *addr, socklen_t *len)
 
 /* ---- send ---- */
 
-static int proxy_send(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
-                      socklen_t addrlen, long *result)
+static int proxy_send(struct lsca_call *cp, int fd, const void *buf, size_t len, int flags,
+                      const struct sockaddr *addr, socklen_t addrlen, long *result)
 {
-    struct lsca_call c;
-
+#define c (*cp)
     if (!lsca_user_readable(buf, len) || !lsca_begin(&c, LSCA_OP_SENDTO))
         return 0;
     if (put_addr(&c, addr, addrlen) < 0) {
@@ -89,26 +88,41 @@ static int proxy_send(int fd, const void *buf, size_t len, int flags, const stru
     }
     *result = lsca_end(&c);
     return 1;
+#undef c
 }
+
+/* The native run of a call the helper did not answer, and its report if it waited. */
+#define NATIVE_REPORTED(c, call)                                                 \
+    do {                                                                        \
+        long r_ = (long)(call);                                                 \
+        lsca_report_waited(&(c), r_, NULL, 0);                                  \
+        return r_;                                                              \
+    } while (0)
 
 ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr, socklen_t addrlen)
 {
+    struct lsca_call c = { .report = 0 };
     long r;
-    return proxy_send(fd, buf, len, flags, addr, addrlen, &r) ? r : REAL(sendto)(fd, buf, len, flags, addr, addrlen);
+    if (proxy_send(&c, fd, buf, len, flags, addr, addrlen, &r))
+        return r;
+    NATIVE_REPORTED(c, REAL(sendto)(fd, buf, len, flags, addr, addrlen));
 }
 
 ssize_t send(int fd, const void *buf, size_t len, int flags)
 {
+    struct lsca_call c = { .report = 0 };
     long r;
-    return proxy_send(fd, buf, len, flags, NULL, 0, &r) ? r : REAL(send)(fd, buf, len, flags);
+    if (proxy_send(&c, fd, buf, len, flags, NULL, 0, &r))
+        return r;
+    NATIVE_REPORTED(c, REAL(send)(fd, buf, len, flags));
 }
 
 /* ---- recv ---- */
 
-static int proxy_recv(int fd, void *buf, size_t len, int flags, struct sockaddr *addr, socklen_t *addrlen,
-                      long *result)
+static int proxy_recv(struct lsca_call *cp, int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
+                      socklen_t *addrlen, long *result)
 {
-    struct lsca_call c;
+#define c (*cp)
     int want = wants_addr(addr, addrlen);
 
     if (!lsca_user_writable(buf, len) || (addr && !want) || !lsca_begin(&c, LSCA_OP_RECVFROM))
@@ -133,18 +147,25 @@ static int proxy_recv(int fd, void *buf, size_t len, int flags, struct sockaddr 
         give_addr(&c, addr, addrlen, (socklen_t)c.slot->new_fds[0]);
     *result = lsca_end(&c);
     return 1;
+#undef c
 }
 
 ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr, socklen_t *addrlen)
 {
+    struct lsca_call c = { .report = 0 };
     long r;
-    return proxy_recv(fd, buf, len, flags, addr, addrlen, &r) ? r : REAL(recvfrom)(fd, buf, len, flags, addr, addrlen);
+    if (proxy_recv(&c, fd, buf, len, flags, addr, addrlen, &r))
+        return r;
+    NATIVE_REPORTED(c, REAL(recvfrom)(fd, buf, len, flags, addr, addrlen));
 }
 
 ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
+    struct lsca_call c = { .report = 0 };
     long r;
-    return proxy_recv(fd, buf, len, flags, NULL, NULL, &r) ? r : REAL(recv)(fd, buf, len, flags);
+    if (proxy_recv(&c, fd, buf, len, flags, NULL, NULL, &r))
+        return r;
+    NATIVE_REPORTED(c, REAL(recv)(fd, buf, len, flags));
 }
 
 /* ---- sendmsg / recvmsg: without ancillary data, within the slot ---- */
@@ -186,7 +207,7 @@ static const struct iovec *take_msg(struct lsca_call *c, const struct msghdr *ms
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-    struct lsca_call c;
+    struct lsca_call c = { .report = 0 };
     struct msghdr m;
     const struct iovec *v;
     size_t total, off = 0, i;
@@ -208,12 +229,12 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
             lsca_end(&c);
         }
     }
-    return REAL(sendmsg)(fd, msg, flags);
+    NATIVE_REPORTED(c, REAL(sendmsg)(fd, msg, flags));
 }
 
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-    struct lsca_call c;
+    struct lsca_call c = { .report = 0 };
     struct msghdr m;
     const struct iovec *v;
     size_t total;
@@ -247,14 +268,15 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
         }
         lsca_end(&c);
     }
-    return REAL(recvmsg)(fd, msg, flags);
+    NATIVE_REPORTED(c, REAL(recvmsg)(fd, msg, flags));
 }
 
 /* ---- accept, connect, shutdown ---- */
 
-static int proxy_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags, int *answered)
+static int proxy_accept(struct lsca_call *cp, int fd, struct sockaddr *addr, socklen_t *addrlen, int flags,
+                        int *answered)
 {
-    struct lsca_call c;
+#define c (*cp)
     int want = wants_addr(addr, addrlen), newfd;
 
     *answered = 0;
@@ -270,23 +292,30 @@ static int proxy_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int f
         c.slot->result = newfd;
     }
     return (int)lsca_end(&c);
+#undef c
 }
 
 int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
-    int answered, r = proxy_accept(fd, addr, addrlen, flags, &answered);
-    return answered ? r : REAL(accept4)(fd, addr, addrlen, flags);
+    struct lsca_call c = { .report = 0 };
+    int answered, r = proxy_accept(&c, fd, addr, addrlen, flags, &answered);
+    if (answered)
+        return r;
+    NATIVE_REPORTED(c, REAL(accept4)(fd, addr, addrlen, flags));
 }
 
 int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
-    int answered, r = proxy_accept(fd, addr, addrlen, 0, &answered);
-    return answered ? r : REAL(accept)(fd, addr, addrlen);
+    struct lsca_call c = { .report = 0 };
+    int answered, r = proxy_accept(&c, fd, addr, addrlen, 0, &answered);
+    if (answered)
+        return r;
+    NATIVE_REPORTED(c, REAL(accept)(fd, addr, addrlen));
 }
 
 int connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 {
-    struct lsca_call c;
+    struct lsca_call c = { .report = 0 };
 
     if (lsca_begin(&c, LSCA_OP_CONNECT)) {
         if (!addr || put_addr(&c, addr, addrlen) < 0) {
@@ -300,7 +329,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
             lsca_end(&c);
         }
     }
-    return REAL(connect)(fd, addr, addrlen);
+    NATIVE_REPORTED(c, REAL(connect)(fd, addr, addrlen));
 }
 
 int shutdown(int fd, int how)

@@ -44,11 +44,24 @@ static uint32_t sleep_flag(uint64_t seq)
 
 /* ---- client side ---- */
 
+static int ring_doorbell_rang(struct lsca_shard_header *h);
+
 static void ring_doorbell(struct lsca_shard_header *h)
 {
+    ring_doorbell_rang(h);
+}
+
+/* Whether this thread's last submit rang the doorbell (the worker was asleep). */
+static __thread int rang;
+
+static int ring_doorbell_rang(struct lsca_shard_header *h)
+{
     /* Pairs with the worker's store of worker_sleeping before its last scan. */
-    if (smp_load_sc(&h->worker_sleeping) && smp_xchg_sc(&h->worker_sleeping, 0))
+    if (smp_load_sc(&h->worker_sleeping) && smp_xchg_sc(&h->worker_sleeping, 0)) {
         sem_change(h->doorbell_semid, h->doorbell_semnum, +1, NULL);
+        return 1;
+    }
+    return 0;
 }
 
 void lsca_ring_submit(void *shard, unsigned i)
@@ -61,7 +74,7 @@ void lsca_ring_submit(void *shard, unsigned i)
     smp_store_sc(&slot->state, LSCA_SLOT_SUBMITTED);
     /* The hint bit after the state: a worker that sees the bit sees the state. */
     __atomic_fetch_or(&h->pending_mask, (uint64_t)1 << i, __ATOMIC_SEQ_CST);
-    ring_doorbell(h);
+    rang = ring_doorbell_rang(h);
 }
 
 void lsca_ring_cancel(void *shard, unsigned i)
@@ -76,23 +89,33 @@ void lsca_ring_cancel(void *shard, unsigned i)
     ring_doorbell(h);
 }
 
+/* Spin only while it pays: the worker is running our call, or is about to take it (it spins,
+ * or it was just woken for it). A call still unclaimed after LSCA_CLAIM_NS while the worker
+ * was awake waits behind other work; a gap in our own clock means we lost the CPU, and the
+ * worker's crowded hint says the machine has no CPU to spare: sleep at once in those cases. */
 int lsca_ring_wait(void *shard, unsigned i, uint64_t spin_ns, int interruptible)
 {
     struct lsca_shard_header *h = shard;
     struct lsca_slot *slot = lsca_shard_slot(shard, i);
-    uint64_t deadline = 0;
+    uint64_t start = 0, last = 0;
+    int woken = rang;
     unsigned n;
 
+    if (__atomic_load_n(&h->crowded, __ATOMIC_RELAXED))
+        spin_ns = spin_ns < LSCA_CLAIM_NS ? spin_ns : LSCA_CLAIM_NS;
     for (n = 0;; n++) {
         /* The answer (result, err, data) is read only after DONE is seen. */
-        if (smp_load_acquire(&slot->state) == LSCA_SLOT_DONE)
+        uint32_t state = smp_load_acquire(&slot->state);
+        if (state == LSCA_SLOT_DONE)
             return 0;
-        if ((n & 63) == 0) {
+        if ((n & 15) == 0) {
             uint64_t now = lsca_now_ns();
-            if (deadline == 0)
-                deadline = now + spin_ns;
-            else if (now >= deadline)
+            if (start == 0)
+                start = last = now;
+            else if (now - start >= spin_ns || now - last >= LSCA_PREEMPTED_NS ||
+                     (state == LSCA_SLOT_SUBMITTED && !woken && now - start >= LSCA_CLAIM_NS))
                 break;
+            last = now;
         }
         lsca_cpu_relax();
     }
@@ -199,15 +222,20 @@ static void set_sleeping(struct lsca_worker_ctx *ctx, uint32_t value)
 int lsca_worker_next(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_index,
                      uint64_t spin_ns, int timeout_ms)
 {
-    uint64_t deadline = lsca_now_ns() + spin_ns;
+    uint64_t last = lsca_now_ns(), deadline = last + spin_ns;
     unsigned n;
 
     for (n = 1;; n++) {
         int got = claim_one(ctx, shard_index, slot_index);
         if (got)
             return got;
-        if ((n & 15) == 0 && lsca_now_ns() >= deadline)
-            break;
+        if ((n & 15) == 0) {
+            uint64_t now = lsca_now_ns();
+            /* Past the budget, or we lost the CPU meanwhile (others need it): sleep. */
+            if (now >= deadline || now - last >= LSCA_PREEMPTED_NS)
+                break;
+            last = now;
+        }
         lsca_cpu_relax();
     }
     if (timeout_ms <= 0)

@@ -600,7 +600,8 @@ struct lsca_trace_record *lsca_trace_begin(struct lsca_client_fast *c, const str
     }
     if (op == LSCA_OP_WRITE || op == LSCA_OP_PWRITE || op == LSCA_OP_WRITEV) {
         r->data_total = (uint32_t)(slot->args[1] < NO_DATA ? slot->args[1] : NO_DATA - 1);
-        if (slot->xfer == LSCA_XFER_INLINE) {
+        /* Inline bytes; for a reported call, the first ones the agent copied. */
+        if (slot->xfer == LSCA_XFER_INLINE || slot->xfer == LSCA_XFER_REPORTED) {
             r->data_len = len < LSCA_TRACE_SHOWN ? len : LSCA_TRACE_SHOWN;
             memcpy(out + r->path_len, slot->data, r->data_len);
         }
@@ -626,12 +627,15 @@ uint32_t lsca_trace_end(struct lsca_client_fast *c, struct lsca_trace_record *r,
     r->result = slot->result;
     r->err = slot->err;
     if ((op == LSCA_OP_READ || op == LSCA_OP_PREAD || op == LSCA_OP_READV || op == LSCA_OP_READLINKAT ||
-         op == LSCA_OP_GETCWD) && slot->xfer == LSCA_XFER_INLINE && slot->result >= 0) {
+         op == LSCA_OP_GETCWD) && (slot->xfer == LSCA_XFER_INLINE || slot->xfer == LSCA_XFER_REPORTED) &&
+        slot->result >= 0) {
         uint64_t shown = op == LSCA_OP_GETCWD ? LSCA_PATH_MAX : LSCA_TRACE_SHOWN;
         uint64_t n = (uint64_t)slot->result;
         if (n > LSCA_INLINE_MAX)
             n = LSCA_INLINE_MAX;
         r->data_total = (uint32_t)n;
+        if (slot->xfer == LSCA_XFER_REPORTED && n > slot->data_len)
+            n = slot->data_len;         /* the agent copied only the first bytes */
         r->data_len = (uint32_t)(n < shown ? n : shown);
         memcpy(record_payload(r) + r->path_len, slot->data, r->data_len);
     } else if ((op == LSCA_OP_FSTAT || op == LSCA_OP_FSTATAT) && slot->result == 0) {
@@ -1092,6 +1096,25 @@ static void trace_release(struct lsca_client_fast *c)
 
 /* ---- the loop ---- */
 
+void lsca_answer_reported(struct lsca_client_fast *c, unsigned i)
+{
+    struct lsca_slot *slot = lsca_shard_slot(c->shard, i);
+    struct lsca_trace_record *r = lsca_trace_begin(c, slot);
+
+    /* The client's word on its own call: kept within what an answer may hold, never acted on. */
+    if (slot->err < 0 || slot->err >= 4096)
+        slot->err = EINVAL;
+    if (slot->result < -1)
+        slot->result = -1;
+    slot->status = LSCA_STATUS_DONE;
+    if (r) {
+        r->new_fds[0] = slot->result >= 0 && slot->result <= INT32_MAX ? (int32_t)slot->result : -1;
+        r->new_fds[1] = -1;             /* an accept that waited: the one number it made */
+        lsca_trace_end(c, r, slot, 0, 1);
+    }
+    lsca_worker_complete(c->shard, i);
+}
+
 /* Answer slot i here if it is a hot op we can answer now; 0 leaves it to the Python route. */
 static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row, unsigned i, uint64_t started)
 {
@@ -1104,7 +1127,16 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
     uint64_t took;
     int outcome;
 
-    if (op >= 64 || !((IO_OPS & ~c->slow_mask) >> op & 1) || ((c->held_mask >> i) & 1))
+    if ((c->held_mask >> i) & 1)
+        return 0;
+    if (slot->xfer == LSCA_XFER_REPORTED) {
+        row->busy_slot = (int32_t)i;
+        row->busy_shard = c->shard_id;
+        lsca_answer_reported(c, i);
+        row->busy_shard = 0;
+        return 1;
+    }
+    if (op >= 64 || !((IO_OPS & ~c->slow_mask) >> op & 1))
         return 0;
     /* The length check comes first on both routes; a declined descriptor goes the Python way. */
     if ((REPORT_OPS >> op) & 1)
@@ -1116,6 +1148,13 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
     r = lsca_trace_begin(c, slot);
     outcome = lsca_handle_io(c, slot, &e, 0, &result, &err);
     lsca_fd_put(&e);
+    if (outcome == LSCA_WOULD_BLOCK) {
+        /* It would wait: the program's own thread waits for it natively, no thread of ours. */
+        slot->status = LSCA_STATUS_WAIT_NATIVE;
+        lsca_worker_complete(c->shard, i);
+        row->busy_shard = 0;
+        return 1;
+    }
     if (outcome != LSCA_ANSWERED) {
         row->busy_shard = 0;
         return 0;

@@ -210,8 +210,10 @@ def exit_like(status):
 def format_stats(stats):
     proxied, passthrough, declined = stats["proxied"], stats["passthrough"], stats["declined"]
     total_p, total_n, total_d = sum(proxied.values()), sum(passthrough.values()), sum(declined.values())
+    total_w = sum(stats.get("waited", {}).values())
+    waited = f", {total_w} handed back to wait natively" if total_w else ""
     lines = [f"lsca: {stats['processes']} process(es), {total_p} calls proxied, "
-             f"{total_n} passthrough ({total_d} handed back by workers)"]
+             f"{total_n} passthrough ({total_d} handed back by workers){waited}"]
     ops = sorted(set(proxied) | set(passthrough), key=lambda op: (-proxied.get(op, 0), op))
     if ops:
         lines.append(f"{'op':<12}{'proxied':>10}{'passthrough':>13}")

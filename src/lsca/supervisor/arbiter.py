@@ -743,7 +743,8 @@ class Supervisor:
         if record.session is not None:
             per_op = lambda counts: {OP_NAMES[op]: counts[op] for op in OP_NAMES if counts[op]}
             record.session.account(record, per_op(header.proxied), per_op(header.passthrough),
-                                   per_op(header.declined), per_op(header.worker_ns), per_op(header.failed))
+                                   per_op(header.declined), per_op(header.worker_ns), per_op(header.failed),
+                                   per_op(header.waited))
         self.exited.add(header)
         self._drop_segment(record.shard)
         record.chan_worker.close()

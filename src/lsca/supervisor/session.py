@@ -17,6 +17,7 @@ class Session:
         self.proxied = Counter()
         self.passthrough = Counter()
         self.declined = Counter()
+        self.waited = Counter()
         self.latency_ns = Counter()
         self.errors = Counter()
 
@@ -29,20 +30,21 @@ class Session:
             self.first_pid = record.pid
         self.records.add(record)
 
-    def account(self, record, proxied, passthrough, declined, latency_ns, errors):
+    def account(self, record, proxied, passthrough, declined, latency_ns, errors, waited=None):
         """Fold a freed client's counts into the session."""
         self.records.discard(record)
         self.processes += 1
         self.proxied.update(proxied)
         self.passthrough.update(passthrough)
         self.declined.update(declined)
+        self.waited.update(waited or {})
         self.latency_ns.update(latency_ns)
         self.errors.update(errors)
 
     def stats(self):
         return {"processes": self.processes, "running": len(self.records),
                 "proxied": dict(self.proxied), "passthrough": dict(self.passthrough),
-                "declined": dict(self.declined), "latency_ns": dict(self.latency_ns),
+                "declined": dict(self.declined), "waited": dict(self.waited), "latency_ns": dict(self.latency_ns),
                 "errors": dict(self.errors)}
 
     def close(self):

@@ -14,11 +14,11 @@ import threading
 import time
 
 from lsca import ipc
-from lsca.abi import OP_MAX, ffi, lib
+from lsca.abi import OP_MAX, ffi, lib, shard_header
 from lsca.ops import creates_fds
 from lsca.workers.calls import as_int
 from lsca.workers.client import Client
-from lsca.workers.fdcache import Declined, FdEntry
+from lsca.workers.fdcache import Declined
 from lsca.workers.pool import Blocking, BlockingPool, install_interrupt_handler
 from lsca.policy import Policy
 from lsca.identity import Identity
@@ -30,6 +30,8 @@ log = logging.getLogger("lsca.worker")
 MAX_SHARDS = lib.LSCA_WORKER_MAX_SHARDS
 DONE = lib.LSCA_STATUS_DONE
 PASSTHROUGH = lib.LSCA_STATUS_PASSTHROUGH
+WAIT_NATIVE = lib.LSCA_STATUS_WAIT_NATIVE
+REPORTED = lib.LSCA_XFER_REPORTED
 CONTROL_EVERY_S = 0.01       # while busy, read the supervisor's messages this often
 TURN_NS = 10_000_000         # the compiled loop hands back at least this often
 TURN_CANCELLING_NS = 1_000_000
@@ -38,6 +40,18 @@ TURN_CANCELLING_NS = 1_000_000
 TRACE_RETRY_MS = (1, 50)
 EXIT_FLUSH_S = 1.0           # at exit, released clients' records get this long to go
 ALL_OPS = (1 << OP_MAX) - 1
+CPUS = os.cpu_count() or 1
+CROWDED_SPIN_NS = 20_000     # our spin while the machine has more runnable tasks than CPUs
+LOADAVG = "/proc/loadavg"
+
+
+def runnable_tasks():
+    """Tasks running or waiting for a CPU on the whole machine now (ourselves included)."""
+    try:
+        with open(LOADAVG, "rb") as f:
+            return int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class Worker:
@@ -78,6 +92,8 @@ class Worker:
         self.by_shard = {}              # supervisor shard id -> ctx index
         self.closing = {}               # shard id -> released Client whose pool calls still run
         self.trace_retry_ms = TRACE_RETRY_MS[0]
+        self.crowded = False
+        self.turn_spin_ns = self.spin_ns
         if self.row is None:
             self.row = ffi.new("struct lsca_worker_status *")
         elif ffi.typeof(self.row).kind == "struct":
@@ -96,12 +112,13 @@ class Worker:
                     self.pool.resignal()
                 # The compiled loop answers hot calls itself and hands us the rest.
                 turn_ns = TURN_CANCELLING_NS if self.pool.cancelling else TURN_NS
-                got = lib.lsca_worker_run(self.ctx, self.fast, self.row, self.spin_ns, 0, turn_ns,
+                got = lib.lsca_worker_run(self.ctx, self.fast, self.row, self.turn_spin_ns, 0, turn_ns,
                                           shard_index, slot_index)
                 if got:
                     self.dispatch(got, shard_index, slot_index)
                     now = time.monotonic()
                     if now >= next_control:
+                        self.watch_load()
                         self.report_revoked()
                         self.close_drained()
                         self.send_records()
@@ -109,6 +126,7 @@ class Worker:
                         next_control = now + CONTROL_EVERY_S
                     continue
                 # Idle after spinning: send records, let go of client files, read messages, sleep.
+                self.watch_load()
                 self.report_revoked()
                 self.close_drained()
                 for client in self.clients.values():
@@ -124,7 +142,7 @@ class Worker:
                 if retry_ms:
                     sleep_ms = min(sleep_ms, retry_ms)
                 if self.alive:
-                    woke = self.dispatch(lib.lsca_worker_run(self.ctx, self.fast, self.row, self.spin_ns,
+                    woke = self.dispatch(lib.lsca_worker_run(self.ctx, self.fast, self.row, self.turn_spin_ns,
                                                              sleep_ms, TURN_NS, shard_index, slot_index),
                                          shard_index, slot_index)
                     if not woke:
@@ -141,6 +159,17 @@ class Worker:
                 client.close()
             self.last_records()
 
+    def watch_load(self):
+        """More runnable tasks than CPUs: spinning would take the CPU the other side (or another
+        program) needs, so we spin briefly and tell our clients to sleep at once (ring.c)."""
+        running = runnable_tasks()
+        crowded = running >= CPUS if self.crowded else running > CPUS
+        if crowded != self.crowded:
+            self.crowded = crowded
+            for client in self.clients.values():
+                shard_header(client.address).crowded = int(crowded)
+        self.turn_spin_ns = min(self.spin_ns, CROWDED_SPIN_NS) if crowded else self.spin_ns
+
     def serve(self, index, i):
         client = self.clients.get(index)
         if client is None:
@@ -150,7 +179,10 @@ class Worker:
         # What we execute, for the supervisor should we die in it (retry or EIO).
         self.row.busy_slot = i
         self.row.busy_shard = client.shard_id
-        self.execute(client, i)
+        if client.slots[i].xfer == REPORTED:
+            lib.lsca_answer_reported(client.fast, i)
+        else:
+            self.execute(client, i)
         self.row.busy_shard = 0
 
     def execute(self, client, i, entry=None):
@@ -172,12 +204,10 @@ class Worker:
             if gate is not None and op in DESCRIPTOR_OPS:
                 gate.check(client, slot, descriptor_paths(client, slot, entry))
             result = handler(client, slot)
-        except Blocking as b:
-            if entry is None and self.pool.has_room():
-                # The call may block: a pool thread takes it, the loop goes on serving.
-                self.pool.submit(client, i, FdEntry(os.dup(b.entry.fd), b.entry.mode, b.entry.dev_major))
-                return
-            status, result = PASSTHROUGH, 0
+        except Blocking:
+            # It would wait: the program's own thread waits for it natively (signals, restarts
+            # and its end act on it as on any native call), and this loop goes on serving.
+            status, result = WAIT_NATIVE, 0
         except Declined:
             status, result = PASSTHROUGH, 0
             if gate is not None and not gate.check_lexical(client, slot, lexical_paths(client, slot)):
@@ -302,11 +332,14 @@ class Worker:
         if "trace" in named and not client.trace_to(named["trace"], int(message.get("trace_mask", -1)) & ALL_OPS):
             log.debug("worker %d: pid %d: the trace descriptor is not a Unix SOCK_SEQPACKET socket: not traced",
                       self.index, message["pid"])
+        # Calls that waited natively come back for the record when their op is traced.
+        shard_header(client.address).report_mask = client.fast.trace_mask
         self.clients[index] = client
         self.fast[index] = client.fast
         self.apply_gate(client)
         self.by_shard[message["shard"]] = index
         self.ctx.pending[index] = 0
+        shard_header(client.address).crowded = int(self.crowded)
         self.ctx.shards[index] = client.shard
         self.ctx.limit = max(self.ctx.limit, index + 1)
 
