@@ -9,7 +9,7 @@ lsca.bench_workloads.
 import os
 
 from lsca import bench_process, bench_workloads
-from lsca.bench import OPS, BenchError, Runner, comma_list, nproc, positive_int, say, serving
+from lsca.bench import OPS, Runner, comma_list, nproc, positive_int, say, serving
 
 NAMES = ("process", "loops", "busy", "workloads")
 WITH_MODES = NAMES          # every one runs in the modes of --modes (workloads: native, lsca, strace)
