@@ -1,6 +1,7 @@
 """lsca bench: what a proxied call costs, how the pool scales and what it costs idle.
 
-Three parts, all in one run:
+Three parts here, all in one run (the sections process, loops, busy and workloads
+are in lsca.bench_sections and the modules it names):
 
   per-call cost  A small C loop (bench_loop.c, shipped with the package and compiled at
                  run time with cc) times one kind of call per run and prints ns/call of
@@ -19,6 +20,7 @@ Three parts, all in one run:
                  client over --idle-seconds (psutil, the supervisor's process tree).
 """
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -60,7 +62,9 @@ MODES = {
     "lsca+trace": "lsca run --trace -o FILE (a trace line per call, to a file)",
     "strace": "strace -f -o /dev/null",
 }
-SECTIONS = ("ops", "scaling", "idle")
+# process, loops, busy, workloads: lsca.bench_sections (imported where used: it imports this module).
+SECTIONS = ("ops", "scaling", "idle", "process", "loops", "busy", "workloads")
+DEFAULT_SECTIONS = ("ops", "scaling", "idle", "process", "loops", "busy")
 SCALING_OP = OPS["write-1B"]
 SOCKET_NUMBERS = itertools.count(1)
 
@@ -113,7 +117,7 @@ def nproc():
 
 
 DESCRIPTION = """\
-Benchmark LSCA on this machine, in three parts:
+Benchmark LSCA on this machine, in parts (--sections):
 
 per-call cost: a small C loop (shipped with lsca, compiled with cc into a temporary
   directory) times one kind of call per run and reports ns/call of its timed part,
@@ -136,32 +140,39 @@ throughput: aggregate calls/s of write-1B with K concurrent client processes on 
 idle CPU: a supervisor with --workers workers and one attached client that does
   nothing, for --idle-seconds: CPU time of the supervisor and its workers (psutil) as
   a percentage of one core.
-"""
+{sections}"""
 
 EPILOG = """\
 strace: when it is missing and lsca bench runs as root where apt-get exists, it is
 installed with `apt-get install -y strace` (said on stderr) unless --no-install;
 otherwise the strace column is skipped with a note.
 
---json FILE holds every number: machine facts, settings, per op and mode every sample
-(ns/call, calls, warm-up calls, proxied counts) and the median, the ratios, the
-throughput matrix and the idle CPU. --plot FILE.png draws calls/s against workers, one
-line per client count (needs matplotlib: pip install 'lsca[bench]').
+--json FILE holds every number: machine facts (nproc, load average), settings, per op
+and mode every sample (ns/call, calls, warm-up calls, proxied counts) and the median,
+the ratios, the throughput matrix, the idle CPU and every number of the sections
+process, loops, busy and workloads. --plot FILE.png draws calls/s against workers, one
+line per client count, and FILE-sections.png next to it the sections process, loops,
+busy (% of native per item and mode) and workloads (x native) as bars (needs
+matplotlib: pip install 'lsca[bench]').
 
-Ctrl-C or SIGTERM stops everything: clients are killed, supervisors stopped with
+Ctrl-C or SIGTERM stops everything: clients, CPU hogs and workload processes are
+killed (by pid, or their session's process group), supervisors stopped with
 SIGTERM (their SysV objects removed), the temporary directory deleted.
 
 examples:
   lsca bench
   lsca bench --quick --json /tmp/bench.json
   lsca bench --ops write-1B,stat --modes native,lsca,lsca+trace --clients 4 --plot scaling.png
+  lsca bench --sections process,loops,busy --repeats 3
+  lsca bench --workloads --workloads-only make,sqlite,http
 """
 
 
 def format_description():
     ops = "\n".join(f"    {op.name:<14}{op.what}" for op in OPS.values())
     modes = "\n".join(f"    {name:<14}{what}" for name, what in MODES.items())
-    return DESCRIPTION.format(ops=ops, modes=modes)
+    from lsca import bench_sections
+    return DESCRIPTION.format(ops=ops, modes=modes, sections=bench_sections.DESCRIPTION)
 
 
 def add_parser(subparsers):
@@ -178,9 +189,12 @@ def add_arguments(parser):
     parser.add_argument("--ops", type=comma_list(list(OPS), "op"), default=list(OPS), metavar="OP,...",
                         help=f"ops of the per-call part (default: all: {','.join(OPS)})")
     parser.add_argument("--modes", type=comma_list(list(MODES), "mode"), default=list(MODES),
-                        metavar="MODE,...", help=f"modes of the per-call part (default: all: {','.join(MODES)})")
+                        metavar="MODE,...",
+                        help=f"modes of the per-call part and of the sections process, loops, busy, workloads "
+                             f"(default: all: {','.join(MODES)}; workloads: never lsca+trace)")
     parser.add_argument("--repeats", type=positive_int, metavar="N",
-                        help=f"runs of each (op, mode); the median is reported (default: {DEFAULTS['repeats']})")
+                        help=f"runs of each (op, mode), also of the sections process, loops, busy; the "
+                             f"median is reported (default: {DEFAULTS['repeats']})")
     parser.add_argument("--iterations", type=positive_int, metavar="N",
                         help=f"at most N timed calls per run (default: {DEFAULTS['iterations']})")
     parser.add_argument("--run-ms", type=positive_int, metavar="MS",
@@ -197,23 +211,29 @@ def add_arguments(parser):
                         help=f"how long idle CPU is measured (default: {DEFAULTS['idle_seconds']})")
     parser.add_argument("--worker-spin-us", type=non_negative_int, metavar="US",
                         help="passed to every lsca-supervisor (default: the supervisor's own)")
-    parser.add_argument("--sections", type=comma_list(list(SECTIONS), "section"), default=list(SECTIONS),
-                        metavar="PART,...", help="parts to run: ops, scaling, idle (default: all)")
+    parser.add_argument("--sections", type=comma_list(list(SECTIONS), "section"), metavar="PART,...",
+                        help=f"parts to run: {', '.join(SECTIONS)} (default: all but workloads)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a short run for tests: {QUICK['iterations']} iterations or {QUICK['run_ms']} ms "
                              f"per run, {QUICK['repeats']} repeat, {QUICK['scale_seconds']} s per throughput "
-                             f"cell, {QUICK['idle_seconds']:.0f} s idle (flags given explicitly win)")
+                             f"cell, {QUICK['idle_seconds']:.0f} s idle, small workloads (flags given "
+                             "explicitly win)")
     parser.add_argument("--no-install", action="store_true",
                         help="never install strace; skip its column when it is missing")
     parser.add_argument("--json", metavar="FILE", help="write every number as JSON to FILE")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="draw the throughput (calls/s against workers, a line per client count) "
-                             "to FILE.png (needs matplotlib)")
+                             "to FILE.png and the sections process, loops, busy, workloads to "
+                             "FILE-sections.png (needs matplotlib)")
+    from lsca import bench_sections
+    bench_sections.add_arguments(parser)
     return parser
 
 
 def resolve(args):
     """Fill the defaults that depend on --quick."""
+    from lsca import bench_sections
+    bench_sections.resolve(args)    # first: it needs to know which flags were given
     base = QUICK if args.quick else DEFAULTS
     for key, value in base.items():
         if getattr(args, key) is None:
@@ -323,9 +343,9 @@ class Processes:
         self.clients = []
         self.supervisors = []
 
-    def start_client(self, command, env, stdout, stderr):
+    def start_client(self, command, env, stdout, stderr, cwd=None):
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                   start_new_session=True, bufsize=0)
+                                   start_new_session=True, bufsize=0, cwd=cwd)
         self.clients.append(process)
         return process
 
@@ -444,6 +464,24 @@ class Supervisor:
             self.processes.supervisors.remove(self)
 
 
+@contextlib.contextmanager
+def serving(processes, workdir, args, modes):
+    """The supervisor of the lsca modes (None when none is measured), stopped at the end; when
+    the body failed, whether it died is said first."""
+    supervisor = None
+    try:
+        if any(m.startswith("lsca") for m in modes):
+            supervisor = Supervisor(processes, workdir, args.workers, args.worker_spin_us)
+        yield supervisor
+    except BenchError:
+        if supervisor is not None:
+            supervisor.check_alive(grace=0.5)
+        raise
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+
+
 def watch(process, supervisor, timeout, what):
     """Wait for a client started with stdout/stderr pipes; returns (status, stdout, stderr) as text.
     Gives up when the supervisor dies (its clients could wait forever) or after timeout."""
@@ -542,7 +580,9 @@ class Runner:
             raise BenchError(f"{what}: the loop printed no timing: {out!r}") from None
         if supervisor is not None:
             made = sample["calls"] + sample["warmup"]
-            sample["proxied"] = check_proxied(read_stats(stats_file, what), op, made, what)
+            # An op may check its counts its own way (lsca.bench_process: calls that start processes).
+            check = getattr(op, "check", None) or check_proxied
+            sample["proxied"] = check(read_stats(stats_file, what), op, made, what)
             os.unlink(stats_file)
             if mode == "lsca+trace":
                 lines = count_lines(trace_file) if os.path.exists(trace_file) else 0
@@ -562,14 +602,14 @@ RATIOS = [("lsca/native", "lsca", "native"), ("lsca+trace/native", "lsca+trace",
           ("strace/native", "strace", "native"), ("strace/lsca+trace", "strace", "lsca+trace")]
 
 
-def measure_ops(runner, ops, modes, repeats):
-    """Per op: per mode the samples and the median ns/call, and the ratios."""
+def measure_ops(runner, ops, modes, repeats, table=OPS, label=""):
+    """Per op (a name in table): per mode the samples and the median ns/call, and the ratios."""
     runs = {op: {mode: [] for mode in modes} for op in ops}
     for op in ops:
         for _ in range(repeats):
             for mode in modes:   # interleaved: drift of the machine affects every mode alike
-                runs[op][mode].append(runner.once(OPS[op], mode))
-        say(f"measured {op}")
+                runs[op][mode].append(runner.once(table[op], mode))
+        say(f"measured {label}{op}")
     import statistics
 
     results = {}
@@ -833,8 +873,9 @@ def plot_scaling(scaling, path):
 
 
 def benchmark(args, processes, workdir, report):
+    from lsca import bench_sections
     notes = report["notes"]
-    modes = list(args.modes) if "ops" in args.sections else []
+    modes = list(args.modes) if {"ops", *bench_sections.WITH_MODES} & set(args.sections) else []
     strace = None
     if "strace" in modes:
         strace = find_strace(args, notes)
@@ -852,24 +893,15 @@ def benchmark(args, processes, workdir, report):
     if "ops" in args.sections and not modes:
         notes.append("no mode left to measure: the per-call part is skipped")
     if "ops" in args.sections and modes:
-        supervisor = None
-        try:
-            if any(m.startswith("lsca") for m in modes):
-                supervisor = Supervisor(processes, workdir, args.workers, args.worker_spin_us)
+        with serving(processes, workdir, args, modes) as supervisor:
             runner = Runner(args, processes, workdir, loop, data_file, supervisor, strace)
             report["ops"] = measure_ops(runner, args.ops, modes, args.repeats)
-        except BenchError:
-            if supervisor is not None:
-                supervisor.check_alive(grace=0.5)
-            raise
-        finally:
-            if supervisor is not None:
-                supervisor.stop()
     if "scaling" in args.sections:
         report["scaling"] = measure_scaling(args, processes, workdir, loop, data_file)
     if "idle" in args.sections:
         report["idle_cpu"] = measure_idle(args, processes, workdir, loop, data_file)
         say("measured idle CPU")
+    bench_sections.run_sections(args, processes, workdir, loop, data_file, strace, modes, report)
 
 
 def print_report(args, report):
@@ -885,6 +917,10 @@ def print_report(args, report):
     if "idle_cpu" in report:
         print()
         print(format_idle(report["idle_cpu"]))
+    from lsca import bench_sections
+    for text in bench_sections.format_sections(report):
+        print()
+        print(text)
     sys.stdout.flush()
 
 
@@ -894,10 +930,12 @@ def raise_interrupted(signum, frame):
 
 def run(args):
     """lsca bench with parsed arguments; returns the exit code."""
+    from lsca import bench_sections
     args = resolve(args)
     if args.plot:
-        if "scaling" not in args.sections:
-            say("error: --plot draws the throughput part: add scaling to --sections")
+        if "scaling" not in args.sections and not bench_sections.plotted(args.sections):
+            say("error: --plot draws the throughput part and the sections process, loops, busy, workloads: "
+                "add one of them to --sections")
             return 2
         try:
             import matplotlib  # noqa: F401
@@ -909,7 +947,8 @@ def run(args):
                            "iterations": args.iterations, "run_ms": args.run_ms, "workers": args.workers,
                            "clients": args.clients, "scale_seconds": args.scale_seconds,
                            "idle_seconds": args.idle_seconds, "worker_spin_us": args.worker_spin_us,
-                           "sections": args.sections, "quick": args.quick}}
+                           "sections": args.sections, "quick": args.quick,
+                           **bench_sections.settings(args)}}
     previous = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
     processes = Processes()
     workdir = tempfile.mkdtemp(prefix="lsca-bench-")
@@ -922,7 +961,13 @@ def run(args):
                 json.dump(report, f, indent=2)
                 f.write("\n")
         if args.plot:
-            plot_scaling(report["scaling"], args.plot)
+            if "scaling" in report:
+                plot_scaling(report["scaling"], args.plot)
+            bench_sections.plot(report, args.plot)
+        failures = bench_sections.failures(report)
+        if failures:
+            say(f"error: {len(failures)} workload run(s) failed:\n" + "\n".join(failures))
+            code = 1
     except BenchError as e:
         say(f"error: {e}")
         code = 1
@@ -949,4 +994,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through lsca.bench, not this __main__ copy: the section modules import lsca.bench, and its
+    # BenchError must be the one caught here.
+    from lsca.bench import main as bench_main
+    sys.exit(bench_main())
