@@ -213,8 +213,10 @@ static int exchange_hello(int fd, struct lsca_welcome *w, int *chan)
     return 0;
 }
 
-/* The channel's number is kept below this: the kernel's descriptor table grows to hold it. */
-#define CHANNEL_MAX_FD 65536
+/* The channel's number is kept below this: the kernel's descriptor table grows to hold it, and
+ * every fork copies that table (a channel at 19999 cost each fork+exit ~70 us; at 1023 the table
+ * is 8 KiB). A program with more than ~1000 descriptors open may then meet it (see below). */
+#define CHANNEL_MAX_FD 1024
 
 /* Move the channel where the program never meets it, and return its new number (fd itself
  * when it cannot move). First choice: at the soft RLIMIT_NOFILE, a number the program cannot

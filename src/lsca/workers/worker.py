@@ -162,8 +162,8 @@ class Worker:
     def watch_load(self):
         """More runnable tasks than CPUs: spinning would take the CPU the other side (or another
         program) needs, so we spin briefly and tell our clients to sleep at once (ring.c)."""
-        running = runnable_tasks()
-        crowded = running >= CPUS if self.crowded else running > CPUS
+        # Our client and ourselves count too: one spinner per CPU is what fits.
+        crowded = runnable_tasks() > CPUS
         if crowded != self.crowded:
             self.crowded = crowded
             for client in self.clients.values():
