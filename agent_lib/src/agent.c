@@ -30,8 +30,9 @@
 
 #define TLS __thread __attribute__((tls_model("initial-exec")))
 
-/* Default client spin before sleeping: long enough to cover a worker's busy round trip. */
-#define DEFAULT_SPIN_NS 50000
+/* Default client spin before sleeping, while the worker runs the call (see lsca_ring_wait): long
+ * enough to cover a path call on the Python route (~50 us), whose futex wake-up would add ~15 us. */
+#define DEFAULT_SPIN_NS 200000
 
 struct agent_state {
     void *shard;                 /* attached shard, NULL while not registered */

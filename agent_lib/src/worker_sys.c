@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>             /* renameat2 */
+#include <string.h>
 #include <sys/ipc.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
@@ -356,8 +357,20 @@ int lsca_do_shutdown(int fd, int how)
     return shutdown(fd, how);
 }
 
+/* What lsca_become last set on this thread (the raw calls act on the calling thread only). */
+#define BECOME_GROUPS_KEPT 64
+static __thread struct {
+    int valid, fsuid, fsgid, ngroups;
+    unsigned groups[BECOME_GROUPS_KEPT];
+} became;
+
 int lsca_become(int fsuid, int fsgid, int ngroups, const unsigned *groups)
 {
+    /* The same identity again (a root client served by a root worker, say): 5 calls saved. */
+    if (became.valid && became.fsuid == fsuid && became.fsgid == fsgid && became.ngroups == ngroups &&
+        memcmp(became.groups, groups, (size_t)ngroups * sizeof(*groups)) == 0)
+        return 0;
+    became.valid = 0;
     if (syscall(SYS_setgroups, (long)ngroups, groups) < 0)
         return -1;
     syscall(SYS_setfsgid, (long)fsgid);
@@ -366,6 +379,13 @@ int lsca_become(int fsuid, int fsgid, int ngroups, const unsigned *groups)
     if (syscall(SYS_setfsuid, -1L) != fsuid || syscall(SYS_setfsgid, -1L) != fsgid) {
         errno = EPERM;
         return -1;
+    }
+    if (ngroups >= 0 && ngroups <= BECOME_GROUPS_KEPT) {
+        became.fsuid = fsuid;
+        became.fsgid = fsgid;
+        became.ngroups = ngroups;
+        memcpy(became.groups, groups, (size_t)ngroups * sizeof(*groups));
+        became.valid = 1;
     }
     return 0;
 }

@@ -6,7 +6,6 @@ import mmap
 import os
 import socket
 import struct
-import threading
 
 import sysv_ipc
 
@@ -59,16 +58,11 @@ class Client:
         self.proc_dev = os.stat("/proc").st_dev
         self.held_records = {}          # slot -> record of a call whose descriptor numbers come later
         self.gate = None                # the policy in force (lsca.workers.gate.Gate) or None
-        self._calls = threading.local() # per thread: the main loop and pool threads run calls at once
+        # Descriptors the current call opened for itself (closed after it). Every call runs on the
+        # worker's main thread (one that would wait is handed back to the program).
+        self.closing = []
         self._scratch = None
 
-    @property
-    def closing(self):
-        """Descriptors the current call of this thread opened for itself (closed after it)."""
-        fds = getattr(self._calls, "closing", None)
-        if fds is None:
-            fds = self._calls.closing = []
-        return fds
 
     @property
     def revoked(self):

@@ -92,10 +92,11 @@ def fd_path(fd):
     return os.fsencode(os.readlink(f"/proc/self/fd/{fd}"))
 
 
-def resolve(client, base, path, follow, keep):
+def resolve(client, base, path, follow, keep, named=True):
     """The place path names from base (a directory fd or AT_FDCWD, the client's cwd being
-    entered): (directory fd, last name, absolute name). The directory fd goes to keep
-    (closed after the call). OSError as the kernel would fail the call's resolution."""
+    entered): (directory fd, last name, absolute name; None unless named: only a policy needs
+    it). The directory fd goes to keep (closed after the call). OSError as the kernel would
+    fail the call's resolution."""
     hops = 0
     while True:
         head, name, trailing = _split(path)
@@ -103,7 +104,6 @@ def resolve(client, base, path, follow, keep):
         keep.append(dfd)
         if os.fstat(dfd).st_dev == client.proc_dev:
             raise Declined("a /proc place describes the calling process")
-        where = fd_path(dfd)
         if not (follow or trailing) or name in (b".", b".."):
             break
         try:
@@ -114,7 +114,7 @@ def resolve(client, base, path, follow, keep):
         if hops > MAX_HOPS:
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
         path, base = target + (b"/" if trailing else b""), dfd
-    full = os.path.normpath(os.path.join(where, name))
+    full = os.path.normpath(os.path.join(fd_path(dfd), name)) if named else None
     return dfd, name + (b"/" if trailing else b""), full
 
 

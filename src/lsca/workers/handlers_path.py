@@ -82,7 +82,7 @@ def place(client, slot, dirfd, path, follow, probe=None):
             gate.check(client, slot, [fd_path(base)] if base >= 0 else [])
         return base, path
     try:
-        where, name, full = resolve(client, base, path, follow, client.closing)
+        where, name, full = resolve(client, base, path, follow, client.closing, named=gate is not None)
     except Declined:
         raise
     except OSError as e:
