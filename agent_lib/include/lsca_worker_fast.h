@@ -17,6 +17,7 @@
 
 /* LSCA_CDEF_BEGIN */
 #define LSCA_FDTAB_SIZE 256             /* cached duplicates per client (direct-mapped by fd)  */
+#define LSCA_PATH_GROUPS 64             /* supplementary groups the compiled path route handles */
 #define LSCA_TRACE_BATCH 65536          /* bytes of records sent in one message                */
 /* Records wait in memory while a reader is slow; past these bounds they are dropped and
  * counted (a marker tells the reader), never waited for: a reader is its user's to stall.
@@ -68,7 +69,7 @@ struct lsca_client_fast {
     struct lsca_worker_status *row; /* our worker's row: counts the records dropped            */
     void *trace_lock;             /* pool threads append too                                  */
     char comm[16];                /* the program's name, for records                          */
-    int32_t comm_dir;             /* /proc/PID of the registered process, to read comm again   */
+    int32_t proc_dir;             /* /proc/PID of the registered process (comm, the path route) */
     uint32_t execs_seen;          /* the shard's execs when comm was read                      */
     /* Authority (see lsca_client_authorized): set by lsca_fast_watch for a root worker serving a
      * non-root registration, whose process may exec a set-id image or die and have its pid reused. */
@@ -76,6 +77,12 @@ struct lsca_client_fast {
     uint32_t owner_uid;           /* the registration's uid and gid                            */
     uint32_t owner_gid;
     int32_t revoked;              /* 1: the process is no longer that user: nothing more is served */
+    /* The registration's identity, for the compiled path route (lsca_fast_set_identity). */
+    int32_t id_known;             /* 0: every path call takes the Python route                  */
+    int32_t id_root;
+    uint32_t id_uid, id_gid;
+    int32_t id_ngroups;
+    uint32_t id_groups[LSCA_PATH_GROUPS];
     struct lsca_fd_entry fds[LSCA_FDTAB_SIZE];
 };
 
@@ -100,6 +107,16 @@ void lsca_fast_set_proc(struct lsca_client_fast *c, int proc_dir);
 /* Slot i carries the outcome of a call the program ran natively because it would wait
  * (LSCA_XFER_REPORTED): record it (when its op is traced) and answer DONE. */
 void lsca_answer_reported(struct lsca_client_fast *c, unsigned i);
+/* The compiled route of path calls (worker_path.c). lsca_path_setup: the worker itself (is it
+ * root, its "/" and /proc, and for a non-root worker the identity it acts with: fsuid, fsgid,
+ * its filesystem capabilities, its sorted groups; a root worker's groups are those it returns
+ * to). lsca_fast_set_identity: the client's registration. lsca_path_fstatat: LSCA_ANSWERED,
+ * or LSCA_DECLINE for the Python route (which knows every case). */
+void lsca_path_setup(int root, uint64_t root_dev, uint64_t root_ino, uint64_t proc_dev, unsigned fsuid,
+                     unsigned fsgid, uint64_t fs_caps, int ngroups, const unsigned *groups);
+void lsca_fast_set_identity(struct lsca_client_fast *c, int root, unsigned uid, unsigned gid, int ngroups,
+                            const unsigned *groups);
+int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
 /* 1: go on; 0: stop (c->revoked is set, errno EPERM). Always 1 for an unwatched client. */
 int lsca_client_authorized(struct lsca_client_fast *c);
 /* The client's memory, by address, bound to the registered process (see lsca_worker_sys.h). */

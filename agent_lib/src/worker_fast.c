@@ -41,6 +41,8 @@ static void backlog_client(int delta);
  * the op table's REPORT lines, all answered by the compiled handler. */
 #define REPORT_BIT(NAME, lname, code, classes, facts, ...) | ((facts) & LSCA_OPF_REPORT ? 1ull << (code) : 0)
 #define REPORT_OPS (0 LSCA_OPS(REPORT_BIT))
+/* Path calls with a compiled route for their plain case (worker_path.c). */
+#define PATH_OPS (1ull << LSCA_OP_FSTATAT)
 
 /* ---- clients ---- */
 
@@ -62,7 +64,7 @@ struct lsca_client_fast *lsca_fast_new(void *shard, int shard_id, int pid, int p
     c->trace.fd = -1;
     c->trace.last = NO_RECORD;
     c->proc_fd = -1;
-    c->comm_dir = -1;
+    c->proc_dir = -1;
     for (i = 0; i < LSCA_FDTAB_SIZE; i++)
         c->fds[i].fd = -1;
     return c;
@@ -130,7 +132,7 @@ void lsca_fast_watch(struct lsca_client_fast *c, int proc_fd, unsigned uid, unsi
 
 void lsca_fast_set_proc(struct lsca_client_fast *c, int proc_dir)
 {
-    c->comm_dir = proc_dir;
+    c->proc_dir = proc_dir;
     c->execs_seen = __atomic_load_n(&((struct lsca_shard_header *)c->shard)->execs, __ATOMIC_RELAXED);
 }
 
@@ -142,10 +144,10 @@ static void refresh_comm(struct lsca_client_fast *c)
     ssize_t n;
     int fd;
 
-    if (execs == c->execs_seen || c->comm_dir < 0)
+    if (execs == c->execs_seen || c->proc_dir < 0)
         return;
     c->execs_seen = execs;
-    fd = openat(c->comm_dir, "comm", O_RDONLY | O_CLOEXEC);
+    fd = openat(c->proc_dir, "comm", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return;
     n = read(fd, name, 16);
@@ -1136,17 +1138,20 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
         row->busy_shard = 0;
         return 1;
     }
-    if (op >= 64 || !((IO_OPS & ~c->slow_mask) >> op & 1))
+    if (op >= 64 || !(((IO_OPS | PATH_OPS) & ~c->slow_mask) >> op & 1))
         return 0;
     /* The length check comes first on both routes; a declined descriptor goes the Python way. */
-    if ((REPORT_OPS >> op) & 1)
-        memset(&e, 0, sizeof(e));       /* no descriptor to reach: only a report */
+    if ((REPORT_OPS | PATH_OPS) >> op & 1)
+        memset(&e, 0, sizeof(e));       /* no descriptor to reach */
     else if (lsca_fd_get(c, (int64_t)slot->args[0], &e) < 0)
         return 0;
     row->busy_slot = (int32_t)i;        /* for the supervisor, should we die in it */
     row->busy_shard = c->shard_id;
     r = lsca_trace_begin(c, slot);
-    outcome = lsca_handle_io(c, slot, &e, 0, &result, &err);
+    if (op == LSCA_OP_FSTATAT)
+        outcome = lsca_path_fstatat(c, slot, &result, &err);
+    else
+        outcome = lsca_handle_io(c, slot, &e, 0, &result, &err);
     lsca_fd_put(&e);
     if (outcome == LSCA_WOULD_BLOCK) {
         /* It would wait: the program's own thread waits for it natively, no thread of ours. */

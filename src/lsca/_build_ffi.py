@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 AGENT_LIB = os.path.normpath(os.path.join(HERE, "..", "..", "agent_lib"))
 INCLUDE = os.path.join(AGENT_LIB, "include")
 HEADERS = ["lsca_abi.h", "lsca_ring.h", "lsca_worker_sys.h", "lsca_worker_fast.h"]
-SOURCES = ["ring.c", "worker_sys.c", "worker_fast.c", "ops.c"]
+SOURCES = ["ring.c", "worker_sys.c", "worker_fast.c", "worker_path.c", "ops.c"]
 
 
 def cdef_region(path):

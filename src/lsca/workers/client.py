@@ -54,6 +54,10 @@ class Client:
         self.fast.comm = _program_name(self.proc)
         if procfd >= 0:
             lib.lsca_fast_set_proc(self.fast, procfd)
+        if identity is not None:
+            groups = list(identity.groups)
+            lib.lsca_fast_set_identity(self.fast, int(identity.root), identity.uid, identity.gid, len(groups),
+                                       ffi.new("unsigned[]", groups or [0]))
         self.fds = FdCache(self.fast)
         self.proc_dev = os.stat("/proc").st_dev
         self.held_records = {}          # slot -> record of a call whose descriptor numbers come later

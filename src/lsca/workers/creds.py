@@ -124,6 +124,15 @@ class Identity:
 _identity = None
 
 
+def setup_compiled_route():
+    """Tell the compiled path route (worker_path.c) who this worker is, as Identity knows it."""
+    me = identity()
+    own = me.own
+    groups = list(me.own_groups) if me.root else list(own.groups)    # leave() / the exact match
+    lib.lsca_path_setup(int(me.root), me.root_id[0], me.root_id[1], os.stat(PROC).st_dev, own.uids[3],
+                        own.gids[3], own.cap_eff & FS_CAPS, len(groups), ffi.new("unsigned[]", groups or [0]))
+
+
 def identity():
     global _identity
     if _identity is None:

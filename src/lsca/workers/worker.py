@@ -18,6 +18,7 @@ from lsca.abi import OP_MAX, ffi, lib, shard_header
 from lsca.ops import creates_fds
 from lsca.workers.calls import as_int
 from lsca.workers.client import Client
+from lsca.workers.creds import setup_compiled_route
 from lsca.workers.fdcache import Declined
 from lsca.workers.pool import Blocking, BlockingPool, install_interrupt_handler
 from lsca.policy import Policy
@@ -88,6 +89,7 @@ class Worker:
         self.ctx.doorbell_semid = self.doorbell_semid
         self.ctx.doorbell_semnum = 0
         self.gate = Gate(Policy.from_json(self.policy_json)) if self.policy_json else None
+        setup_compiled_route()
         self.clients = {}               # ctx index -> Client
         self.by_shard = {}              # supervisor shard id -> ctx index
         self.closing = {}               # shard id -> released Client whose pool calls still run

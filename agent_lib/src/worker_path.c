@@ -1,0 +1,301 @@
+/*
+ * worker_path.c - the compiled route of the commonest path call, fstatat (stat, lstat,
+ * fstatat), for the plain case: a name in the client's cwd or an absolute one, the client
+ * not chrooted, its calling thread's credentials read fresh (/proc/PID/task/TID/status) and
+ * within its registration, no policy for the op. It follows the Python route step by step
+ * (lsca.workers.creds.acting_as, handlers_path._stat_like, gate.resolve) and hands every
+ * other case to it: a final symlink to follow, a name that means the calling process, a
+ * directory it cannot open, a trailing slash, a dirfd, credentials it cannot take exactly.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lsca_worker_fast.h"
+#include "lsca_worker_sys.h"
+
+/* Capabilities the kernel raises or drops with the filesystem uid (CAP_FS_MASK), as creds.py. */
+#define FS_CAPS ((1ull << 0) | (1ull << 1) | (1ull << 2) | (1ull << 3) | (1ull << 4) | (1ull << 27) | \
+                 (1ull << 32))
+#define STATUS_MAX 16384
+#define AT_FDCWD_ARG ((int64_t)AT_FDCWD)
+
+/* The worker itself (lsca_path_setup). */
+static struct {
+    int ready, root;              /* root: the worker takes each client's fs identity     */
+    uint64_t root_dev, root_ino;  /* "/" of the worker: a client with another root is chrooted */
+    uint64_t proc_dev;
+    unsigned fsuid, fsgid;        /* a non-root worker: what it acts with                   */
+    uint64_t fs_caps;
+    int ngroups;
+    unsigned groups[LSCA_PATH_GROUPS];
+} self;
+
+struct creds {
+    unsigned uids[4], gids[4];
+    int ngroups;
+    unsigned groups[LSCA_PATH_GROUPS];
+    uint64_t cap_eff, cap_prm;
+};
+
+void lsca_path_setup(int root, uint64_t root_dev, uint64_t root_ino, uint64_t proc_dev, unsigned fsuid,
+                     unsigned fsgid, uint64_t fs_caps, int ngroups, const unsigned *groups)
+{
+    self.root = root;
+    self.root_dev = root_dev;
+    self.root_ino = root_ino;
+    self.proc_dev = proc_dev;
+    self.fsuid = fsuid;
+    self.fsgid = fsgid;
+    self.fs_caps = fs_caps;
+    self.ngroups = ngroups < 0 || ngroups > LSCA_PATH_GROUPS ? -1 : ngroups;
+    if (self.ngroups > 0)
+        memcpy(self.groups, groups, (size_t)ngroups * sizeof(*groups));
+    self.ready = self.ngroups >= 0;
+}
+
+void lsca_fast_set_identity(struct lsca_client_fast *c, int root, unsigned uid, unsigned gid, int ngroups,
+                            const unsigned *groups)
+{
+    c->id_known = 0;
+    if (ngroups < 0 || ngroups > LSCA_PATH_GROUPS)
+        return;                         /* the Python route only */
+    c->id_root = root;
+    c->id_uid = uid;
+    c->id_gid = gid;
+    c->id_ngroups = ngroups;
+    memcpy(c->id_groups, groups, (size_t)ngroups * sizeof(*groups));
+    c->id_known = 1;
+}
+
+static int cmp_unsigned(const void *a, const void *b)
+{
+    unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The numbers after "\nName:" in status (at most max); -1 when the line is missing or longer. */
+static int numbers(const char *status, const char *name, int base, unsigned long long *out, int max)
+{
+    const char *p = strstr(status, name), *end;
+    int n = 0;
+
+    if (!p)
+        return -1;
+    p += strlen(name);
+    end = strchr(p, '\n');
+    if (!end)
+        return -1;
+    while (p < end) {
+        char *next;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p >= end)
+            break;
+        if (n == max)
+            return -1;
+        errno = 0;
+        out[n] = strtoull(p, &next, base);
+        if (next == p || errno)
+            return -1;
+        n++;
+        p = next;
+    }
+    return n;
+}
+
+/* The thread's credentials, as creds.read_creds parses them; -1 with errno (ENOENT: gone). */
+static int read_creds(int dirfd, const char *path, struct creds *cr)
+{
+    static __thread char status[STATUS_MAX];
+    unsigned long long v[LSCA_PATH_GROUPS];
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC), n, i;
+    ssize_t len;
+
+    if (fd < 0)
+        return -1;
+    len = read(fd, status, sizeof(status) - 1);
+    close(fd);
+    if (len <= 0 || len >= (ssize_t)sizeof(status) - 1) {
+        errno = len < 0 ? errno : E2BIG;
+        return -1;
+    }
+    status[len] = '\0';
+    errno = EINVAL;
+    if (numbers(status, "\nUid:", 10, v, 4) != 4)
+        return -1;
+    for (i = 0; i < 4; i++)
+        cr->uids[i] = (unsigned)v[i];
+    if (numbers(status, "\nGid:", 10, v, 4) != 4)
+        return -1;
+    for (i = 0; i < 4; i++)
+        cr->gids[i] = (unsigned)v[i];
+    n = numbers(status, "\nGroups:", 10, v, LSCA_PATH_GROUPS);
+    if (n < 0)
+        return -1;
+    cr->ngroups = n;
+    for (i = 0; i < n; i++)
+        cr->groups[i] = (unsigned)v[i];
+    qsort(cr->groups, (size_t)n, sizeof(unsigned), cmp_unsigned);
+    if (numbers(status, "\nCapEff:", 16, v, 1) != 1)
+        return -1;
+    cr->cap_eff = v[0];
+    if (numbers(status, "\nCapPrm:", 16, v, 1) != 1)
+        return -1;
+    cr->cap_prm = v[0];
+    return 0;
+}
+
+static int in_groups(unsigned g, const unsigned *groups, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (groups[i] == g)
+            return 1;
+    return 0;
+}
+
+/* creds.within_registration: root's registration covers anything; a user's, exactly that user. */
+static int within_registration(const struct lsca_client_fast *c, const struct creds *cr)
+{
+    if (c->id_root)
+        return 1;
+    for (int i = 0; i < 4; i++)
+        if (cr->uids[i] != c->id_uid || cr->gids[i] != c->id_gid)
+            return 0;
+    for (int i = 0; i < cr->ngroups; i++)
+        if (!in_groups(cr->groups[i], c->id_groups, c->id_ngroups))
+            return 0;
+    return cr->cap_eff == 0 && cr->cap_prm == 0;
+}
+
+/* creds.Identity.enter for a call with the effective ids: 0 when taken, -1 to decline. */
+static int enter(const struct creds *cr)
+{
+    unsigned fsuid = cr->uids[3], fsgid = cr->gids[3];
+    uint64_t fs_caps = cr->cap_eff & FS_CAPS;
+
+    if (self.root) {
+        if (fs_caps != (fsuid == 0 ? FS_CAPS : 0))
+            return -1;
+        unsigned none = 0;
+        return lsca_become((int)fsuid, (int)fsgid, cr->ngroups, cr->ngroups ? cr->groups : &none);
+    }
+    if (fsuid != self.fsuid || fsgid != self.fsgid || fs_caps != self.fs_caps || cr->ngroups != self.ngroups)
+        return -1;
+    return memcmp(cr->groups, self.groups, (size_t)cr->ngroups * sizeof(unsigned)) == 0 ? 0 : -1;
+}
+
+static void leave(void)
+{
+    if (self.root) {
+        unsigned none = 0;
+        lsca_become(0, 0, self.ngroups, self.ngroups ? self.groups : &none);
+    }
+}
+
+/* handlers_path.refuse_self_names, gate._split's trailing slash, and "." / ".." names: the
+ * Python route. 1 when the name may go this way. */
+static int plain_name(const char *path)
+{
+    static const char *const self_names[] = { "/proc", "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr",
+                                              "/dev/tty" };
+    char normal[LSCA_PATH_MAX];
+    size_t n = 0, len = strlen(path);
+    const char *last;
+
+    if (len == 0 || path[len - 1] == '/')
+        return 0;
+    for (size_t i = 0; path[i] && n < sizeof(normal) - 1; i++)
+        if (!(path[i] == '/' && n > 0 && normal[n - 1] == '/'))
+            normal[n++] = path[i];
+    normal[n] = '\0';
+    for (size_t k = 0; k < sizeof(self_names) / sizeof(*self_names); k++) {
+        size_t m = strlen(self_names[k]);
+        if (strncmp(normal, self_names[k], m) == 0 && (normal[m] == '\0' || normal[m] == '/'))
+            return 0;
+    }
+    last = strrchr(path, '/');
+    last = last ? last + 1 : path;
+    return strcmp(last, ".") != 0 && strcmp(last, "..") != 0;
+}
+
+int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
+{
+    int64_t dirfd = (int64_t)slot->args[0], flags = (int64_t)slot->args[1];
+    char task[64], where[96], head[LSCA_PATH_MAX];
+    const char *path = (const char *)slot->data, *name;
+    struct creds cr;
+    struct stat st;
+    int base = -1, dfd = -1, outcome = LSCA_DECLINE, rc;
+
+    if (!self.ready || !c->id_known || c->proc_dir < 0 || slot->xfer != LSCA_XFER_INLINE ||
+        slot->data_len == 0 || slot->data_len > LSCA_PATH_MAX || path[slot->data_len - 1] != '\0' ||
+        strlen(path) + 1 != slot->data_len || (flags & ~(int64_t)AT_SYMLINK_NOFOLLOW) != 0 ||
+        (dirfd != AT_FDCWD_ARG && path[0] != '/') || !plain_name(path))
+        return LSCA_DECLINE;
+    /* The calling thread (an untrusted tid: not a thread of the client, no entry there). */
+    if (slot->owner_tid <= 0)
+        return LSCA_DECLINE;
+    snprintf(task, sizeof(task), "task/%d", (int)slot->owner_tid);
+    snprintf(where, sizeof(where), "%s/status", task);
+    if (read_creds(c->proc_dir, where, &cr) < 0)
+        return LSCA_DECLINE;            /* a gone thread: the process's, on the Python route */
+    /* After the read: the credentials read were the registered process's. */
+    if (!within_registration(c, &cr) || !lsca_client_authorized(c))
+        return LSCA_DECLINE;            /* the Python route revokes it */
+    snprintf(where, sizeof(where), "%s/root", task);
+    if (fstatat(c->proc_dir, where, &st, 0) < 0 || st.st_dev != self.root_dev || st.st_ino != self.root_ino)
+        return LSCA_DECLINE;
+    if (path[0] != '/') {
+        /* Its cwd, as ourselves (entering it is no permission the program needs). */
+        snprintf(where, sizeof(where), "%s/cwd", task);
+        base = openat(c->proc_dir, where, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (base < 0 || fstat(base, &st) < 0 || st.st_dev == self.proc_dev)
+            goto out;
+    }
+    if (enter(&cr) < 0)
+        goto out;
+    /* gate.resolve: the name's directory, opened without crossing a magic link. */
+    name = strrchr(path, '/');
+    if (name) {
+        size_t n = (size_t)(name - path);
+        memcpy(head, path, n);
+        head[n] = '\0';
+        if (n == 0)
+            strcpy(head, "/");
+        name++;
+    } else {
+        strcpy(head, ".");
+        name = path;
+    }
+    dfd = lsca_do_open_nomagic(base >= 0 ? base : AT_FDCWD, head, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (dfd >= 0 && fstat(dfd, &st) == 0 && st.st_dev != self.proc_dev) {
+        /* The name itself, not followed: a symlink to follow goes the Python way (hop by hop). */
+        rc = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW);
+        if (rc == 0 && S_ISLNK(st.st_mode) && !(flags & AT_SYMLINK_NOFOLLOW)) {
+            outcome = LSCA_DECLINE;
+        } else if (rc == 0 && st.st_dev == self.proc_dev) {
+            outcome = LSCA_DECLINE;     /* a /proc object describes the calling process */
+        } else {
+            *result = rc == 0 ? 0 : -1;
+            *err = rc == 0 ? 0 : errno;
+            if (rc == 0) {
+                memcpy(slot->data, &st, sizeof(st));
+                slot->data_len = (uint32_t)sizeof(st);
+            }
+            outcome = LSCA_ANSWERED;
+        }
+    }
+    leave();
+out:
+    if (dfd >= 0)
+        close(dfd);
+    if (base >= 0)
+        close(base);
+    return outcome;
+}
