@@ -292,13 +292,21 @@ def start_waiting_client(tmp_path, c_program):
     client registered): a call in flight nobody has taken, whatever the machine's speed."""
     state_dir = tmp_path / "state"
     sup = SupervisorProcess(str(tmp_path), workers=1, env_extra={"LSCA_STATE_DIR": str(state_dir)})
-    (worker,) = [p.pid for p in psutil.Process(sup.process.pid).children()]
-    os.kill(worker, signal.SIGSTOP)
-    assert wait_until(lambda: stopped(worker))
-    client = subprocess.Popen([c_program("call_in_flight")], env=sup.client_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL)
-    # Registered (the supervisor answers that), then asleep on its slot: the write waits.
-    assert wait_until(lambda: "futex" in _wchan(client.pid), 60)
+    try:
+        # The supervisor listens before it has forked its worker.
+        assert wait_until(lambda: len(psutil.Process(sup.process.pid).children()) == 1)
+        (worker,) = [p.pid for p in psutil.Process(sup.process.pid).children()]
+        os.kill(worker, signal.SIGSTOP)
+        assert wait_until(lambda: stopped(worker))
+        client = subprocess.Popen([c_program("call_in_flight")], env=sup.client_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL)
+        # Registered (the supervisor answers that), then asleep on its slot: the write waits.
+        assert wait_until(lambda: "futex" in _wchan(client.pid), 60)
+    except BaseException:
+        for p in psutil.Process(sup.process.pid).children():
+            p.send_signal(signal.SIGCONT)
+        sup.stop()
+        raise
     return sup, client, state_dir, worker
 
 

@@ -1,4 +1,4 @@
-"""The compiled route of path calls (worker_path.c) reads the calling thread's credentials for
+"""The compiled route of path calls (worker_path.c: stat, open) reads the calling thread's credentials for
 every call: a program that drops privileges by any means, here a raw system call no wrapper
 sees, gets the native EACCES from its very next call, and the calls went through a worker."""
 import os
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the progr
 
 
 @pytest.mark.parametrize("how", ["setresuid", "setfsuid", "capdrop"])
-def test_privileges_dropped_by_a_raw_call_hold_from_the_next_stat(lsca_run, c_program, tmp_path, how):
+def test_privileges_dropped_by_a_raw_call_hold_from_the_next_stat_and_open(lsca_run, c_program, tmp_path, how):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o700)
     (locked / "f").write_text("x")
@@ -20,9 +20,11 @@ def test_privileges_dropped_by_a_raw_call_hold_from_the_next_stat(lsca_run, c_pr
     binary = c_program("drop_then_stat")
     native = run_native([binary, how, target])
     proc, stats, _ = lsca_run([binary, how, target])
-    assert native.stdout == b"before: stat=0 errno=0\nafter: stat=-1 errno=Permission denied\n"
+    assert native.stdout == (b"before: stat=0 errno=0\nbefore: open=ok errno=0\n"
+                             b"after: stat=-1 errno=Permission denied\nafter: open=-1 errno=Permission denied\n")
     assert proc.stdout == native.stdout, proc.stderr
     # Both went to a worker: answered by it, or (root without the filesystem capabilities that
     # setfsuid would give it, which no worker can take exactly) handed back and run natively.
-    assert stats["proxied"].get("fstatat", 0) >= 1
-    assert stats["proxied"].get("fstatat", 0) + stats["declined"].get("fstatat", 0) >= 2
+    for op in ("fstatat", "openat"):
+        assert stats["proxied"].get(op, 0) >= 1
+        assert stats["proxied"].get(op, 0) + stats["declined"].get(op, 0) >= 2

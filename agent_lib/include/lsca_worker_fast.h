@@ -77,6 +77,7 @@ struct lsca_client_fast {
     uint32_t owner_uid;           /* the registration's uid and gid                            */
     uint32_t owner_gid;
     int32_t revoked;              /* 1: the process is no longer that user: nothing more is served */
+    int32_t chan_fd;              /* our end of its descriptor channel (the Python socket's); -1 */
     /* The registration's identity, for the compiled path route (lsca_fast_set_identity). */
     int32_t id_known;             /* 0: every path call takes the Python route                  */
     int32_t id_root;
@@ -117,6 +118,7 @@ void lsca_path_setup(int root, uint64_t root_dev, uint64_t root_ino, uint64_t pr
 void lsca_fast_set_identity(struct lsca_client_fast *c, int root, unsigned uid, unsigned gid, int ngroups,
                             const unsigned *groups);
 int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
+int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
 /* 1: go on; 0: stop (c->revoked is set, errno EPERM). Always 1 for an unwatched client. */
 int lsca_client_authorized(struct lsca_client_fast *c);
 /* The client's memory, by address, bound to the registered process (see lsca_worker_sys.h). */

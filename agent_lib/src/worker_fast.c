@@ -42,7 +42,7 @@ static void backlog_client(int delta);
 #define REPORT_BIT(NAME, lname, code, classes, facts, ...) | ((facts) & LSCA_OPF_REPORT ? 1ull << (code) : 0)
 #define REPORT_OPS (0 LSCA_OPS(REPORT_BIT))
 /* Path calls with a compiled route for their plain case (worker_path.c). */
-#define PATH_OPS (1ull << LSCA_OP_FSTATAT)
+#define PATH_OPS ((1ull << LSCA_OP_FSTATAT) | (1ull << LSCA_OP_OPENAT))
 
 /* ---- clients ---- */
 
@@ -65,6 +65,7 @@ struct lsca_client_fast *lsca_fast_new(void *shard, int shard_id, int pid, int p
     c->trace.last = NO_RECORD;
     c->proc_fd = -1;
     c->proc_dir = -1;
+    c->chan_fd = -1;
     for (i = 0; i < LSCA_FDTAB_SIZE; i++)
         c->fds[i].fd = -1;
     return c;
@@ -1150,6 +1151,8 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
     r = lsca_trace_begin(c, slot);
     if (op == LSCA_OP_FSTATAT)
         outcome = lsca_path_fstatat(c, slot, &result, &err);
+    else if (op == LSCA_OP_OPENAT)
+        outcome = lsca_path_openat(c, slot, &result, &err);
     else
         outcome = lsca_handle_io(c, slot, &e, 0, &result, &err);
     lsca_fd_put(&e);

@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "lsca_worker_fast.h"
@@ -224,57 +226,98 @@ static int plain_name(const char *path)
     return strcmp(last, ".") != 0 && strcmp(last, "..") != 0;
 }
 
-int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
+/* What both routes do first (creds.acting_as): the calling thread's credentials, within the
+ * registration, the same root, its cwd for a relative name (base, -1 otherwise), and its
+ * identity taken. 0 when done (leave() and closing base are the caller's); -1: the Python route. */
+static int prologue(struct lsca_client_fast *c, const struct lsca_slot *slot, const char *path, int *base)
 {
-    int64_t dirfd = (int64_t)slot->args[0], flags = (int64_t)slot->args[1];
-    char task[64], where[96], head[LSCA_PATH_MAX];
-    const char *path = (const char *)slot->data, *name;
+    char task[64], where[96];
     struct creds cr;
     struct stat st;
-    int base = -1, dfd = -1, outcome = LSCA_DECLINE, rc;
 
-    if (!self.ready || !c->id_known || c->proc_dir < 0 || slot->xfer != LSCA_XFER_INLINE ||
-        slot->data_len == 0 || slot->data_len > LSCA_PATH_MAX || path[slot->data_len - 1] != '\0' ||
-        strlen(path) + 1 != slot->data_len || (flags & ~(int64_t)AT_SYMLINK_NOFOLLOW) != 0 ||
-        (dirfd != AT_FDCWD_ARG && path[0] != '/') || !plain_name(path))
-        return LSCA_DECLINE;
-    /* The calling thread (an untrusted tid: not a thread of the client, no entry there). */
+    *base = -1;
+    /* The calling thread (an untrusted tid: not a thread of the client has no entry there). */
     if (slot->owner_tid <= 0)
-        return LSCA_DECLINE;
+        return -1;
     snprintf(task, sizeof(task), "task/%d", (int)slot->owner_tid);
     snprintf(where, sizeof(where), "%s/status", task);
     if (read_creds(c->proc_dir, where, &cr) < 0)
-        return LSCA_DECLINE;            /* a gone thread: the process's, on the Python route */
+        return -1;                      /* a gone thread: the process's, on the Python route */
     /* After the read: the credentials read were the registered process's. */
     if (!within_registration(c, &cr) || !lsca_client_authorized(c))
-        return LSCA_DECLINE;            /* the Python route revokes it */
+        return -1;                      /* the Python route revokes it */
     snprintf(where, sizeof(where), "%s/root", task);
     if (fstatat(c->proc_dir, where, &st, 0) < 0 || st.st_dev != self.root_dev || st.st_ino != self.root_ino)
-        return LSCA_DECLINE;
+        return -1;
     if (path[0] != '/') {
         /* Its cwd, as ourselves (entering it is no permission the program needs). */
         snprintf(where, sizeof(where), "%s/cwd", task);
-        base = openat(c->proc_dir, where, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (base < 0 || fstat(base, &st) < 0 || st.st_dev == self.proc_dev)
-            goto out;
+        *base = openat(c->proc_dir, where, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (*base < 0 || fstat(*base, &st) < 0 || st.st_dev == self.proc_dev)
+            goto fail;
     }
-    if (enter(&cr) < 0)
-        goto out;
-    /* gate.resolve: the name's directory, opened without crossing a magic link. */
-    name = strrchr(path, '/');
-    if (name) {
-        size_t n = (size_t)(name - path);
+    if (enter(&cr) == 0)
+        return 0;
+fail:
+    if (*base >= 0)
+        close(*base);
+    *base = -1;
+    return -1;
+}
+
+/* gate.resolve for a name that is not a symlink to follow: its directory, opened without
+ * crossing a magic link, and the last name in it. -1: the Python route. */
+static int place(int base, const char *path, const char **name)
+{
+    char head[LSCA_PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    struct stat st;
+    int dfd;
+
+    if (slash) {
+        size_t n = (size_t)(slash - path);
         memcpy(head, path, n);
         head[n] = '\0';
         if (n == 0)
             strcpy(head, "/");
-        name++;
+        *name = slash + 1;
     } else {
         strcpy(head, ".");
-        name = path;
+        *name = path;
     }
     dfd = lsca_do_open_nomagic(base >= 0 ? base : AT_FDCWD, head, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
-    if (dfd >= 0 && fstat(dfd, &st) == 0 && st.st_dev != self.proc_dev) {
+    if (dfd >= 0 && (fstat(dfd, &st) < 0 || st.st_dev == self.proc_dev)) {
+        close(dfd);
+        dfd = -1;
+    }
+    return dfd;
+}
+
+/* The request's one path: NUL-terminated, inline, plain (see plain_name). */
+static const char *one_path(const struct lsca_slot *slot, int64_t dirfd)
+{
+    const char *path = (const char *)slot->data;
+
+    if (slot->xfer != LSCA_XFER_INLINE || slot->data_len == 0 || slot->data_len > LSCA_PATH_MAX ||
+        path[slot->data_len - 1] != '\0' || strlen(path) + 1 != slot->data_len ||
+        (dirfd != AT_FDCWD_ARG && path[0] != '/') || !plain_name(path))
+        return NULL;
+    return path;
+}
+
+int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
+{
+    int64_t dirfd = (int64_t)slot->args[0], flags = (int64_t)slot->args[1];
+    const char *path = one_path(slot, dirfd), *name;
+    struct stat st;
+    int base, dfd, outcome = LSCA_DECLINE, rc;
+
+    if (!self.ready || !c->id_known || c->proc_dir < 0 || !path || (flags & ~(int64_t)AT_SYMLINK_NOFOLLOW) != 0)
+        return LSCA_DECLINE;
+    if (prologue(c, slot, path, &base) < 0)
+        return LSCA_DECLINE;
+    dfd = place(base, path, &name);
+    if (dfd >= 0) {
         /* The name itself, not followed: a symlink to follow goes the Python way (hop by hop). */
         rc = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW);
         if (rc == 0 && S_ISLNK(st.st_mode) && !(flags & AT_SYMLINK_NOFOLLOW)) {
@@ -290,11 +333,86 @@ int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_
             }
             outcome = LSCA_ANSWERED;
         }
+        close(dfd);
     }
     leave();
+    if (base >= 0)
+        close(base);
+    return outcome;
+}
+
+static int tty_major(unsigned major)
+{
+    return major == 4 || major == 5 || (major >= 136 && major <= 143);
+}
+
+/* handlers_path.send_new_fds: the descriptor queued for the client, never waiting. */
+static int send_fd(int chan, uint64_t seq, int fd)
+{
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+    struct iovec iov = { .iov_base = &seq, .iov_len = sizeof(seq) };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                          .msg_controllen = sizeof(control.buf) };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+
+    memset(&control, 0, sizeof(control));
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    return sendmsg(chan, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(seq) ? 0 : -1;
+}
+
+int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
+{
+    int64_t dirfd = (int64_t)slot->args[0], flags = (int64_t)slot->args[1];
+    const char *path = one_path(slot, dirfd), *name;
+    struct stat st;
+    int base, dfd, fd = -1, outcome = LSCA_DECLINE;
+
+    /* Not here: creating (the umask), O_PATH, a traced open (its record waits for the number). */
+    if (!self.ready || !c->id_known || c->proc_dir < 0 || c->chan_fd < 0 || !path ||
+        flags < INT32_MIN || flags > INT32_MAX || (flags & (O_CREAT | 020000000 | O_PATH)) ||
+        ((c->trace_mask >> LSCA_OP_OPENAT) & 1))
+        return LSCA_DECLINE;
+    if (prologue(c, slot, path, &base) < 0)
+        return LSCA_DECLINE;
+    dfd = place(base, path, &name);
+    if (dfd < 0)
+        goto out;
+    /* Look before opening (h_openat): what an open would wait on or misname runs natively. */
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        ((S_ISLNK(st.st_mode) && !(flags & O_NOFOLLOW)) || st.st_dev == self.proc_dev ||
+         (S_ISFIFO(st.st_mode) && !(flags & O_NONBLOCK)) || (S_ISCHR(st.st_mode) && tty_major(major(st.st_rdev)))))
+        goto out;
+    /* _open_without_waiting: non-blocking and without a controlling tty, looked at after. */
+    fd = lsca_do_open_nomagic(dfd, name, (int)flags | O_NONBLOCK | O_NOCTTY, 0);
+    if (fd < 0) {
+        if (errno == ELOOP || ((errno == EAGAIN || errno == EWOULDBLOCK) && !(flags & O_NONBLOCK)))
+            goto out;                   /* a magic link, or a lease: the Python route decides */
+        *result = -1;
+        *err = errno;
+        outcome = LSCA_ANSWERED;
+        goto out;
+    }
+    if (fstat(fd, &st) < 0 || (S_ISFIFO(st.st_mode) && !(flags & O_NONBLOCK)) ||
+        (S_ISCHR(st.st_mode) && tty_major(major(st.st_rdev))))
+        goto out;
+    if (!(flags & O_NONBLOCK)) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+            goto out;
+    }
+    /* Queued before DONE; a client that does not read its channel fails its own call (EIO). */
+    *result = send_fd(c->chan_fd, slot->seq, fd) == 0 ? 0 : -1;
+    *err = *result == 0 ? 0 : EIO;
+    outcome = LSCA_ANSWERED;
 out:
+    if (fd >= 0)
+        close(fd);
     if (dfd >= 0)
         close(dfd);
+    leave();
     if (base >= 0)
         close(base);
     return outcome;

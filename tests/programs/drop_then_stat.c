@@ -1,9 +1,10 @@
-/* drop_then_stat HOW DIR/FILE: stat the file, drop privileges by HOW with a raw system call
- * (no libc wrapper an agent could see), stat it again. Prints both outcomes.
+/* drop_then_stat HOW DIR/FILE: stat and open the file, drop privileges by HOW with a raw system
+ * call (no libc wrapper an agent could see), stat and open it again. Prints the outcomes.
  *   setresuid  all uids to 65534        setfsuid  only the filesystem uid to 65534
  *   capdrop    keep uid 0, drop every capability (capset) */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,6 +17,10 @@ static void show(const char *when, const char *path)
     struct stat st;
     int r = stat(path, &st);
     printf("%s: stat=%d errno=%s\n", when, r, r ? strerror(errno) : "0");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    printf("%s: open=%s errno=%s\n", when, fd >= 0 ? "ok" : "-1", fd >= 0 ? "0" : strerror(errno));
+    if (fd >= 0)
+        close(fd);
 }
 
 int main(int argc, char **argv)

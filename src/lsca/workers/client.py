@@ -54,6 +54,8 @@ class Client:
         self.fast.comm = _program_name(self.proc)
         if procfd >= 0:
             lib.lsca_fast_set_proc(self.fast, procfd)
+        if chan is not None:
+            self.fast.chan_fd = chan.fileno()
         if identity is not None:
             groups = list(identity.groups)
             lib.lsca_fast_set_identity(self.fast, int(identity.root), identity.uid, identity.gid, len(groups),
