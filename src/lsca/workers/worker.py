@@ -42,7 +42,7 @@ TRACE_RETRY_MS = (1, 50)
 EXIT_FLUSH_S = 1.0           # at exit, released clients' records get this long to go
 ALL_OPS = (1 << OP_MAX) - 1
 CPUS = os.cpu_count() or 1
-CROWDED_SPIN_NS = 20_000     # our spin while the machine has more runnable tasks than CPUs
+CROWDED_SPIN_NS = 2_000      # our spin while the machine has more runnable tasks than CPUs
 LOADAVG = "/proc/loadavg"
 
 
