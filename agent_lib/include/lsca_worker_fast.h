@@ -119,6 +119,8 @@ void lsca_fast_set_identity(struct lsca_client_fast *c, int root, unsigned uid, 
                             const unsigned *groups);
 int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
 int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
+/* A new descriptor queued for the client on its channel (call seq), never waiting: 0, or -1. */
+int lsca_send_fd(int chan, uint64_t seq, int fd);
 /* 1: go on; 0: stop (c->revoked is set, errno EPERM). Always 1 for an unwatched client. */
 int lsca_client_authorized(struct lsca_client_fast *c);
 /* The client's memory, by address, bound to the registered process (see lsca_worker_sys.h). */

@@ -43,6 +43,8 @@ static void backlog_client(int delta);
 #define REPORT_OPS (0 LSCA_OPS(REPORT_BIT))
 /* Path calls with a compiled route for their plain case (worker_path.c). */
 #define PATH_OPS ((1ull << LSCA_OP_FSTATAT) | (1ull << LSCA_OP_OPENAT))
+/* Descriptor-creating calls with a compiled route. */
+#define DUP_OPS ((1ull << LSCA_OP_DUP) | (1ull << LSCA_OP_DUP3))
 
 /* ---- clients ---- */
 
@@ -511,6 +513,51 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
     default:
         FAIL(EINVAL);
     }
+}
+
+/* ---- descriptors for the client ---- */
+
+int lsca_send_fd(int chan, uint64_t seq, int fd)
+{
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+    struct iovec iov = { .iov_base = &seq, .iov_len = sizeof(seq) };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                          .msg_controllen = sizeof(control.buf) };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+
+    memset(&control, 0, sizeof(control));
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    return sendmsg(chan, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(seq) ? 0 : -1;
+}
+
+/* handlers_path.h_dup for dup and dup3 (dup2): the duplicate of the file the client's oldfd
+ * is open on goes over the channel; the agent puts it where it was asked. An untraced call
+ * only (a traced one's record waits for the number, on the Python route). */
+static int handle_dup(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
+{
+    struct lsca_fd_entry e;
+    int got;
+
+    if (c->chan_fd < 0 || ((c->trace_mask >> slot->op) & 1))
+        return LSCA_DECLINE;
+    got = lsca_fd_get(c, (int64_t)slot->args[0], &e);
+    if (got < 0)
+        return LSCA_DECLINE;
+    if (got == 1) {
+        *result = -1;
+        *err = EBADF;
+        return LSCA_ANSWERED;
+    }
+    /* The agent puts the duplicate on newfd, which closes the file there: let go of ours. */
+    if (slot->op == LSCA_OP_DUP3)
+        lsca_fd_drop(c, (int64_t)slot->args[1]);
+    *result = lsca_send_fd(c->chan_fd, slot->seq, e.fd) == 0 ? 0 : -1;
+    *err = *result == 0 ? 0 : EIO;
+    lsca_fd_put(&e);
+    return LSCA_ANSWERED;
 }
 
 /* ---- accounting ---- */
@@ -1139,10 +1186,10 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
         row->busy_shard = 0;
         return 1;
     }
-    if (op >= 64 || !(((IO_OPS | PATH_OPS) & ~c->slow_mask) >> op & 1))
+    if (op >= 64 || !(((IO_OPS | PATH_OPS | DUP_OPS) & ~c->slow_mask) >> op & 1))
         return 0;
     /* The length check comes first on both routes; a declined descriptor goes the Python way. */
-    if ((REPORT_OPS | PATH_OPS) >> op & 1)
+    if ((REPORT_OPS | PATH_OPS | DUP_OPS) >> op & 1)
         memset(&e, 0, sizeof(e));       /* no descriptor to reach */
     else if (lsca_fd_get(c, (int64_t)slot->args[0], &e) < 0)
         return 0;
@@ -1153,6 +1200,8 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
         outcome = lsca_path_fstatat(c, slot, &result, &err);
     else if (op == LSCA_OP_OPENAT)
         outcome = lsca_path_openat(c, slot, &result, &err);
+    else if ((DUP_OPS >> op) & 1)
+        outcome = handle_dup(c, slot, &result, &err);
     else
         outcome = lsca_handle_io(c, slot, &e, 0, &result, &err);
     lsca_fd_put(&e);

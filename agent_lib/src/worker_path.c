@@ -346,23 +346,6 @@ static int tty_major(unsigned major)
     return major == 4 || major == 5 || (major >= 136 && major <= 143);
 }
 
-/* handlers_path.send_new_fds: the descriptor queued for the client, never waiting. */
-static int send_fd(int chan, uint64_t seq, int fd)
-{
-    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
-    struct iovec iov = { .iov_base = &seq, .iov_len = sizeof(seq) };
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                          .msg_controllen = sizeof(control.buf) };
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-
-    memset(&control, 0, sizeof(control));
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-    return sendmsg(chan, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(seq) ? 0 : -1;
-}
-
 int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
 {
     int64_t dirfd = (int64_t)slot->args[0], flags = (int64_t)slot->args[1];
@@ -404,7 +387,7 @@ int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t
             goto out;
     }
     /* Queued before DONE; a client that does not read its channel fails its own call (EIO). */
-    *result = send_fd(c->chan_fd, slot->seq, fd) == 0 ? 0 : -1;
+    *result = lsca_send_fd(c->chan_fd, slot->seq, fd) == 0 ? 0 : -1;
     *err = *result == 0 ? 0 : EIO;
     outcome = LSCA_ANSWERED;
 out:
