@@ -101,6 +101,9 @@ int lsca_would_block(int fd, unsigned mode, unsigned dev_major, int for_write, s
  * by page as it is touched (sysv_ipc writes its init character over every page instead). */
 int lsca_shm_create(int key, size_t size, int mode, int uid, int gid);
 
+/* Set the process's umask to mask unless it is that already (the worker's calls go through here). */
+void lsca_use_umask(unsigned mask);
+
 /* SysV semaphore sets with many semaphores (sysv_ipc's sets have one). */
 int lsca_sem_create(int key, int nsems, int mode, int uid, int gid);
 int lsca_sem_remove(int semid);

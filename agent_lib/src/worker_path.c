@@ -6,6 +6,7 @@
  * (lsca.workers.creds.acting_as, handlers_path._stat_like, gate.resolve) and hands every
  * other case to it: a final symlink to follow, a name that means the calling process, a
  * directory it cannot open, a trailing slash, a dirfd, credentials it cannot take exactly.
+ * Also the plain case of openat (O_CREAT with the thread's umask included).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,6 +44,7 @@ struct creds {
     int ngroups;
     unsigned groups[LSCA_PATH_GROUPS];
     uint64_t cap_eff, cap_prm;
+    unsigned umask;
 };
 
 void lsca_path_setup(int root, uint64_t root_dev, uint64_t root_ino, uint64_t proc_dev, unsigned fsuid,
@@ -150,6 +152,9 @@ static int read_creds(int dirfd, const char *path, struct creds *cr)
     if (numbers(status, "\nCapPrm:", 16, v, 1) != 1)
         return -1;
     cr->cap_prm = v[0];
+    if (numbers(status, "\nUmask:", 8, v, 1) != 1)
+        return -1;
+    cr->umask = (unsigned)v[0] & 0777;
     return 0;
 }
 
@@ -256,8 +261,10 @@ static int prologue(struct lsca_client_fast *c, const struct lsca_slot *slot, co
         if (*base < 0 || fstat(*base, &st) < 0 || st.st_dev == self.proc_dev)
             goto fail;
     }
-    if (enter(&cr) == 0)
+    if (enter(&cr) == 0) {
+        lsca_use_umask(cr.umask);
         return 0;
+    }
 fail:
     if (*base >= 0)
         close(*base);
@@ -353,11 +360,13 @@ int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t
     struct stat st;
     int base, dfd, fd = -1, outcome = LSCA_DECLINE;
 
-    /* Not here: creating (the umask), O_PATH, a traced open (its record waits for the number). */
+    /* Not here: O_TMPFILE, O_PATH, a traced open (its record waits for the number). */
     if (!self.ready || !c->id_known || c->proc_dir < 0 || c->chan_fd < 0 || !path ||
-        flags < INT32_MIN || flags > INT32_MAX || (flags & (O_CREAT | 020000000 | O_PATH)) ||
+        flags < INT32_MIN || flags > INT32_MAX || (flags & (020000000 | O_PATH)) ||
         ((c->trace_mask >> LSCA_OP_OPENAT) & 1))
         return LSCA_DECLINE;
+    /* A final symlink is followed unless O_NOFOLLOW, or O_CREAT|O_EXCL (then it is EEXIST). */
+    int follow = !(flags & O_NOFOLLOW) && !((flags & O_CREAT) && (flags & O_EXCL));
     if (prologue(c, slot, path, &base) < 0)
         return LSCA_DECLINE;
     dfd = place(base, path, &name);
@@ -365,11 +374,11 @@ int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t
         goto out;
     /* Look before opening (h_openat): what an open would wait on or misname runs natively. */
     if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-        ((S_ISLNK(st.st_mode) && !(flags & O_NOFOLLOW)) || st.st_dev == self.proc_dev ||
+        ((S_ISLNK(st.st_mode) && follow) || st.st_dev == self.proc_dev ||
          (S_ISFIFO(st.st_mode) && !(flags & O_NONBLOCK)) || (S_ISCHR(st.st_mode) && tty_major(major(st.st_rdev)))))
         goto out;
     /* _open_without_waiting: non-blocking and without a controlling tty, looked at after. */
-    fd = lsca_do_open_nomagic(dfd, name, (int)flags | O_NONBLOCK | O_NOCTTY, 0);
+    fd = lsca_do_open_nomagic(dfd, name, (int)flags | O_NONBLOCK | O_NOCTTY, (unsigned)(slot->args[2] & 07777));
     if (fd < 0) {
         if (errno == ELOOP || ((errno == EAGAIN || errno == EWOULDBLOCK) && !(flags & O_NONBLOCK)))
             goto out;                   /* a magic link, or a lease: the Python route decides */

@@ -390,6 +390,18 @@ int lsca_become(int fsuid, int fsgid, int ngroups, const unsigned *groups)
     return 0;
 }
 
+/* The process's umask, set only when it differs (both routes go through here, so the value
+ * kept is the one in force). */
+static int umask_now = -1;
+
+void lsca_use_umask(unsigned mask)
+{
+    if ((int)(mask & 0777) != umask_now) {
+        umask((mode_t)(mask & 0777));
+        umask_now = (int)(mask & 0777);
+    }
+}
+
 uint64_t lsca_stat_dev(const void *st)
 {
     return ((const struct stat *)st)->st_dev;

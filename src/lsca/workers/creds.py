@@ -81,8 +81,6 @@ class Identity:
         # Between calls the worker's cwd is "/": it never holds (pins, or lends /proc/self/cwd
         # to) a client's directory.
         self.root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.umask = os.umask(0o22)
-        os.umask(self.umask)
 
     def enter(self, creds, real_ids=False):
         """Take the client's filesystem identity; Declined when it cannot be taken exactly.
@@ -106,9 +104,7 @@ class Identity:
             if (fsuid, fsgid) != mine or creds.groups != own.groups or \
                     fs_caps != ((own.cap_prm if real_ids and own.uids[0] == 0 else own.cap_eff) & FS_CAPS):
                 raise Declined("client credentials differ from this worker's")
-        if creds.umask != self.umask:       # process-wide: set only when it differs
-            os.umask(creds.umask)
-            self.umask = creds.umask
+        lib.lsca_use_umask(creds.umask)     # process-wide; set only when it differs
 
     def leave(self):
         if self.root:
