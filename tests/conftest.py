@@ -233,6 +233,12 @@ def ended(pid):
         return True
 
 
+def through_worker(stats, op):
+    """Calls of op that went to a worker: answered by it, or tried by it and handed back to
+    wait natively (where pipes refuse RWF_NOWAIT, Linux 6.1 say, every write to a pipe)."""
+    return stats["proxied"].get(op, 0) + stats.get("waited", {}).get(op, 0)
+
+
 def run_native(cmd, cwd=None, input=None, timeout=120):
     return subprocess.run(list(cmd), cwd=cwd, input=input, env=clean_env(), capture_output=True,
                           timeout=timeout)

@@ -52,7 +52,7 @@ import sysv_ipc
 from hypothesis import HealthCheck, Phase, example as explicit, given, note, settings
 from hypothesis import strategies as st
 
-from conftest import PROGRAMS, START_TIMEOUT_S, clean_env
+from conftest import PROGRAMS, START_TIMEOUT_S, clean_env, through_worker
 from lsca import ops
 from lsca.abi import INLINE_MAX, OP_COUNT, OP_NAMES, SLOTS, ffi, lib, shard_header, shard_slot
 
@@ -1192,8 +1192,8 @@ class GoodClients:
         problem = None
         if proc.returncode != 0 or out != self.expected:
             problem = f"exit {proc.returncode}, output {out!r}, stderr {proc.stderr.decode()[-500:]!r}"
-        elif stats is None or stats["proxied"].get("write", 0) < self.ROUNDS or \
-                stats["proxied"].get("read", 0) < self.ROUNDS // 2:
+        elif stats is None or through_worker(stats, "write") < self.ROUNDS or \
+                through_worker(stats, "read") < self.ROUNDS // 2:
             problem = f"calls not proxied: {stats}"
         if os.path.exists(path):
             os.unlink(path)

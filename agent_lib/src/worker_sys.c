@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>             /* renameat2 */
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ipc.h>
 #include <sys/sem.h>
@@ -148,16 +149,93 @@ int64_t lsca_do_read(int fd, void *buf, uint64_t count)
     return RETRY_EINTR(read(fd, buf, (size_t)count));
 }
 
+/* Kernels before 6.x refuse RWF_NOWAIT on pipes (EOPNOTSUPP; Debian 12's 6.1 does): there a
+ * pipe read is tried through a scratch pipe of this thread with splice(SPLICE_F_NONBLOCK),
+ * which never waits on either pipe, and a pipe write is handed back (see below). Known after
+ * the first refusal; LSCATEST_NO_RWF_NOWAIT=1 takes that way from the start (to test it on a
+ * newer kernel). */
+static int pipes_refuse_nowait = -1;
+static __thread int scratch_pipe[2] = { -1, -1 };
+
+static int pipe_nowait_refused(void)
+{
+    if (pipes_refuse_nowait < 0) {
+        const char *v = getenv("LSCATEST_NO_RWF_NOWAIT");
+        pipes_refuse_nowait = v && strcmp(v, "1") == 0;
+    }
+    return pipes_refuse_nowait;
+}
+
+static int scratch(void)
+{
+    if (scratch_pipe[0] < 0 && pipe2(scratch_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+        return -1;
+    return 0;
+}
+
+static void scratch_drain(void)
+{
+    char sink[4096];
+    while (read(scratch_pipe[0], sink, sizeof(sink)) > 0)
+        ;
+}
+
+/* A pipe read that never waits: splice what is there (at most count) into the scratch pipe,
+ * then read it out. */
+static int64_t pipe_read_nowait(int fd, void *buf, uint64_t count)
+{
+    ssize_t n, got;
+
+    if (scratch() < 0)
+        return -1;
+    n = RETRY_EINTR(splice(fd, NULL, scratch_pipe[1], NULL, (size_t)count, SPLICE_F_NONBLOCK));
+    if (n <= 0)
+        return n;
+    got = read(scratch_pipe[0], buf, (size_t)n);
+    if (got != n) {
+        scratch_drain();
+        errno = EIO;
+        return -1;
+    }
+    return got;
+}
+
+static int is_fifo(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+}
+
 int64_t lsca_do_read_nowait(int fd, void *buf, uint64_t count)
 {
     struct iovec iov = { .iov_base = buf, .iov_len = (size_t)count };
-    return RETRY_EINTR(preadv2(fd, &iov, 1, -1, RWF_NOWAIT));
+    int64_t n;
+
+    if (!pipe_nowait_refused() || !is_fifo(fd)) {
+        n = RETRY_EINTR(preadv2(fd, &iov, 1, -1, RWF_NOWAIT));
+        if (n >= 0 || errno != EOPNOTSUPP || !is_fifo(fd))
+            return n;                   /* EOPNOTSUPP for a tty, say: the caller hands it back */
+        pipes_refuse_nowait = 1;
+    }
+    return pipe_read_nowait(fd, buf, count);
 }
 
 int64_t lsca_do_write_nowait(int fd, const void *buf, uint64_t count)
 {
     struct iovec iov = { .iov_base = (void *)buf, .iov_len = (size_t)count };
-    return RETRY_EINTR(pwritev2(fd, &iov, 1, -1, RWF_NOWAIT));
+    int64_t n;
+
+    /* No splice here: a spliced buffer takes a whole pipe slot, where write(2) merges small
+     * writes into the last one, so a pipe would fill after 16 small writes and a native
+     * write after them could wait where the program's never does. Refused: handed back. */
+    if (!pipe_nowait_refused() || !is_fifo(fd)) {
+        n = RETRY_EINTR(pwritev2(fd, &iov, 1, -1, RWF_NOWAIT));
+        if (n >= 0 || errno != EOPNOTSUPP || !is_fifo(fd))
+            return n;
+        pipes_refuse_nowait = 1;
+    }
+    errno = EOPNOTSUPP;
+    return -1;
 }
 
 int lsca_nonblocking(int fd)
