@@ -365,16 +365,17 @@ int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t
         flags < INT32_MIN || flags > INT32_MAX || (flags & (020000000 | O_PATH)) ||
         ((c->trace_mask >> LSCA_OP_OPENAT) & 1))
         return LSCA_DECLINE;
-    /* A final symlink is followed unless O_NOFOLLOW, or O_CREAT|O_EXCL (then it is EEXIST). */
-    int follow = !(flags & O_NOFOLLOW) && !((flags & O_CREAT) && (flags & O_EXCL));
+
     if (prologue(c, slot, path, &base) < 0)
         return LSCA_DECLINE;
     dfd = place(base, path, &name);
     if (dfd < 0)
         goto out;
     /* Look before opening (h_openat): what an open would wait on or misname runs natively. */
+    /* A final symlink goes the Python way unless O_NOFOLLOW: it follows it hop by hop, and for
+     * O_CREAT|O_EXCL it looks at what the link names (as h_openat does) before the EEXIST. */
     if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-        ((S_ISLNK(st.st_mode) && follow) || st.st_dev == self.proc_dev ||
+        ((S_ISLNK(st.st_mode) && !(flags & O_NOFOLLOW)) || st.st_dev == self.proc_dev ||
          (S_ISFIFO(st.st_mode) && !(flags & O_NONBLOCK)) || (S_ISCHR(st.st_mode) && tty_major(major(st.st_rdev)))))
         goto out;
     /* _open_without_waiting: non-blocking and without a controlling tty, looked at after. */
