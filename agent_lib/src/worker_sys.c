@@ -186,6 +186,8 @@ static int64_t pipe_read_nowait(int fd, void *buf, uint64_t count)
 {
     ssize_t n, got;
 
+    if (count == 0)
+        return RETRY_EINTR(read(fd, buf, 0));  /* never waits; says EBADF as read does */
     if (scratch() < 0)
         return -1;
     n = RETRY_EINTR(splice(fd, NULL, scratch_pipe[1], NULL, (size_t)count, SPLICE_F_NONBLOCK));
