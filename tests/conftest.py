@@ -233,6 +233,15 @@ def ended(pid):
         return True
 
 
+def wchan(pid):
+    """Where the process's (first) thread sleeps in the kernel ("" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def through_worker(stats, op):
     """Calls of op that went to a worker: answered by it, or tried by it and handed back to
     wait natively (where pipes refuse RWF_NOWAIT, Linux 6.1 say, every write to a pipe)."""

@@ -9,7 +9,7 @@ import sys
 
 import psutil
 
-from conftest import SupervisorProcess, parse_trace, run_native, wait_until, through_worker
+from conftest import SupervisorProcess, parse_trace, run_native, wait_until, through_worker, wchan
 
 PY = sys.executable
 
@@ -32,11 +32,7 @@ def test_signal_interrupts_or_restarts_a_blocked_read_as_natively(lsca_run, c_pr
 def own_thread_waits_in_pipe_read(pid):
     """The program's (only) thread sleeps in a pipe read itself: the worker handed the read
     back, so no worker thread holds it."""
-    try:
-        with open(f"/proc/{pid}/wchan") as f:
-            return "pipe_read" in f.read()
-    except OSError:
-        return False
+    return "pipe_read" in wchan(pid)
 
 
 def run_under(sup, stats_file, script):

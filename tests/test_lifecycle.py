@@ -20,7 +20,7 @@ from lsca import ipc
 from lsca.abi import HELLO_SIZE, SHARD_SIZE
 from lsca.supervisor.arbiter import admits
 from lsca.supervisor.registry import cleanup_dead
-from conftest import ended, wait_until, SupervisorProcess, clean_env, new_objects, run_native, through_worker
+from conftest import ended, wait_until, SupervisorProcess, clean_env, new_objects, run_native, through_worker, wchan
 
 PY = sys.executable
 
@@ -304,21 +304,13 @@ def start_waiting_client(tmp_path, c_program):
         client = subprocess.Popen([c_program("call_in_flight")], env=sup.client_env(), stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL)
         # Registered (the supervisor answers that), then asleep on its slot: the write waits.
-        assert wait_until(lambda: "futex" in _wchan(client.pid), 60)
+        assert wait_until(lambda: "futex" in wchan(client.pid), 60)
     except BaseException:
         for p in psutil.Process(sup.process.pid).children():
             p.send_signal(signal.SIGCONT)
         sup.stop()
         raise
     return sup, client, state_dir, worker
-
-
-def _wchan(pid):
-    try:
-        with open(f"/proc/{pid}/wchan") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def test_killed_supervisor_workers_fail_the_waiting_call_and_exit(tmp_path, c_program):
