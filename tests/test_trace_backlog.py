@@ -16,10 +16,12 @@ from importlib import resources
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lsca.abi import HEADER_SIZE, ffi, lib
 from lsca.runner import SessionClient
-from lsca.tracestream import TraceReader
+from lsca.tracestream import TraceReader, whole_line_chunks
 from conftest import PROGRAMS, clean_env, parse_trace, running_supervisor, wait_until, workers_of
 
 PY = sys.executable
@@ -336,3 +338,38 @@ def test_the_reader_says_what_was_dropped_in_text_and_json():
             assert event == {"time": 1_700_000_000.0, "pid": 4321, "program": "dd", "worker": 1, "dropped": 1234}
         else:
             assert line == "lsca: 1234 trace records of pid 4321 dropped (the trace reader fell behind)\n"
+
+
+# Writes /dev/null and its own stderr in turn: its lines and the trace share one pipe.
+NOISY = "for i in $(seq 3000); do echo program-line-$i >&2; : > /dev/null; done"
+
+
+def test_the_programs_own_stderr_lands_between_trace_lines_never_inside_one(supervisor):
+    env = clean_env()
+    env["LSCA_SOCKET"] = supervisor.socket
+    run = subprocess.Popen([PY, "-m", "lsca.cli", "run", "--trace", "--", "sh", "-c", NOISY], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(READER_STALL_S)              # the pipe fills: both writers block and resume together
+        _out, err = run.communicate(timeout=120)
+    finally:
+        end_process(run)
+    assert run.returncode == 0, err[-2000:]
+    lines = err.decode().splitlines()
+    program_lines = [line for line in lines if re.fullmatch(r"program-line-\d+", line)]
+    calls = parse_trace(lines)
+    assert len(program_lines) == 3000
+    assert len(calls) + len(program_lines) == len(lines), [line for line in lines if "program-line" in line
+                                                             and line not in program_lines][:3]
+    assert sum(1 for c in calls if c[1] == "write" and "program-line-" in c[2]) == 3000   # through a worker
+
+
+@given(st.lists(st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"") + b"\n"), max_size=60),
+       st.integers(min_value=1, max_value=512))
+def test_trace_output_is_cut_only_at_line_ends_and_within_an_atomic_pipe_write(lines, limit):
+    data = b"".join(lines)
+    chunks = list(whole_line_chunks(data, limit))
+    assert b"".join(chunks) == data
+    for chunk in chunks:
+        assert chunk.endswith(b"\n")
+        assert len(chunk) <= limit or chunk.count(b"\n") == 1     # a longer line goes alone

@@ -97,7 +97,22 @@ class TraceReader:
         if self.write_error is not None:
             return
         try:
-            while data:
-                data = data[os.write(self.out_fd, data):]
+            for chunk in whole_line_chunks(data):
+                while chunk:
+                    chunk = chunk[os.write(self.out_fd, chunk):]
         except OSError as e:
             self.write_error = e        # said once at the end; the program goes on
+
+
+def whole_line_chunks(data, limit=select.PIPE_BUF):
+    """DATA cut at line ends into pieces of at most LIMIT bytes (a longer line is a piece alone):
+    a pipe writes each such piece atomically, so the traced program's own writes to the same
+    stderr land between trace lines, never inside one (as with strace)."""
+    start = 0
+    while start < len(data):
+        end = start + limit
+        if end < len(data):
+            cut = data.rfind(b"\n", start, end)
+            end = cut + 1 if cut >= start else data.find(b"\n", end) + 1 or len(data)
+        yield data[start:end]
+        start = end
