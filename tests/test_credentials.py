@@ -10,7 +10,7 @@ import pytest
 
 from lsca.runner import SessionClient, agent_path
 from lsca.tracestream import TraceReader
-from conftest import SupervisorProcess, clean_env, parse_trace
+from conftest import PROGRAMS, SupervisorProcess, clean_env, parse_trace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a root supervisor and a client as nobody")
 
@@ -32,6 +32,10 @@ cat open/link; echo "cat via symlink: $?"
 mv open/mine open/moved; echo "mv: $?"
 test -r secret; echo "test -r secret: $?"
 test -w open/moved; echo "test -w moved: $?"
+ln secret open/hard; echo "ln secret: $?"
+ln open/moved open/hard2; echo "ln moved: $?"
+mv open/hard2 locked/x2; echo "mv into locked: $?"
+"$WHITEOUT" open/hard2 open/wh
 """
 
 
@@ -70,7 +74,10 @@ def test_unprivileged_client_gets_native_permission_errors():
         agent = os.path.join(base, "agent.so")
         shutil.copy(agent_path(), agent)
         os.chmod(agent, 0o755)
-        native = subprocess.run(["/bin/sh", "-c", SCRIPT], cwd=native_root, env=clean_env(), **as_nobody)
+        whiteout = os.path.join(base, "rename_whiteout")
+        subprocess.run(["cc", "-O2", "-o", whiteout, os.path.join(PROGRAMS, "rename_whiteout.c")], check=True)
+        native = subprocess.run(["/bin/sh", "-c", SCRIPT], cwd=native_root, env={**clean_env(), "WHITEOUT": whiteout},
+                                **as_nobody)
 
         sup = SupervisorProcess(base, workers=2)
         trace_path = os.path.join(base, "trace")
@@ -80,7 +87,7 @@ def test_unprivileged_client_gets_native_permission_errors():
             session = SessionClient(sup.socket, trace_fd=reader.sender_fd())
             reader.close_sender()
             reader.start()
-            env = clean_env()
+            env = {**clean_env(), "WHITEOUT": whiteout}
             env.update(LD_PRELOAD=agent, LSCA_SOCKET=sup.socket, LSCA_SESSION=session.token, LSCA_REQUIRED="1")
             under = subprocess.run(["/bin/sh", "-c", SCRIPT], cwd=lsca_root, env=env, **as_nobody)
             stats = session.end()
@@ -94,6 +101,7 @@ def test_unprivileged_client_gets_native_permission_errors():
         assert under.stdout == native.stdout
         assert under.stderr == native.stderr
         assert b"Permission denied" in native.stderr and b"Operation not permitted" in native.stderr
+        assert b"whiteout: " in native.stdout and b"ln moved: 0" in native.stdout
         assert tree_state(lsca_root) == tree_state(native_root)
         assert tree_state(lsca_root)["open/moved"][:2] == (nobody.pw_uid, nobody.pw_gid)
 

@@ -1,4 +1,4 @@
-"""The compiled route of path calls (worker_path.c: stat, open) reads the calling thread's credentials for
+"""The compiled route of path calls (worker_path.c: stat, open, access, mkdir, unlink) reads the calling thread's credentials for
 every call: a program that drops privileges by any means, here a raw system call no wrapper
 sees, gets the native EACCES from its very next call, and the calls went through a worker."""
 import os
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the progr
 
 
 @pytest.mark.parametrize("how", ["setresuid", "setfsuid", "capdrop"])
-def test_privileges_dropped_by_a_raw_call_hold_from_the_next_stat_and_open(lsca_run, c_program, tmp_path, how):
+def test_privileges_dropped_by_a_raw_call_hold_from_the_next_path_call(lsca_run, c_program, tmp_path, how):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o700)
     (locked / "f").write_text("x")
@@ -19,12 +19,26 @@ def test_privileges_dropped_by_a_raw_call_hold_from_the_next_stat_and_open(lsca_
     target = str(locked / "f")
     binary = c_program("drop_then_stat")
     native = run_native([binary, how, target])
+    (locked / "made-before").rmdir()            # the same start for the run under LSCA
     proc, stats, _ = lsca_run([binary, how, target])
-    assert native.stdout == (b"before: stat=0 errno=0\nbefore: open=ok errno=0\n"
-                             b"after: stat=-1 errno=Permission denied\nafter: open=-1 errno=Permission denied\n")
+    denied = "-1 errno=Permission denied"
+    # access(2) checks with the real uid: setfsuid keeps root's (0) and its permitted capabilities.
+    access_after = "0 errno=0" if how == "setfsuid" else denied
+    # The descriptor's file is root's: its owner (uid 0, even without capabilities) may change it.
+    owner = "0 errno=0" if how == "capdrop" else "-1 errno=Operation not permitted"
+    futimens = "0 errno=0" if how == "capdrop" else denied
+    chown_after = owner                         # to its own owner: no change the owner may not make
+    assert native.stdout.decode() == (
+        "before: stat=0 errno=0\nbefore: open=ok errno=0\nbefore: access=0 errno=0\nbefore: eaccess=0 errno=0\n"
+        "before: mkdir=0 errno=0\nbefore: unlink=-1 errno=No such file or directory\nbefore: utimensat=0 errno=0\n"
+        "before: fchmod=0 errno=0\nbefore: futimens=0 errno=0\nbefore: fchown=0 errno=0\n"
+        f"after: stat={denied}\nafter: open={denied}\nafter: access={access_after}\nafter: eaccess={denied}\n"
+        f"after: mkdir={denied}\nafter: unlink={denied}\nafter: utimensat={denied}\n"
+        f"after: fchmod={owner}\nafter: futimens={futimens}\nafter: fchown={chown_after}\n")
     assert proc.stdout == native.stdout, proc.stderr
-    # Both went to a worker: answered by it, or (root without the filesystem capabilities that
+    # All went to a worker: answered by it, or (root without the filesystem capabilities that
     # setfsuid would give it, which no worker can take exactly) handed back and run natively.
-    for op in ("fstatat", "openat"):
+    for op, calls in (("fstatat", 2), ("openat", 3), ("faccessat", 4), ("mkdirat", 2), ("unlinkat", 2),
+                      ("utimensat", 4), ("fchmod", 2), ("fchown", 2)):
         assert stats["proxied"].get(op, 0) >= 1
-        assert stats["proxied"].get(op, 0) + stats["declined"].get(op, 0) >= 2
+        assert stats["proxied"].get(op, 0) + stats["declined"].get(op, 0) >= calls

@@ -18,6 +18,7 @@
 /* LSCA_CDEF_BEGIN */
 #define LSCA_FDTAB_SIZE 256             /* cached duplicates per client (direct-mapped by fd)  */
 #define LSCA_PATH_GROUPS 64             /* supplementary groups the compiled path route handles */
+#define LSCA_TASKS_KEPT 4               /* a client's threads whose /proc entries stay open      */
 #define LSCA_TRACE_BATCH 65536          /* bytes of records sent in one message                */
 /* Records wait in memory while a reader is slow; past these bounds they are dropped and
  * counted (a marker tells the reader), never waited for: a reader is its user's to stall.
@@ -44,6 +45,16 @@ struct lsca_trace_stream {
     uint64_t sent_total;          /* bytes sent so far (less what still waits in the socket: taken) */
 };
 
+/* One thread's /proc entries for the compiled path route. Both stay bound to that thread: a
+ * reused number never reaches them (they say ESRCH/ENOENT once it is gone), and the kernel
+ * renders status afresh on every read at offset 0. */
+struct lsca_task_files {
+    int32_t tid;                  /* 0: unused                                                */
+    int32_t dir;                  /* /proc/PID/task/TID (O_PATH)                               */
+    int32_t status;               /* its status                                               */
+    uint32_t pad;
+};
+
 struct lsca_fd_entry {
     int32_t fd;                   /* the worker's duplicate; -1: the client has no such fd    */
     int32_t client_fd;
@@ -65,6 +76,7 @@ struct lsca_client_fast {
     uint64_t trace_mask;          /* bit op: record this op's calls                            */
     uint64_t slow_mask;           /* bit op: always the Python route (policy rules for the op) */
     uint64_t held_mask;           /* bit slot: a record of the slot's last call is held back   */
+    void *held[64];               /* those records (malloc'd), till the client took the numbers */
     struct lsca_trace_stream trace; /* the records of its calls, to its session's reader       */
     struct lsca_worker_status *row; /* our worker's row: counts the records dropped            */
     void *trace_lock;             /* pool threads append too                                  */
@@ -84,6 +96,9 @@ struct lsca_client_fast {
     uint32_t id_uid, id_gid;
     int32_t id_ngroups;
     uint32_t id_groups[LSCA_PATH_GROUPS];
+    struct lsca_task_files tasks[LSCA_TASKS_KEPT];  /* (worker_path.c) */
+    uint32_t tasks_next;          /* the entry a new thread takes next                         */
+    uint32_t pad2;
     struct lsca_fd_entry fds[LSCA_FDTAB_SIZE];
 };
 
@@ -117,8 +132,15 @@ void lsca_path_setup(int root, uint64_t root_dev, uint64_t root_ino, uint64_t pr
                      unsigned fsgid, uint64_t fs_caps, int ngroups, const unsigned *groups);
 void lsca_fast_set_identity(struct lsca_client_fast *c, int root, unsigned uid, unsigned gid, int ngroups,
                             const unsigned *groups);
+/* Close the kept /proc entries of the client's threads (its /proc directory changes or it goes). */
+void lsca_path_forget_tasks(struct lsca_client_fast *c);
 int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
 int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
+int lsca_path_name_call(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
+int lsca_path_two_names(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
+int lsca_path_fd_owner_call(struct lsca_client_fast *c, struct lsca_slot *slot, const struct lsca_fd_entry *e,
+                            int64_t *result, int32_t *err);
+int lsca_path_utimensat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
 /* A new descriptor queued for the client on its channel (call seq), never waiting: 0, or -1. */
 int lsca_send_fd(int chan, uint64_t seq, int fd);
 /* 1: go on; 0: stop (c->revoked is set, errno EPERM). Always 1 for an unwatched client. */
@@ -165,6 +187,12 @@ uint32_t lsca_trace_end(struct lsca_client_fast *c, struct lsca_trace_record *r,
 void lsca_trace_append(struct lsca_client_fast *c, const void *record, uint32_t size);
 /* 1 once the client took the answer of call seq in slot i (descriptor numbers written). */
 int lsca_slot_taken(void *shard, unsigned slot_index, uint64_t seq);
+/* Hold back slot i's record (a descriptor-creating call's) until the client wrote the numbers
+ * it got; release appends it with them; flush releases those the client took by now (all = 1:
+ * every one, as they are, for a client that is gone). One list for both routes. */
+void lsca_trace_hold(struct lsca_client_fast *c, unsigned slot_index, const struct lsca_trace_record *r);
+void lsca_trace_release_held(struct lsca_client_fast *c, unsigned slot_index);
+void lsca_trace_flush_held(struct lsca_client_fast *c, int all);
 /* Send what the reader takes now (never waits); 1 when records are left for later. */
 int lsca_trace_flush(struct lsca_client_fast *c);
 /* Send what the readers of released clients take now, and drop (counting them) the streams

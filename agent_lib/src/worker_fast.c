@@ -42,7 +42,11 @@ static void backlog_client(int delta);
 #define REPORT_BIT(NAME, lname, code, classes, facts, ...) | ((facts) & LSCA_OPF_REPORT ? 1ull << (code) : 0)
 #define REPORT_OPS (0 LSCA_OPS(REPORT_BIT))
 /* Path calls with a compiled route for their plain case (worker_path.c). */
-#define PATH_OPS ((1ull << LSCA_OP_FSTATAT) | (1ull << LSCA_OP_OPENAT))
+#define NAME_OPS ((1ull << LSCA_OP_UNLINKAT) | (1ull << LSCA_OP_MKDIRAT) | (1ull << LSCA_OP_FACCESSAT))
+#define TWO_NAME_OPS ((1ull << LSCA_OP_RENAMEAT2) | (1ull << LSCA_OP_LINKAT))
+#define PATH_OPS ((1ull << LSCA_OP_FSTATAT) | (1ull << LSCA_OP_OPENAT) | (1ull << LSCA_OP_UTIMENSAT) | NAME_OPS | \
+                  TWO_NAME_OPS)
+#define FD_OWNER_OPS ((1ull << LSCA_OP_FCHMOD) | (1ull << LSCA_OP_FCHOWN))
 /* Descriptor-creating calls with a compiled route. */
 #define DUP_OPS ((1ull << LSCA_OP_DUP) | (1ull << LSCA_OP_DUP3))
 
@@ -68,6 +72,8 @@ struct lsca_client_fast *lsca_fast_new(void *shard, int shard_id, int pid, int p
     c->proc_fd = -1;
     c->proc_dir = -1;
     c->chan_fd = -1;
+    for (i = 0; i < LSCA_TASKS_KEPT; i++)
+        c->tasks[i].dir = c->tasks[i].status = -1;
     for (i = 0; i < LSCA_FDTAB_SIZE; i++)
         c->fds[i].fd = -1;
     return c;
@@ -114,8 +120,11 @@ void lsca_fast_free(struct lsca_client_fast *c)
     if (!c)
         return;
     lsca_fd_clear(c);
+    lsca_path_forget_tasks(c);
     if (c->trace_lock) {
         pthread_mutex_lock(c->trace_lock);
+        for (unsigned i = 0; i < 64; i++)
+            free(c->held[i]);
         trace_release(c);
         pthread_mutex_unlock(c->trace_lock);
         pthread_mutex_destroy(c->trace_lock);
@@ -135,6 +144,7 @@ void lsca_fast_watch(struct lsca_client_fast *c, int proc_fd, unsigned uid, unsi
 
 void lsca_fast_set_proc(struct lsca_client_fast *c, int proc_dir)
 {
+    lsca_path_forget_tasks(c);
     c->proc_dir = proc_dir;
     c->execs_seen = __atomic_load_n(&((struct lsca_shard_header *)c->shard)->execs, __ATOMIC_RELAXED);
 }
@@ -515,6 +525,55 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
     }
 }
 
+/* ---- sockets ---- */
+
+#define SOCKET_OPS ((1ull << LSCA_OP_SENDTO) | (1ull << LSCA_OP_RECVFROM) | (1ull << LSCA_OP_SHUTDOWN))
+#define PAYLOAD_MAX (LSCA_INLINE_MAX - LSCA_ADDR_MAX)
+
+/* handlers_socket's sendto, recvfrom and shutdown when the bytes are inline: the same checks
+ * in the same order. A call that may wait is handed back (the program's thread waits
+ * natively); anything else unusual goes the Python way. */
+static int handle_socket(struct lsca_slot *slot, const struct lsca_fd_entry *e, int64_t *result, int32_t *err)
+{
+    uint64_t length = slot->args[1], addrlen = slot->args[3];
+    int64_t flags = (int64_t)slot->args[2];
+    int fd = e->fd;
+
+    if (slot->op == LSCA_OP_SHUTDOWN) {
+        int64_t how = (int64_t)slot->args[1];
+        if (how < INT_MIN || how > INT_MAX)
+            return LSCA_DECLINE;
+        ANSWER(lsca_do_shutdown(fd, (int)how));
+    }
+    if (slot->xfer != LSCA_XFER_INLINE || flags < INT_MIN || flags > INT_MAX || length > PAYLOAD_MAX ||
+        addrlen > LSCA_ADDR_MAX)
+        return LSCA_DECLINE;
+    if (slot->op == LSCA_OP_SENDTO) {
+        if (!(flags & MSG_DONTWAIT) && fd >= 0 && lsca_would_block(fd, e->mode, e->dev_major, 1, length))
+            return LSCA_WOULD_BLOCK;
+        if (slot->data_len != LSCA_ADDR_MAX + length)
+            FAIL(EINVAL);
+        ANSWER(lsca_do_sendto(fd, slot->data + LSCA_ADDR_MAX, length, (int)flags, slot->data, (uint32_t)addrlen));
+    }
+    /* recvfrom: addrlen says whether the sender's address is wanted. Tried without waiting. */
+    if (!(flags & MSG_DONTWAIT) && fd >= 0 &&
+        ((flags & MSG_WAITALL) || lsca_would_block(fd, e->mode, e->dev_major, 0, length)))
+        return LSCA_WOULD_BLOCK;
+    {
+        uint8_t addr[LSCA_ADDR_MAX];
+        uint32_t got_len = addrlen ? LSCA_ADDR_MAX : 0;
+        int64_t n = lsca_do_recvfrom(fd, slot->data + LSCA_ADDR_MAX, length, (int)flags | MSG_DONTWAIT, addr,
+                                     &got_len);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !(flags & MSG_DONTWAIT) && fd >= 0 &&
+            !lsca_nonblocking(fd))
+            return LSCA_WOULD_BLOCK;    /* nothing was received: the program's own call waits */
+        if (addrlen)
+            memcpy(slot->data, addr, got_len < LSCA_ADDR_MAX ? got_len : LSCA_ADDR_MAX);
+        slot->new_fds[0] = (int32_t)got_len;
+        ANSWER(n);
+    }
+}
+
 /* ---- descriptors for the client ---- */
 
 int lsca_send_fd(int chan, uint64_t seq, int fd)
@@ -534,14 +593,14 @@ int lsca_send_fd(int chan, uint64_t seq, int fd)
 }
 
 /* handlers_path.h_dup for dup and dup3 (dup2): the duplicate of the file the client's oldfd
- * is open on goes over the channel; the agent puts it where it was asked. An untraced call
- * only (a traced one's record waits for the number, on the Python route). */
+ * is open on goes over the channel; the agent puts it where it was asked (a traced call's
+ * record is held till then: serve_fast). */
 static int handle_dup(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
 {
     struct lsca_fd_entry e;
     int got;
 
-    if (c->chan_fd < 0 || ((c->trace_mask >> slot->op) & 1))
+    if (c->chan_fd < 0)
         return LSCA_DECLINE;
     got = lsca_fd_get(c, (int64_t)slot->args[0], &e);
     if (got < 0)
@@ -704,6 +763,60 @@ int lsca_slot_taken(void *shard, unsigned i, uint64_t seq)
     uint32_t state = smp_load_acquire(&slot->state);
 
     return state != LSCA_SLOT_DONE || slot->seq != seq;
+}
+
+void lsca_trace_hold(struct lsca_client_fast *c, unsigned i, const struct lsca_trace_record *r)
+{
+    void *copy = malloc(r->size);
+
+    if (!copy) {
+        lsca_trace_append(c, r, r->size);       /* without the numbers rather than not at all */
+        return;
+    }
+    memcpy(copy, r, r->size);
+    pthread_mutex_lock(c->trace_lock);
+    free(c->held[i]);
+    c->held[i] = copy;
+    __atomic_or_fetch(&c->held_mask, 1ull << i, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(c->trace_lock);
+}
+
+/* Takes slot i's held record out of the list, under the lock; NULL when there is none. */
+static struct lsca_trace_record *take_held(struct lsca_client_fast *c, unsigned i)
+{
+    struct lsca_trace_record *r;
+
+    pthread_mutex_lock(c->trace_lock);
+    r = c->held[i];
+    c->held[i] = NULL;
+    __atomic_and_fetch(&c->held_mask, ~(1ull << i), __ATOMIC_RELAXED);
+    pthread_mutex_unlock(c->trace_lock);
+    return r;
+}
+
+void lsca_trace_release_held(struct lsca_client_fast *c, unsigned i)
+{
+    struct lsca_slot *slot = lsca_shard_slot(c->shard, i);
+    struct lsca_trace_record *r = c->trace_lock ? take_held(c, i) : NULL;
+
+    if (!r)
+        return;
+    r->new_fds[0] = slot->new_fds[0];
+    r->new_fds[1] = slot->new_fds[1];
+    lsca_trace_append(c, r, r->size);
+    free(r);
+}
+
+void lsca_trace_flush_held(struct lsca_client_fast *c, int all)
+{
+    uint64_t mask = __atomic_load_n(&c->held_mask, __ATOMIC_RELAXED);
+    unsigned i;
+
+    for (i = 0; mask; i++, mask >>= 1) {
+        const struct lsca_trace_record *r = c->held[i];
+        if ((mask & 1) && r && (all || lsca_slot_taken(c->shard, i, r->seq)))
+            lsca_trace_release_held(c, i);
+    }
 }
 
 /* ---- trace streams ----
@@ -1177,8 +1290,8 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
     uint64_t took;
     int outcome;
 
-    if ((c->held_mask >> i) & 1)
-        return 0;
+    if ((__atomic_load_n(&c->held_mask, __ATOMIC_RELAXED) >> i) & 1)
+        lsca_trace_release_held(c, i);  /* the client took the numbers: it calls again */
     if (slot->xfer == LSCA_XFER_REPORTED) {
         row->busy_slot = (int32_t)i;
         row->busy_shard = c->shard_id;
@@ -1186,7 +1299,7 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
         row->busy_shard = 0;
         return 1;
     }
-    if (op >= 64 || !(((IO_OPS | PATH_OPS | DUP_OPS) & ~c->slow_mask) >> op & 1))
+    if (op >= 64 || !(((IO_OPS | PATH_OPS | DUP_OPS | FD_OWNER_OPS | SOCKET_OPS) & ~c->slow_mask) >> op & 1))
         return 0;
     /* The length check comes first on both routes; a declined descriptor goes the Python way. */
     if ((REPORT_OPS | PATH_OPS | DUP_OPS) >> op & 1)
@@ -1200,6 +1313,16 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
         outcome = lsca_path_fstatat(c, slot, &result, &err);
     else if (op == LSCA_OP_OPENAT)
         outcome = lsca_path_openat(c, slot, &result, &err);
+    else if ((NAME_OPS >> op) & 1)
+        outcome = lsca_path_name_call(c, slot, &result, &err);
+    else if ((TWO_NAME_OPS >> op) & 1)
+        outcome = lsca_path_two_names(c, slot, &result, &err);
+    else if (op == LSCA_OP_UTIMENSAT)
+        outcome = lsca_path_utimensat(c, slot, &result, &err);
+    else if ((SOCKET_OPS >> op) & 1)
+        outcome = handle_socket(slot, &e, &result, &err);
+    else if ((FD_OWNER_OPS >> op) & 1)
+        outcome = lsca_path_fd_owner_call(c, slot, &e, &result, &err);
     else if ((DUP_OPS >> op) & 1)
         outcome = handle_dup(c, slot, &result, &err);
     else
@@ -1220,8 +1343,13 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
     slot->err = err;
     slot->result = result;
     took = lsca_now_ns() - started;
-    if (r)
-        lsca_trace_end(c, r, slot, took, 1);
+    if (r) {
+        /* openat and dup: the record waits for the number the client puts it at. */
+        int hold = result >= 0 && lsca_op_has(op, LSCA_OPF_NEW_FDS);
+        lsca_trace_end(c, r, slot, took, !hold);
+        if (hold)
+            lsca_trace_hold(c, i, r);
+    }
     lsca_worker_complete(c->shard, i);
     lsca_account(row, c->shard, op, took, result == -1);
     row->busy_shard = 0;

@@ -6,7 +6,8 @@
  * (lsca.workers.creds.acting_as, handlers_path._stat_like, gate.resolve) and hands every
  * other case to it: a final symlink to follow, a name that means the calling process, a
  * directory it cannot open, a trailing slash, a dirfd, credentials it cannot take exactly.
- * Also the plain case of openat (O_CREAT with the thread's umask included).
+ * Also the plain case of openat (O_CREAT with the thread's umask included), unlinkat, mkdirat,
+ * faccessat, renameat2, linkat, utimensat, fchmod and fchown.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -113,18 +114,53 @@ static int numbers(const char *status, const char *name, int base, unsigned long
     return n;
 }
 
-/* The thread's credentials, as creds.read_creds parses them; -1 with errno (ENOENT: gone). */
-static int read_creds(int dirfd, const char *path, struct creds *cr)
+static void task_forget(struct lsca_task_files *t)
+{
+    if (t->dir >= 0)
+        close(t->dir);
+    if (t->status >= 0)
+        close(t->status);
+    t->tid = 0;
+    t->dir = t->status = -1;
+}
+
+void lsca_path_forget_tasks(struct lsca_client_fast *c)
+{
+    for (unsigned i = 0; i < LSCA_TASKS_KEPT; i++)
+        task_forget(&c->tasks[i]);
+}
+
+/* Thread tid's kept entries, opened on its first call; NULL when the client has no such
+ * thread (an untrusted tid: another process's thread has no entry in the client's task/). */
+static struct lsca_task_files *task_files(struct lsca_client_fast *c, int32_t tid)
+{
+    struct lsca_task_files *t;
+    char name[32];
+
+    for (unsigned i = 0; i < LSCA_TASKS_KEPT; i++)
+        if (c->tasks[i].tid == tid)
+            return &c->tasks[i];
+    t = &c->tasks[c->tasks_next++ % LSCA_TASKS_KEPT];
+    task_forget(t);
+    snprintf(name, sizeof(name), "task/%d", (int)tid);
+    t->dir = openat(c->proc_dir, name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    t->status = t->dir >= 0 ? openat(t->dir, "status", O_RDONLY | O_CLOEXEC) : -1;
+    if (t->status < 0) {
+        task_forget(t);
+        return NULL;
+    }
+    t->tid = tid;
+    return t;
+}
+
+/* The thread's credentials, as creds.read_creds parses them; -1 with errno (ESRCH: gone). */
+static int read_creds(int status_fd, struct creds *cr)
 {
     static __thread char status[STATUS_MAX];
     unsigned long long v[LSCA_PATH_GROUPS];
-    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC), n, i;
-    ssize_t len;
+    ssize_t len = pread(status_fd, status, sizeof(status) - 1, 0);
+    int n, i;
 
-    if (fd < 0)
-        return -1;
-    len = read(fd, status, sizeof(status) - 1);
-    close(fd);
     if (len <= 0 || len >= (ssize_t)sizeof(status) - 1) {
         errno = len < 0 ? errno : E2BIG;
         return -1;
@@ -180,11 +216,12 @@ static int within_registration(const struct lsca_client_fast *c, const struct cr
     return cr->cap_eff == 0 && cr->cap_prm == 0;
 }
 
-/* creds.Identity.enter for a call with the effective ids: 0 when taken, -1 to decline. */
-static int enter(const struct creds *cr)
+/* creds.Identity.enter: 0 when taken, -1 to decline. real_ids: access(2)'s rule, the real
+ * uid and gid, and for uid 0 the permitted capabilities. */
+static int enter(const struct creds *cr, int real_ids)
 {
-    unsigned fsuid = cr->uids[3], fsgid = cr->gids[3];
-    uint64_t fs_caps = cr->cap_eff & FS_CAPS;
+    unsigned fsuid = real_ids ? cr->uids[0] : cr->uids[3], fsgid = real_ids ? cr->gids[0] : cr->gids[3];
+    uint64_t fs_caps = (real_ids ? (fsuid == 0 ? cr->cap_prm : 0) : cr->cap_eff) & FS_CAPS;
 
     if (self.root) {
         if (fs_caps != (fsuid == 0 ? FS_CAPS : 0))
@@ -192,6 +229,7 @@ static int enter(const struct creds *cr)
         unsigned none = 0;
         return lsca_become((int)fsuid, (int)fsgid, cr->ngroups, cr->ngroups ? cr->groups : &none);
     }
+    /* A non-root worker: only a client that is what it acts with (AT_EACCESS for access(2)). */
     if (fsuid != self.fsuid || fsgid != self.fsgid || fs_caps != self.fs_caps || cr->ngroups != self.ngroups)
         return -1;
     return memcmp(cr->groups, self.groups, (size_t)cr->ngroups * sizeof(unsigned)) == 0 ? 0 : -1;
@@ -203,6 +241,28 @@ static void leave(void)
         unsigned none = 0;
         lsca_become(0, 0, self.ngroups, self.ngroups ? self.groups : &none);
     }
+}
+
+/* What every call that passed the prologue does last: let go of its descriptors (-1: none)
+ * and of the client's identity. Returns outcome. */
+static int finish(int outcome, int base, int fd1, int fd2)
+{
+    if (fd1 >= 0)
+        close(fd1);
+    if (fd2 >= 0)
+        close(fd2);
+    leave();
+    if (base >= 0)
+        close(base);
+    return outcome;
+}
+
+/* The kernel's answer rc (0 or -1 with errno) as the call's. */
+static int answer(int rc, int64_t *result, int32_t *err)
+{
+    *result = rc == 0 ? 0 : -1;
+    *err = rc == 0 ? 0 : errno;
+    return LSCA_ANSWERED;
 }
 
 /* handlers_path.refuse_self_names, gate._split's trailing slash, and "." / ".." names: the
@@ -232,36 +292,34 @@ static int plain_name(const char *path)
 }
 
 /* What both routes do first (creds.acting_as): the calling thread's credentials, within the
- * registration, the same root, its cwd for a relative name (base, -1 otherwise), and its
+ * registration, the same root, its cwd when in_cwd, for a relative name (base, -1 otherwise), and its
  * identity taken. 0 when done (leave() and closing base are the caller's); -1: the Python route. */
-static int prologue(struct lsca_client_fast *c, const struct lsca_slot *slot, const char *path, int *base)
+static int prologue(struct lsca_client_fast *c, const struct lsca_slot *slot, int in_cwd, int real_ids, int *base)
 {
-    char task[64], where[96];
+    struct lsca_task_files *t;
     struct creds cr;
     struct stat st;
 
     *base = -1;
     /* The calling thread (an untrusted tid: not a thread of the client has no entry there). */
-    if (slot->owner_tid <= 0)
+    if (slot->owner_tid <= 0 || !(t = task_files(c, slot->owner_tid)))
         return -1;
-    snprintf(task, sizeof(task), "task/%d", (int)slot->owner_tid);
-    snprintf(where, sizeof(where), "%s/status", task);
-    if (read_creds(c->proc_dir, where, &cr) < 0)
+    if (read_creds(t->status, &cr) < 0) {
+        task_forget(t);
         return -1;                      /* a gone thread: the process's, on the Python route */
+    }
     /* After the read: the credentials read were the registered process's. */
     if (!within_registration(c, &cr) || !lsca_client_authorized(c))
         return -1;                      /* the Python route revokes it */
-    snprintf(where, sizeof(where), "%s/root", task);
-    if (fstatat(c->proc_dir, where, &st, 0) < 0 || st.st_dev != self.root_dev || st.st_ino != self.root_ino)
+    if (fstatat(t->dir, "root", &st, 0) < 0 || st.st_dev != self.root_dev || st.st_ino != self.root_ino)
         return -1;
-    if (path[0] != '/') {
+    if (in_cwd) {
         /* Its cwd, as ourselves (entering it is no permission the program needs). */
-        snprintf(where, sizeof(where), "%s/cwd", task);
-        *base = openat(c->proc_dir, where, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        *base = openat(t->dir, "cwd", O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (*base < 0 || fstat(*base, &st) < 0 || st.st_dev == self.proc_dev)
             goto fail;
     }
-    if (enter(&cr) == 0) {
+    if (enter(&cr, real_ids) == 0) {
         lsca_use_umask(cr.umask);
         return 0;
     }
@@ -300,6 +358,16 @@ static int place(int base, const char *path, const char **name)
     return dfd;
 }
 
+/* 1 when the name in dfd is a symlink the call would follow (the Python route follows it hop
+ * by hop) or a /proc object (it describes the calling process): the Python route's case. */
+static int not_here(int dfd, const char *name, int follow)
+{
+    struct stat st;
+
+    return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+           ((S_ISLNK(st.st_mode) && follow) || st.st_dev == self.proc_dev);
+}
+
 /* The request's one path: NUL-terminated, inline, plain (see plain_name). */
 static const char *one_path(const struct lsca_slot *slot, int64_t dirfd)
 {
@@ -321,7 +389,7 @@ int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_
 
     if (!self.ready || !c->id_known || c->proc_dir < 0 || !path || (flags & ~(int64_t)AT_SYMLINK_NOFOLLOW) != 0)
         return LSCA_DECLINE;
-    if (prologue(c, slot, path, &base) < 0)
+    if (prologue(c, slot, path[0] != '/', 0, &base) < 0)
         return LSCA_DECLINE;
     dfd = place(base, path, &name);
     if (dfd >= 0) {
@@ -332,19 +400,148 @@ int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_
         } else if (rc == 0 && st.st_dev == self.proc_dev) {
             outcome = LSCA_DECLINE;     /* a /proc object describes the calling process */
         } else {
-            *result = rc == 0 ? 0 : -1;
-            *err = rc == 0 ? 0 : errno;
             if (rc == 0) {
                 memcpy(slot->data, &st, sizeof(st));
                 slot->data_len = (uint32_t)sizeof(st);
             }
-            outcome = LSCA_ANSWERED;
+            outcome = answer(rc, result, err);
         }
-        close(dfd);
     }
-    leave();
-    if (base >= 0)
-        close(base);
+    return finish(outcome, base, dfd, -1);
+}
+
+static int fits_int(int64_t v)
+{
+    return v >= INT32_MIN && v <= INT32_MAX;
+}
+
+/* unlinkat, mkdirat and faccessat (handlers_path._one_path, h_faccessat): one name, nothing
+ * made for the client. Only faccessat may follow a final symlink: such a name goes the Python
+ * way (hop by hop), as does a name that is a /proc object. */
+int lsca_path_name_call(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
+{
+    int64_t dirfd = (int64_t)slot->args[0], a1 = (int64_t)slot->args[1], a2 = (int64_t)slot->args[2];
+    const char *path = one_path(slot, dirfd), *name;
+    unsigned op = slot->op;
+    int access = op == LSCA_OP_FACCESSAT;
+    int follow = access && !(a2 & AT_SYMLINK_NOFOLLOW), real_ids = access && !(a2 & AT_EACCESS);
+    int base, dfd, rc, outcome = LSCA_DECLINE;
+
+    if (!self.ready || !c->id_known || c->proc_dir < 0 || !path || !fits_int(a1) || (access && !fits_int(a2)))
+        return LSCA_DECLINE;
+    if (prologue(c, slot, path[0] != '/', real_ids, &base) < 0)
+        return LSCA_DECLINE;
+    dfd = place(base, path, &name);
+    if (dfd < 0)
+        goto out;
+    if (access && not_here(dfd, name, follow))
+        goto out;
+    if (op == LSCA_OP_UNLINKAT)
+        rc = unlinkat(dfd, name, (int)a1);
+    else if (op == LSCA_OP_MKDIRAT)
+        rc = mkdirat(dfd, name, (mode_t)(a1 & 07777));
+    else if (access)
+        rc = faccessat(dfd, name, (int)a1, (int)a2 | AT_EACCESS);   /* with the ids entered above */
+    else
+        goto out;
+    outcome = answer(rc, result, err);
+out:
+    return finish(outcome, base, dfd, -1);
+}
+
+/* renameat2 and linkat (handlers_path._two_paths) when both names are plain, neither followed
+ * (no AT_SYMLINK_FOLLOW, no AT_EMPTY_PATH: no flags for linkat) and both places resolve. */
+int lsca_path_two_names(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
+{
+    int64_t olddirfd = (int64_t)slot->args[0], newdirfd = (int64_t)slot->args[1], flags = (int64_t)slot->args[2];
+    const char *old = (const char *)slot->data, *new, *oldname, *newname;
+    size_t oldlen;
+    int base, olddfd = -1, newdfd = -1, rc, outcome = LSCA_DECLINE;
+
+    if (!self.ready || !c->id_known || c->proc_dir < 0 || slot->xfer != LSCA_XFER_INLINE ||
+        slot->data_len < 4 || slot->data_len > 2 * LSCA_PATH_MAX || slot->data[slot->data_len - 1] != '\0')
+        return LSCA_DECLINE;
+    oldlen = strnlen(old, slot->data_len);
+    new = old + oldlen + 1;
+    if (oldlen == 0 || oldlen + 2 >= slot->data_len || strlen(new) + oldlen + 2 != slot->data_len ||
+        (olddirfd != AT_FDCWD_ARG && old[0] != '/') || (newdirfd != AT_FDCWD_ARG && new[0] != '/') ||
+        !plain_name(old) || !plain_name(new) || flags < 0 || flags > UINT32_MAX ||
+        (slot->op == LSCA_OP_LINKAT && flags != 0))
+        return LSCA_DECLINE;
+    if (prologue(c, slot, old[0] != '/' || new[0] != '/', 0, &base) < 0)
+        return LSCA_DECLINE;
+    olddfd = place(base, old, &oldname);
+    newdfd = olddfd >= 0 ? place(base, new, &newname) : -1;
+    if (newdfd < 0)
+        goto out;                       /* which error comes first is the Python route's to say */
+    if (slot->op == LSCA_OP_LINKAT)
+        rc = linkat(olddfd, oldname, newdfd, newname, 0);
+    else
+        rc = renameat2(olddfd, oldname, newdfd, newname, (unsigned)flags);
+    outcome = answer(rc, result, err);
+out:
+    return finish(outcome, base, olddfd, newdfd);
+}
+
+/* fchmod and fchown (h_fchmod, h_fchown): on the client's descriptor (e; fd -1 when it has
+ * none, for the kernel's EBADF), as its calling thread. */
+int lsca_path_fd_owner_call(struct lsca_client_fast *c, struct lsca_slot *slot, const struct lsca_fd_entry *e,
+                            int64_t *result, int32_t *err)
+{
+    int64_t a1 = (int64_t)slot->args[1], a2 = (int64_t)slot->args[2];
+    int base, rc;
+
+    if (!self.ready || !c->id_known || c->proc_dir < 0 ||
+        (slot->op == LSCA_OP_FCHOWN && (!fits_int(a1) || !fits_int(a2))))
+        return LSCA_DECLINE;
+    if (prologue(c, slot, 0, 0, &base) < 0)
+        return LSCA_DECLINE;
+    if (slot->op == LSCA_OP_FCHMOD)
+        rc = fchmod(e->fd, (mode_t)(slot->args[1] & 07777));
+    else
+        rc = fchown(e->fd, (uid_t)(int32_t)a1, (gid_t)(int32_t)a2);
+    return finish(answer(rc, result, err), -1, -1, -1);
+}
+
+/* utimensat (h_utimensat): the times (when given) come first in data, then the name (when
+ * given); without a name, the client's descriptor dirfd. A final symlink to follow or a /proc
+ * object goes the Python way. */
+int lsca_path_utimensat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
+{
+    int64_t dirfd = (int64_t)slot->args[0], flags = (int64_t)slot->args[1];
+    uint32_t start = slot->args[2] ? 2 * sizeof(struct timespec) : 0;
+    const struct timespec *times = slot->args[2] ? (const struct timespec *)slot->data : NULL;
+    const char *path = (const char *)slot->data + start, *name = NULL;
+    struct lsca_fd_entry e;
+    int base, dfd = -1, outcome = LSCA_DECLINE, got = -1;
+
+    if (!self.ready || !c->id_known || c->proc_dir < 0 || slot->xfer != LSCA_XFER_INLINE || !fits_int(flags) ||
+        slot->data_len > start + LSCA_PATH_MAX || (times && slot->data_len < start))
+        return LSCA_DECLINE;
+    if (slot->args[3]) {
+        if (slot->data_len <= start || path[slot->data_len - start - 1] != '\0' ||
+            strlen(path) + 1 + start != slot->data_len || (dirfd != AT_FDCWD_ARG && path[0] != '/') ||
+            !plain_name(path))
+            return LSCA_DECLINE;
+    } else {
+        memset(&e, 0, sizeof(e));
+        got = lsca_fd_get(c, dirfd, &e);
+        if (got < 0)
+            return LSCA_DECLINE;
+    }
+    if (prologue(c, slot, slot->args[3] && path[0] != '/', 0, &base) < 0)
+        goto done;
+    if (slot->args[3]) {
+        dfd = place(base, path, &name);
+        if (dfd < 0 || not_here(dfd, name, !(flags & AT_SYMLINK_NOFOLLOW)))
+            goto out;
+    }
+    outcome = answer(lsca_do_utimensat(slot->args[3] ? dfd : e.fd, name, times, (int)flags), result, err);
+out:
+    finish(outcome, base, dfd, -1);
+done:
+    if (got >= 0)
+        lsca_fd_put(&e);
     return outcome;
 }
 
@@ -360,13 +557,12 @@ int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t
     struct stat st;
     int base, dfd, fd = -1, outcome = LSCA_DECLINE;
 
-    /* Not here: O_TMPFILE, O_PATH, a traced open (its record waits for the number). */
+    /* Not here: O_TMPFILE, O_PATH. */
     if (!self.ready || !c->id_known || c->proc_dir < 0 || c->chan_fd < 0 || !path ||
-        flags < INT32_MIN || flags > INT32_MAX || (flags & (020000000 | O_PATH)) ||
-        ((c->trace_mask >> LSCA_OP_OPENAT) & 1))
+        flags < INT32_MIN || flags > INT32_MAX || (flags & (020000000 | O_PATH)))
         return LSCA_DECLINE;
 
-    if (prologue(c, slot, path, &base) < 0)
+    if (prologue(c, slot, path[0] != '/', 0, &base) < 0)
         return LSCA_DECLINE;
     dfd = place(base, path, &name);
     if (dfd < 0)
@@ -401,12 +597,5 @@ int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t
     *err = *result == 0 ? 0 : EIO;
     outcome = LSCA_ANSWERED;
 out:
-    if (fd >= 0)
-        close(fd);
-    if (dfd >= 0)
-        close(dfd);
-    leave();
-    if (base >= 0)
-        close(base);
-    return outcome;
+    return finish(outcome, base, fd, dfd);
 }

@@ -1,5 +1,7 @@
 /* drop_then_stat HOW DIR/FILE: stat and open the file, drop privileges by HOW with a raw system
- * call (no libc wrapper an agent could see), stat and open it again. Prints the outcomes.
+ * call (no libc wrapper an agent could see), stat and open it again. Also access, eaccess, mkdir
+ * DIR/made-WHEN, unlink DIR/absent, utimensat, and fchmod/futimens/fchown on a descriptor opened
+ * at the start, each time. Prints the outcomes.
  *   setresuid  all uids to 65534        setfsuid  only the filesystem uid to 65534
  *   capdrop    keep uid 0, drop every capability (capset) */
 #define _GNU_SOURCE
@@ -12,22 +14,50 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+static void outcome(const char *when, const char *what, int r)
+{
+    printf("%s: %s=%d errno=%s\n", when, what, r, r ? strerror(errno) : "0");
+}
+
 static void show(const char *when, const char *path)
 {
+    char dir[4096], name[4200];
     struct stat st;
-    int r = stat(path, &st);
-    printf("%s: stat=%d errno=%s\n", when, r, r ? strerror(errno) : "0");
+
+    outcome(when, "stat", stat(path, &st));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     printf("%s: open=%s errno=%s\n", when, fd >= 0 ? "ok" : "-1", fd >= 0 ? "0" : strerror(errno));
     if (fd >= 0)
         close(fd);
+    /* access(2) checks with the real ids, AT_EACCESS with the effective ones. */
+    outcome(when, "access", access(path, R_OK));
+    outcome(when, "eaccess", faccessat(AT_FDCWD, path, R_OK, AT_EACCESS));
+    snprintf(dir, sizeof(dir), "%s", path);
+    *strrchr(dir, '/') = '\0';
+    snprintf(name, sizeof(name), "%s/made-%s", dir, when);
+    outcome(when, "mkdir", mkdir(name, 0755));
+    snprintf(name, sizeof(name), "%s/absent", dir);
+    outcome(when, "unlink", unlink(name));
+    outcome(when, "utimensat", utimensat(AT_FDCWD, path, NULL, AT_SYMLINK_NOFOLLOW));
+}
+
+/* On a descriptor opened before the drop: owner checks with the filesystem ids. */
+static void show_fd(const char *when, int fd)
+{
+    outcome(when, "fchmod", fchmod(fd, 0644));
+    outcome(when, "futimens", futimens(fd, NULL));
+    outcome(when, "fchown", fchown(fd, 0, 0));
 }
 
 int main(int argc, char **argv)
 {
     if (argc != 3)
         return 2;
+    int kept = open(argv[2], O_RDONLY | O_CLOEXEC);
+    if (kept < 0)
+        return 5;
     show("before", argv[2]);
+    show_fd("before", kept);
     if (strcmp(argv[1], "setresuid") == 0) {
         if (syscall(SYS_setresuid, 65534, 65534, 65534) != 0)
             return 3;
@@ -43,5 +73,6 @@ int main(int argc, char **argv)
         return 2;
     }
     show("after", argv[2]);
+    show_fd("after", kept);
     return 0;
 }

@@ -62,7 +62,6 @@ class Client:
                                        ffi.new("unsigned[]", groups or [0]))
         self.fds = FdCache(self.fast)
         self.proc_dev = os.stat("/proc").st_dev
-        self.held_records = {}          # slot -> record of a call whose descriptor numbers come later
         self.gate = None                # the policy in force (lsca.workers.gate.Gate) or None
         # Descriptors the current call opened for itself (closed after it). Every call runs on the
         # worker's main thread (one that would wait is handed back to the program).

@@ -176,8 +176,7 @@ class Worker:
         client = self.clients.get(index)
         if client is None:
             return
-        if i in client.held_records:
-            self.flush_held_record(client, i)
+        lib.lsca_trace_release_held(client.fast, i)     # the client took the numbers: it calls again
         # What we execute, for the supervisor should we die in it (retry or EIO).
         self.row.busy_slot = i
         self.row.busy_shard = client.shard_id
@@ -242,10 +241,9 @@ class Worker:
         if record != ffi.NULL and status == DONE:
             # Descriptor numbers are known once the client took them: hold the record till then.
             held = result >= 0 and creates_fds(op, as_int(slot.args[1]))
-            size = lib.lsca_trace_end(client.fast, record, slot, took, not held)
+            lib.lsca_trace_end(client.fast, record, slot, took, not held)
             if held:
-                client.held_records[i] = bytes(ffi.buffer(record, size))
-                client.fast.held_mask |= 1 << i
+                lib.lsca_trace_hold(client.fast, i, record)
         lib.lsca_worker_complete(client.shard, i)
         if status == DONE:
             lib.lsca_account(self.row, client.shard, op, took, result == -1)
@@ -269,7 +267,7 @@ class Worker:
         before = lib.lsca_trace_progress()
         waiting = 0
         for client in self.clients.values():
-            self.flush_held_records(client)
+            lib.lsca_trace_flush_held(client.fast, 0)
             waiting += lib.lsca_trace_flush(client.fast)
         waiting += lib.lsca_trace_leftovers(0)
         fastest, slowest = TRACE_RETRY_MS
@@ -287,23 +285,6 @@ class Worker:
         while lib.lsca_trace_leftovers(0) and time.monotonic() < deadline:
             time.sleep(0.005)
         lib.lsca_trace_leftovers(1)
-
-    def flush_held_record(self, client, i):
-        """The record of a descriptor-creating call, now with the numbers the client got."""
-        data = bytearray(client.held_records.pop(i))
-        client.fast.held_mask &= ~(1 << i)
-        record = ffi.cast("struct lsca_trace_record *", ffi.from_buffer(data))
-        slot = client.slots[i]
-        record.new_fds[0], record.new_fds[1] = slot.new_fds[0], slot.new_fds[1]
-        lib.lsca_trace_append(client.fast, record, len(data))
-
-    def flush_held_records(self, client, all=False):
-        """Held records whose descriptor numbers the client has written by now (all: the
-        client is gone, take them as they are)."""
-        for i, data in list(client.held_records.items()):
-            seq = ffi.cast("struct lsca_trace_record *", ffi.from_buffer(data)).seq
-            if all or lib.lsca_slot_taken(client.shard, i, seq):
-                self.flush_held_record(client, i)
 
     # ---- messages from the supervisor ----
 
@@ -357,7 +338,7 @@ class Worker:
             # Its blocked calls are abandoned (the client is gone): interrupt, then detach.
             drained = self.pool.drain(message["shard"])
             client = self.clients.pop(index)
-            self.flush_held_records(client, all=True)
+            lib.lsca_trace_flush_held(client.fast, 1)
             if drained:
                 client.close()          # what its reader does not take now goes on from the leftovers
             else:
