@@ -291,10 +291,40 @@ static int plain_name(const char *path)
     return strcmp(last, ".") != 0 && strcmp(last, "..") != 0;
 }
 
+#define NO_BASE INT64_MIN              /* prologue: an absolute name, no directory to start from */
+
+/* Where a name starts: nowhere for an absolute one, else the call's dirfd (AT_FDCWD: the cwd). */
+static int64_t base_for(int64_t dirfd, const char *path)
+{
+    return path[0] == '/' ? NO_BASE : dirfd;
+}
+
+/* handlers_path.dirfd_of: our duplicate of the client's directory descriptor dirfd; -1 (the
+ * Python route) when it has none, it is no directory, or it is one in /proc. */
+static int client_dir(struct lsca_client_fast *c, int64_t dirfd)
+{
+    struct lsca_fd_entry e;
+    struct stat st;
+    int fd = -1;
+
+    if (lsca_fd_get(c, dirfd, &e) != 0)
+        return -1;
+    if (e.fd >= 0 && S_ISDIR(e.mode))
+        fd = fcntl(e.fd, F_DUPFD_CLOEXEC, 0);
+    lsca_fd_put(&e);
+    if (fd >= 0 && (fstat(fd, &st) < 0 || st.st_dev == self.proc_dev)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 /* What both routes do first (creds.acting_as): the calling thread's credentials, within the
- * registration, the same root, its cwd when in_cwd, for a relative name (base, -1 otherwise), and its
- * identity taken. 0 when done (leave() and closing base are the caller's); -1: the Python route. */
-static int prologue(struct lsca_client_fast *c, const struct lsca_slot *slot, int in_cwd, int real_ids, int *base)
+ * registration, the same root, the directory a relative name starts from (base_of: see
+ * base_for; *base, -1 for none), and its identity taken. 0 when done (leave() and closing
+ * base are the caller's); -1: the Python route. */
+static int prologue(struct lsca_client_fast *c, const struct lsca_slot *slot, int64_t base_of, int real_ids,
+                    int *base)
 {
     struct lsca_task_files *t;
     struct creds cr;
@@ -313,11 +343,13 @@ static int prologue(struct lsca_client_fast *c, const struct lsca_slot *slot, in
         return -1;                      /* the Python route revokes it */
     if (fstatat(t->dir, "root", &st, 0) < 0 || st.st_dev != self.root_dev || st.st_ino != self.root_ino)
         return -1;
-    if (in_cwd) {
+    if (base_of == AT_FDCWD_ARG) {
         /* Its cwd, as ourselves (entering it is no permission the program needs). */
         *base = openat(t->dir, "cwd", O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (*base < 0 || fstat(*base, &st) < 0 || st.st_dev == self.proc_dev)
             goto fail;
+    } else if (base_of != NO_BASE && (*base = client_dir(c, base_of)) < 0) {
+        goto fail;
     }
     if (enter(&cr, real_ids) == 0) {
         lsca_use_umask(cr.umask);
@@ -369,13 +401,12 @@ static int not_here(int dfd, const char *name, int follow)
 }
 
 /* The request's one path: NUL-terminated, inline, plain (see plain_name). */
-static const char *one_path(const struct lsca_slot *slot, int64_t dirfd)
+static const char *one_path(const struct lsca_slot *slot)
 {
     const char *path = (const char *)slot->data;
 
     if (slot->xfer != LSCA_XFER_INLINE || slot->data_len == 0 || slot->data_len > LSCA_PATH_MAX ||
-        path[slot->data_len - 1] != '\0' || strlen(path) + 1 != slot->data_len ||
-        (dirfd != AT_FDCWD_ARG && path[0] != '/') || !plain_name(path))
+        path[slot->data_len - 1] != '\0' || strlen(path) + 1 != slot->data_len || !plain_name(path))
         return NULL;
     return path;
 }
@@ -383,13 +414,13 @@ static const char *one_path(const struct lsca_slot *slot, int64_t dirfd)
 int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
 {
     int64_t dirfd = (int64_t)slot->args[0], flags = (int64_t)slot->args[1];
-    const char *path = one_path(slot, dirfd), *name;
+    const char *path = one_path(slot), *name;
     struct stat st;
     int base, dfd, outcome = LSCA_DECLINE, rc;
 
     if (!self.ready || !c->id_known || c->proc_dir < 0 || !path || (flags & ~(int64_t)AT_SYMLINK_NOFOLLOW) != 0)
         return LSCA_DECLINE;
-    if (prologue(c, slot, path[0] != '/', 0, &base) < 0)
+    if (prologue(c, slot, base_for(dirfd, path), 0, &base) < 0)
         return LSCA_DECLINE;
     dfd = place(base, path, &name);
     if (dfd >= 0) {
@@ -421,7 +452,7 @@ static int fits_int(int64_t v)
 int lsca_path_name_call(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
 {
     int64_t dirfd = (int64_t)slot->args[0], a1 = (int64_t)slot->args[1], a2 = (int64_t)slot->args[2];
-    const char *path = one_path(slot, dirfd), *name;
+    const char *path = one_path(slot), *name;
     unsigned op = slot->op;
     int access = op == LSCA_OP_FACCESSAT;
     int follow = access && !(a2 & AT_SYMLINK_NOFOLLOW), real_ids = access && !(a2 & AT_EACCESS);
@@ -429,7 +460,7 @@ int lsca_path_name_call(struct lsca_client_fast *c, struct lsca_slot *slot, int6
 
     if (!self.ready || !c->id_known || c->proc_dir < 0 || !path || !fits_int(a1) || (access && !fits_int(a2)))
         return LSCA_DECLINE;
-    if (prologue(c, slot, path[0] != '/', real_ids, &base) < 0)
+    if (prologue(c, slot, base_for(dirfd, path), real_ids, &base) < 0)
         return LSCA_DECLINE;
     dfd = place(base, path, &name);
     if (dfd < 0)
@@ -468,7 +499,7 @@ int lsca_path_two_names(struct lsca_client_fast *c, struct lsca_slot *slot, int6
         !plain_name(old) || !plain_name(new) || flags < 0 || flags > UINT32_MAX ||
         (slot->op == LSCA_OP_LINKAT && flags != 0))
         return LSCA_DECLINE;
-    if (prologue(c, slot, old[0] != '/' || new[0] != '/', 0, &base) < 0)
+    if (prologue(c, slot, old[0] != '/' || new[0] != '/' ? AT_FDCWD_ARG : NO_BASE, 0, &base) < 0)
         return LSCA_DECLINE;
     olddfd = place(base, old, &oldname);
     newdfd = olddfd >= 0 ? place(base, new, &newname) : -1;
@@ -494,7 +525,7 @@ int lsca_path_fd_owner_call(struct lsca_client_fast *c, struct lsca_slot *slot, 
     if (!self.ready || !c->id_known || c->proc_dir < 0 ||
         (slot->op == LSCA_OP_FCHOWN && (!fits_int(a1) || !fits_int(a2))))
         return LSCA_DECLINE;
-    if (prologue(c, slot, 0, 0, &base) < 0)
+    if (prologue(c, slot, NO_BASE, 0, &base) < 0)
         return LSCA_DECLINE;
     if (slot->op == LSCA_OP_FCHMOD)
         rc = fchmod(e->fd, (mode_t)(slot->args[1] & 07777));
@@ -520,8 +551,7 @@ int lsca_path_utimensat(struct lsca_client_fast *c, struct lsca_slot *slot, int6
         return LSCA_DECLINE;
     if (slot->args[3]) {
         if (slot->data_len <= start || path[slot->data_len - start - 1] != '\0' ||
-            strlen(path) + 1 + start != slot->data_len || (dirfd != AT_FDCWD_ARG && path[0] != '/') ||
-            !plain_name(path))
+            strlen(path) + 1 + start != slot->data_len || !plain_name(path))
             return LSCA_DECLINE;
     } else {
         memset(&e, 0, sizeof(e));
@@ -529,7 +559,7 @@ int lsca_path_utimensat(struct lsca_client_fast *c, struct lsca_slot *slot, int6
         if (got < 0)
             return LSCA_DECLINE;
     }
-    if (prologue(c, slot, slot->args[3] && path[0] != '/', 0, &base) < 0)
+    if (prologue(c, slot, slot->args[3] ? base_for(dirfd, path) : NO_BASE, 0, &base) < 0)
         goto done;
     if (slot->args[3]) {
         dfd = place(base, path, &name);
@@ -553,7 +583,7 @@ static int tty_major(unsigned major)
 int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
 {
     int64_t dirfd = (int64_t)slot->args[0], flags = (int64_t)slot->args[1];
-    const char *path = one_path(slot, dirfd), *name;
+    const char *path = one_path(slot), *name;
     struct stat st;
     int base, dfd, fd = -1, outcome = LSCA_DECLINE;
 
@@ -562,7 +592,7 @@ int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t
         flags < INT32_MIN || flags > INT32_MAX || (flags & (020000000 | O_PATH)))
         return LSCA_DECLINE;
 
-    if (prologue(c, slot, path[0] != '/', 0, &base) < 0)
+    if (prologue(c, slot, base_for(dirfd, path), 0, &base) < 0)
         return LSCA_DECLINE;
     dfd = place(base, path, &name);
     if (dfd < 0)

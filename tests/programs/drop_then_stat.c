@@ -1,7 +1,7 @@
 /* drop_then_stat HOW DIR/FILE: stat and open the file, drop privileges by HOW with a raw system
  * call (no libc wrapper an agent could see), stat and open it again. Also access, eaccess, mkdir
- * DIR/made-WHEN, unlink DIR/absent, utimensat, and fchmod/futimens/fchown on a descriptor opened
- * at the start, each time. Prints the outcomes.
+ * DIR/made-WHEN, unlink DIR/absent, utimensat, and (on descriptors opened at the start) fstatat
+ * of FILE from DIR's, fchmod/futimens/fchown on FILE's, each time. Prints the outcomes.
  *   setresuid  all uids to 65534        setfsuid  only the filesystem uid to 65534
  *   capdrop    keep uid 0, drop every capability (capset) */
 #define _GNU_SOURCE
@@ -42,8 +42,11 @@ static void show(const char *when, const char *path)
 }
 
 /* On a descriptor opened before the drop: owner checks with the filesystem ids. */
-static void show_fd(const char *when, int fd)
+static void show_fd(const char *when, int fd, int dirfd)
 {
+    struct stat st;
+
+    outcome(when, "dirfd stat", fstatat(dirfd, "f", &st, 0));
     outcome(when, "fchmod", fchmod(fd, 0644));
     outcome(when, "futimens", futimens(fd, NULL));
     outcome(when, "fchown", fchown(fd, 0, 0));
@@ -53,11 +56,20 @@ int main(int argc, char **argv)
 {
     if (argc != 3)
         return 2;
-    int kept = open(argv[2], O_RDONLY | O_CLOEXEC);
+    int kept = open(argv[2], O_RDONLY | O_CLOEXEC), dirfd = open(argv[2], O_RDONLY | O_CLOEXEC);
     if (kept < 0)
         return 5;
+    {
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s", argv[2]);
+        *strrchr(dir, '/') = '\0';
+        close(dirfd);
+        dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd < 0)
+            return 5;
+    }
     show("before", argv[2]);
-    show_fd("before", kept);
+    show_fd("before", kept, dirfd);
     if (strcmp(argv[1], "setresuid") == 0) {
         if (syscall(SYS_setresuid, 65534, 65534, 65534) != 0)
             return 3;
@@ -73,6 +85,6 @@ int main(int argc, char **argv)
         return 2;
     }
     show("after", argv[2]);
-    show_fd("after", kept);
+    show_fd("after", kept, dirfd);
     return 0;
 }
