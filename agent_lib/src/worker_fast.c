@@ -44,8 +44,8 @@ static void backlog_client(int delta);
 /* Path calls with a compiled route for their plain case (worker_path.c). */
 #define NAME_OPS ((1ull << LSCA_OP_UNLINKAT) | (1ull << LSCA_OP_MKDIRAT) | (1ull << LSCA_OP_FACCESSAT))
 #define TWO_NAME_OPS ((1ull << LSCA_OP_RENAMEAT2) | (1ull << LSCA_OP_LINKAT))
-#define PATH_OPS ((1ull << LSCA_OP_FSTATAT) | (1ull << LSCA_OP_OPENAT) | (1ull << LSCA_OP_UTIMENSAT) | NAME_OPS | \
-                  TWO_NAME_OPS)
+#define PATH_OPS ((1ull << LSCA_OP_FSTATAT) | (1ull << LSCA_OP_STATX) | (1ull << LSCA_OP_OPENAT) |     \
+                  (1ull << LSCA_OP_UTIMENSAT) | NAME_OPS | TWO_NAME_OPS)
 #define FD_OWNER_OPS ((1ull << LSCA_OP_FCHMOD) | (1ull << LSCA_OP_FCHOWN))
 /* Descriptor-creating calls with a compiled route. */
 #define DUP_OPS ((1ull << LSCA_OP_DUP) | (1ull << LSCA_OP_DUP3))
@@ -1309,7 +1309,7 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
     row->busy_slot = (int32_t)i;        /* for the supervisor, should we die in it */
     row->busy_shard = c->shard_id;
     r = lsca_trace_begin(c, slot);
-    if (op == LSCA_OP_FSTATAT)
+    if (op == LSCA_OP_FSTATAT || op == LSCA_OP_STATX)
         outcome = lsca_path_fstatat(c, slot, &result, &err);
     else if (op == LSCA_OP_OPENAT)
         outcome = lsca_path_openat(c, slot, &result, &err);

@@ -411,14 +411,19 @@ static const char *one_path(const struct lsca_slot *slot)
     return path;
 }
 
+/* fstatat and statx (h_fstatat, h_statx). statx's own flags and mask go to the kernel as they
+ * are: it checks them before the name. */
 int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err)
 {
     int64_t dirfd = (int64_t)slot->args[0], flags = (int64_t)slot->args[1];
+    int is_statx = slot->op == LSCA_OP_STATX;
+    int64_t known = AT_SYMLINK_NOFOLLOW | (is_statx ? AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE : 0);
     const char *path = one_path(slot), *name;
     struct stat st;
+    struct statx stx;
     int base, dfd, outcome = LSCA_DECLINE, rc;
 
-    if (!self.ready || !c->id_known || c->proc_dir < 0 || !path || (flags & ~(int64_t)AT_SYMLINK_NOFOLLOW) != 0)
+    if (!self.ready || !c->id_known || c->proc_dir < 0 || !path || (flags & ~known) != 0)
         return LSCA_DECLINE;
     if (prologue(c, slot, base_for(dirfd, path), 0, &base) < 0)
         return LSCA_DECLINE;
@@ -430,6 +435,13 @@ int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_
             outcome = LSCA_DECLINE;
         } else if (rc == 0 && st.st_dev == self.proc_dev) {
             outcome = LSCA_DECLINE;     /* a /proc object describes the calling process */
+        } else if (is_statx) {
+            rc = statx(dfd, name, (int)flags, (unsigned)(slot->args[2] & 0xFFFFFFFF), &stx);
+            if (rc == 0) {
+                memcpy(slot->data, &stx, sizeof(stx));
+                slot->data_len = (uint32_t)sizeof(stx);
+            }
+            outcome = answer(rc, result, err);
         } else {
             if (rc == 0) {
                 memcpy(slot->data, &st, sizeof(st));

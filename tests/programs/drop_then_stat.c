@@ -24,7 +24,10 @@ static void show(const char *when, const char *path)
     char dir[4096], name[4200];
     struct stat st;
 
+    struct statx stx;
+
     outcome(when, "stat", stat(path, &st));
+    outcome(when, "statx", statx(AT_FDCWD, path, 0, STATX_BASIC_STATS, &stx));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     printf("%s: open=%s errno=%s\n", when, fd >= 0 ? "ok" : "-1", fd >= 0 ? "0" : strerror(errno));
     if (fd >= 0)
