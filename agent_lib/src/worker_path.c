@@ -362,8 +362,11 @@ fail:
     return -1;
 }
 
+#define PLACE_NOT_HERE (-2)
+
 /* gate.resolve for a name that is not a symlink to follow: its directory, opened without
- * crossing a magic link, and the last name in it. -1: the Python route. */
+ * crossing a magic link, and the last name in it. -1 with errno: it does not resolve (see
+ * unresolved); PLACE_NOT_HERE: a place in /proc, the Python route's. */
 static int place(int base, const char *path, const char **name)
 {
     char head[LSCA_PATH_MAX];
@@ -385,9 +388,48 @@ static int place(int base, const char *path, const char **name)
     dfd = lsca_do_open_nomagic(base >= 0 ? base : AT_FDCWD, head, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
     if (dfd >= 0 && (fstat(dfd, &st) < 0 || st.st_dev == self.proc_dev)) {
         close(dfd);
-        dfd = -1;
+        dfd = PLACE_NOT_HERE;
     }
     return dfd;
+}
+
+/* The call itself on a place that cannot exist (dirfd -1, name "x"): the kernel's word on its
+ * flags, which it checks before any name (handlers_path.place's probe). */
+static int probe(const struct lsca_slot *slot)
+{
+    int a1 = (int)slot->args[1], a2 = (int)slot->args[2];
+    struct stat st;
+    struct statx stx;
+
+    switch (slot->op) {
+    case LSCA_OP_FSTATAT: return fstatat(-1, "x", &st, a1);
+    case LSCA_OP_STATX: return statx(-1, "x", a1, (unsigned)(slot->args[2] & 0xFFFFFFFF), &stx);
+    case LSCA_OP_FACCESSAT: return faccessat(-1, "x", a1, a2 | AT_EACCESS);
+    case LSCA_OP_MKDIRAT: return mkdirat(-1, "x", (mode_t)(slot->args[1] & 07777));
+    case LSCA_OP_UNLINKAT: return unlinkat(-1, "x", a1);
+    case LSCA_OP_OPENAT: {
+        int fd = openat(-1, "x", a1, (mode_t)(slot->args[2] & 07777));
+        if (fd >= 0)
+            close(fd);                  /* cannot be: a relative name and no directory */
+        return fd < 0 ? -1 : 0;
+    }
+    case LSCA_OP_UTIMENSAT:
+        return utimensat(-1, "x", slot->args[2] ? (const struct timespec *)slot->data : NULL, a1);
+    default: errno = EBADF; return -1;
+    }
+}
+
+/* The name's directory did not resolve (errno): the call fails so, unless the kernel refuses
+ * its flags first (then EINVAL), as handlers_path.place answers. */
+static int unresolved(const struct lsca_slot *slot, int64_t *result, int32_t *err)
+{
+    int e = errno;
+
+    if (probe(slot) < 0 && errno == EINVAL)
+        e = EINVAL;
+    *result = -1;
+    *err = e;
+    return LSCA_ANSWERED;
 }
 
 /* 1 when the name in dfd is a symlink the call would follow (the Python route follows it hop
@@ -428,7 +470,9 @@ int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_
     if (prologue(c, slot, base_for(dirfd, path), 0, &base) < 0)
         return LSCA_DECLINE;
     dfd = place(base, path, &name);
-    if (dfd >= 0) {
+    if (dfd == -1) {
+        outcome = unresolved(slot, result, err);
+    } else if (dfd >= 0) {
         /* The name itself, not followed: a symlink to follow goes the Python way (hop by hop). */
         rc = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW);
         if (rc == 0 && S_ISLNK(st.st_mode) && !(flags & AT_SYMLINK_NOFOLLOW)) {
@@ -475,8 +519,10 @@ int lsca_path_name_call(struct lsca_client_fast *c, struct lsca_slot *slot, int6
     if (prologue(c, slot, base_for(dirfd, path), real_ids, &base) < 0)
         return LSCA_DECLINE;
     dfd = place(base, path, &name);
-    if (dfd < 0)
+    if (dfd < 0) {
+        outcome = dfd == -1 ? unresolved(slot, result, err) : LSCA_DECLINE;
         goto out;
+    }
     if (access && not_here(dfd, name, follow))
         goto out;
     if (op == LSCA_OP_UNLINKAT)
@@ -575,6 +621,8 @@ int lsca_path_utimensat(struct lsca_client_fast *c, struct lsca_slot *slot, int6
         goto done;
     if (slot->args[3]) {
         dfd = place(base, path, &name);
+        if (dfd == -1)
+            outcome = unresolved(slot, result, err);
         if (dfd < 0 || not_here(dfd, name, !(flags & AT_SYMLINK_NOFOLLOW)))
             goto out;
     }
@@ -607,8 +655,10 @@ int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t
     if (prologue(c, slot, base_for(dirfd, path), 0, &base) < 0)
         return LSCA_DECLINE;
     dfd = place(base, path, &name);
-    if (dfd < 0)
+    if (dfd < 0) {
+        outcome = dfd == -1 ? unresolved(slot, result, err) : LSCA_DECLINE;
         goto out;
+    }
     /* Look before opening (h_openat): what an open would wait on or misname runs natively. */
     /* A final symlink goes the Python way unless O_NOFOLLOW: it follows it hop by hop, and for
      * O_CREAT|O_EXCL it looks at what the link names (as h_openat does) before the EEXIST. */

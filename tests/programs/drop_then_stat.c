@@ -41,6 +41,8 @@ static void show(const char *when, const char *path)
     outcome(when, "mkdir", mkdir(name, 0755));
     snprintf(name, sizeof(name), "%s/absent", dir);
     outcome(when, "unlink", unlink(name));
+    snprintf(name, sizeof(name), "%s/nodir/x", dir);      /* a directory that does not resolve */
+    outcome(when, "access in a missing dir", access(name, F_OK));
     outcome(when, "utimensat", utimensat(AT_FDCWD, path, NULL, AT_SYMLINK_NOFOLLOW));
 }
 
