@@ -67,11 +67,11 @@ MAY_BLOCK = codes_with(lib.LSCA_OPF_MAY_BLOCK)
 WITH_PATHS = frozenset(code for code, op in BY_CODE.items() if op.npaths)
 
 
+NEW_FDS = codes_with(lib.LSCA_OPF_NEW_FDS)
+NEW_FDS_BY_CMD = codes_with(lib.LSCA_OPF_NEW_FDS_BY_CMD)
+
+
 def creates_fds(op, cmd):
     """Whether a successful call of op (code) hands the client new descriptors; cmd is its
     args[1] (fcntl's command)."""
-    line = BY_CODE.get(op)
-    if line is None:
-        return False
-    return line.has(lib.LSCA_OPF_NEW_FDS) or \
-        (line.has(lib.LSCA_OPF_NEW_FDS_BY_CMD) and cmd in (F_DUPFD, F_DUPFD_CLOEXEC))
+    return op in NEW_FDS or (op in NEW_FDS_BY_CMD and cmd in (F_DUPFD, F_DUPFD_CLOEXEC))

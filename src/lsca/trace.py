@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import stat
+import struct
 
 from lsca.abi import OP_NAMES, ffi, lib
 from lsca.opclasses import SYSCALL_NAMES
@@ -87,45 +88,68 @@ RECORD_SIZE = ffi.sizeof("struct lsca_trace_record")
 NO_DATA = lib.LSCA_TRACE_NO_DATA
 DROPPED = lib.LSCA_TRACE_DROPPED
 READ_OPS = ("read", "pread", "readv", "readlinkat", "getcwd")
+MAGIC = lib.LSCA_TRACE_MAGIC
+
+# The record's fields in one unpack (cffi reads them one attribute at a time, which was most
+# of a traced call's cost in the reader). Both targets are little-endian; the offsets are
+# checked against the header's layout below.
+_FIELDS = [("magic", "H"), ("op", "H"), ("size", "I"), ("time_ns", "Q"), ("latency_ns", "Q"), ("seq", "Q"),
+           ("pid", "i"), ("tid", "i"), ("result", "q"), ("err", "i"), ("worker", "I"),
+           ("args", f"{lib.LSCA_MAX_ARGS}q"), ("new_fds", "2i"), ("st_mode", "I"), ("path_len", "I"),
+           ("st_size", "q"), ("data_len", "I"), ("data_total", "I"), ("comm", "16s")]
+_LAYOUT = struct.Struct("<" + "".join(f for _, f in _FIELDS))
+for _i, (_name, _) in enumerate(_FIELDS):
+    if ffi.offsetof("struct lsca_trace_record", _name) != struct.calcsize("<" + "".join(f for _, f in _FIELDS[:_i])):
+        raise ImportError(f"lsca_trace_record.{_name} is not where trace.py unpacks it")
+if _LAYOUT.size != RECORD_SIZE:
+    raise ImportError("lsca_trace_record's size is not what trace.py unpacks")
+_ARGS = 11                                      # index of args[0] in an unpacked record
+_NEW_FDS = _ARGS + lib.LSCA_MAX_ARGS
+_TAIL = _NEW_FDS + 2                            # st_mode, path_len, st_size, data_len, data_total, comm
 
 
 def decode(batch):
     """The calls in one message of a trace stream (records as workers append them), as
     dicts format_call() and format_json() take, and the workers' drop markers (dicts with
     "dropped", see format_dropped()). A damaged record ends the batch."""
-    buf = ffi.from_buffer(batch)
     off, end = 0, len(batch)
     while off + RECORD_SIZE <= end:
-        r = ffi.cast(RECORD, buf + off)
-        size = r.size
-        if r.magic != lib.LSCA_TRACE_MAGIC or size < RECORD_SIZE or off + size > end:
+        r = _LAYOUT.unpack_from(batch, off)
+        size = r[2]
+        if r[0] != MAGIC or size < RECORD_SIZE or off + size > end:
             return
-        if r.op == DROPPED:
+        if r[1] == DROPPED:
             yield _dropped(r)
         else:
-            yield _call(r, bytes(ffi.buffer(buf + off + RECORD_SIZE, size - RECORD_SIZE)))
+            yield _call(r, batch[off + RECORD_SIZE:off + size])
         off += size
 
 
+def _program(comm):
+    return comm.split(b"\0", 1)[0].decode(errors="replace")
+
+
 def _dropped(r):
-    return {"dropped": r.result, "pid": r.pid, "worker": r.worker, "time_ns": r.time_ns,
-            "program": ffi.string(r.comm, 16).decode(errors="replace")}
+    return {"dropped": r[8], "pid": r[6], "worker": r[10], "time_ns": r[3], "program": _program(r[-1])}
 
 
 def _call(r, payload):
-    op = OP_NAMES.get(r.op, f"op{r.op}")
-    paths = payload[:r.path_len].split(b"\0")[:-1] if r.path_len else []
+    code = r[1]
+    op = OP_NAMES.get(code, f"op{code}")
+    st_mode, path_len, st_size, data_len = r[_TAIL:_TAIL + 4]
+    paths = payload[:path_len].split(b"\0")[:-1] if path_len else []
     data = None
-    if r.data_len != NO_DATA:
-        data = payload[r.path_len:r.path_len + r.data_len]
-    if op in ("fstat", "fstatat") and r.result == 0:
-        data = (r.st_mode, r.st_size)
-    call = {"op": op, "args": [r.args[i] for i in range(4)], "data": data, "paths": paths,
-            "result": r.result, "err": r.err, "pid": r.pid, "tid": r.tid, "worker": r.worker,
-            "time_ns": r.time_ns, "latency_ns": r.latency_ns, "seq": r.seq,
-            "program": ffi.string(r.comm, 16).decode(errors="replace")}
-    if r.result >= 0 and creates_fds(r.op, r.args[1]):
-        call = with_fds(call, r.new_fds[0], r.new_fds[1])
+    if data_len != NO_DATA:
+        data = payload[path_len:path_len + data_len]
+    result = r[8]
+    if result == 0 and (op == "fstat" or op == "fstatat"):
+        data = (st_mode, st_size)
+    args = list(r[_ARGS:_ARGS + 4])
+    call = {"op": op, "args": args, "data": data, "paths": paths,
+            "result": result, "err": r[9], "pid": r[6], "tid": r[7], "worker": r[10],
+            "time_ns": r[3], "latency_ns": r[4], "seq": r[5], "program": _program(r[-1])}
+    if result >= 0 and creates_fds(code, args[1]):
+        call = with_fds(call, r[_NEW_FDS], r[_NEW_FDS + 1])
     return call
 
 
