@@ -5,6 +5,7 @@ worker_fast.c on both of their routes) and send them in batches; the process tha
 asked for the trace (lsca run) decodes and formats them here, off the calls' path.
 """
 import errno
+import functools
 import json
 import os
 import stat
@@ -125,6 +126,7 @@ def decode(batch):
         off += size
 
 
+@functools.lru_cache(maxsize=256)
 def _program(comm):
     return comm.split(b"\0", 1)[0].decode(errors="replace")
 
