@@ -36,6 +36,7 @@ ln secret open/hard; echo "ln secret: $?"
 ln open/moved open/hard2; echo "ln moved: $?"
 mv open/hard2 locked/x2; echo "mv into locked: $?"
 "$WHITEOUT" open/hard2 open/wh
+python3 "$LIMITS"
 """
 
 
@@ -76,7 +77,9 @@ def test_unprivileged_client_gets_native_permission_errors():
         os.chmod(agent, 0o755)
         whiteout = os.path.join(base, "rename_whiteout")
         subprocess.run(["cc", "-O2", "-o", whiteout, os.path.join(PROGRAMS, "rename_whiteout.c")], check=True)
-        native = subprocess.run(["/bin/sh", "-c", SCRIPT], cwd=native_root, env={**clean_env(), "WHITEOUT": whiteout},
+        limits = shutil.copy(os.path.join(PROGRAMS, "beyond_limits.py"), base)
+        os.chmod(limits, 0o644)
+        native = subprocess.run(["/bin/sh", "-c", SCRIPT], cwd=native_root, env={**clean_env(), "WHITEOUT": whiteout, "LIMITS": limits},
                                 **as_nobody)
 
         sup = SupervisorProcess(base, workers=2)
@@ -87,7 +90,7 @@ def test_unprivileged_client_gets_native_permission_errors():
             session = SessionClient(sup.socket, trace_fd=reader.sender_fd())
             reader.close_sender()
             reader.start()
-            env = {**clean_env(), "WHITEOUT": whiteout}
+            env = {**clean_env(), "WHITEOUT": whiteout, "LIMITS": limits}
             env.update(LD_PRELOAD=agent, LSCA_SOCKET=sup.socket, LSCA_SESSION=session.token, LSCA_REQUIRED="1")
             under = subprocess.run(["/bin/sh", "-c", SCRIPT], cwd=lsca_root, env=env, **as_nobody)
             stats = session.end()
@@ -102,6 +105,8 @@ def test_unprivileged_client_gets_native_permission_errors():
         assert under.stderr == native.stderr
         assert b"Permission denied" in native.stderr and b"Operation not permitted" in native.stderr
         assert b"whiteout: " in native.stdout and b"ln moved: 0" in native.stdout
+        assert b"pipe beyond pipe-max-size: Operation not permitted" in native.stdout
+        assert b"O_NOATIME on root's file: Operation not permitted" in native.stdout
         assert tree_state(lsca_root) == tree_state(native_root)
         assert tree_state(lsca_root)["open/moved"][:2] == (nobody.pw_uid, nobody.pw_gid)
 

@@ -186,13 +186,24 @@ F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
 FCNTL_ON_DESCRIPTION = {3, 4, 1031, 1032, 1033, 1034}   # GETFL SETFL SETPIPE_SZ GETPIPE_SZ ADD/GET_SEALS
 
 
+F_SETFL, F_SETPIPE_SZ = 4, 1031
+
+
 def h_fcntl(client, slot):
     cmd = as_int(slot.args[1])
     if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
         return h_dup(client, slot)
     if cmd not in FCNTL_ON_DESCRIPTION:
         raise Declined("fcntl command that belongs to the calling process")
+    if cmd == F_SETPIPE_SZ:
+        # Past pipe-max-size or the user's pipe pages the kernel asks for CAP_SYS_RESOURCE, which
+        # a root worker keeps whoever it acts for: the program's own call decides.
+        raise Declined("a pipe's size is the calling user's limit")
     entry = client.fds.get(as_int(slot.args[0]))
+    if cmd == F_SETFL:
+        # O_NOATIME: only the file's owner (or CAP_FOWNER), checked with the filesystem ids.
+        with acting_as(client, slot, False):
+            return check(lib.lsca_do_fcntl(entry.fd, cmd, as_int(slot.args[2])))
     return check(lib.lsca_do_fcntl(entry.fd, cmd, as_int(slot.args[2])))
 
 
