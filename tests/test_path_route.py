@@ -47,3 +47,20 @@ def test_privileges_dropped_by_a_raw_call_hold_from_the_next_path_call(lsca_run,
                       ("utimensat", 4), ("fchmod", 2), ("fchown", 2), ("statx", 2)):
         assert stats["proxied"].get(op, 0) >= 1
         assert stats["proxied"].get(op, 0) + stats["declined"].get(op, 0) >= calls
+
+
+def test_names_the_kernel_answers_before_or_beside_the_route(lsca_run, c_program, tmp_path):
+    """Both times UTIME_OMIT: 0 whatever the name (the kernel looks at none). A magic link on the
+    way (/./proc/self/cwd/...): the program's own call follows it, as natively."""
+    binary = c_program("utime_omit")
+    missing = str(tmp_path / "no" / "such")
+    native = run_native([binary, missing])
+    proc, stats, _ = lsca_run([binary, missing])
+    assert native.stdout == b"omit: 0 ok\nnow: -1 No such file or directory\n"
+    assert proc.stdout == native.stdout
+    assert stats["proxied"].get("utimensat", 0) == 2
+    (tmp_path / "f").write_text("12345")
+    magic = ["stat", "-c", "%s", "/./proc/self/cwd/f"]
+    native = run_native(magic, cwd=str(tmp_path))
+    proc, stats, _ = lsca_run(magic, cwd=str(tmp_path))
+    assert native.stdout == b"5\n" and proc.stdout == native.stdout, proc.stderr

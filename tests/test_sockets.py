@@ -22,3 +22,12 @@ def test_socket_traffic_matches_native_and_goes_through_workers(lsca_run):
     for op in ("accept4", "connect", "sendto", "recvfrom"):
         # Served by a worker, or tried by one and handed back because it would wait.
         assert stats["proxied"].get(op, 0) + stats["waited"].get(op, 0) > 0, (op, stats)
+
+
+def test_a_send_that_must_wait_for_its_peer_waits_in_the_program(lsca_run):
+    program = [sys.executable, os.path.join(PROGRAMS, "full_datagram_peer.py")]
+    native = run_native(program)
+    proc, stats, _ = lsca_run(program, timeout=60)
+    assert native.returncode == proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout == native.stdout and native.stdout.startswith(b"sent ")
+    assert stats["waited"].get("sendto", 0) >= 1        # tried by a worker, handed back to wait natively

@@ -553,23 +553,32 @@ static int handle_socket(struct lsca_slot *slot, const struct lsca_fd_entry *e, 
             return LSCA_WOULD_BLOCK;
         if (slot->data_len != LSCA_ADDR_MAX + length)
             FAIL(EINVAL);
-        ANSWER(lsca_do_sendto(fd, slot->data + LSCA_ADDR_MAX, length, (int)flags, slot->data, (uint32_t)addrlen));
+        {
+            /* Never waiting here: a datagram's full peer (or another writer) can make a socket
+             * that polled writable wait. Nothing sent: the program's own call waits. */
+            int64_t n = lsca_do_sendto(fd, slot->data + LSCA_ADDR_MAX, length, (int)flags | MSG_DONTWAIT, slot->data,
+                                       (uint32_t)addrlen);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !(flags & MSG_DONTWAIT) && fd >= 0 &&
+                !lsca_nonblocking(fd))
+                return LSCA_WOULD_BLOCK;
+            ANSWER(n);
+        }
     }
     /* recvfrom: addrlen says whether the sender's address is wanted. Tried without waiting. */
     if (!(flags & MSG_DONTWAIT) && fd >= 0 &&
         ((flags & MSG_WAITALL) || lsca_would_block(fd, e->mode, e->dev_major, 0, length)))
         return LSCA_WOULD_BLOCK;
     {
-        uint8_t addr[LSCA_ADDR_MAX];
+        uint8_t addr[LSCA_ADDR_MAX] = { 0 };
         uint32_t got_len = addrlen ? LSCA_ADDR_MAX : 0;
         int64_t n = lsca_do_recvfrom(fd, slot->data + LSCA_ADDR_MAX, length, (int)flags | MSG_DONTWAIT, addr,
                                      &got_len);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !(flags & MSG_DONTWAIT) && fd >= 0 &&
             !lsca_nonblocking(fd))
             return LSCA_WOULD_BLOCK;    /* nothing was received: the program's own call waits */
-        if (addrlen)
+        if (n >= 0 && addrlen)          /* the kernel wrote the address only then */
             memcpy(slot->data, addr, got_len < LSCA_ADDR_MAX ? got_len : LSCA_ADDR_MAX);
-        slot->new_fds[0] = (int32_t)got_len;
+        slot->new_fds[0] = n >= 0 ? (int32_t)got_len : 0;
         ANSWER(n);
     }
 }
@@ -812,9 +821,14 @@ void lsca_trace_flush_held(struct lsca_client_fast *c, int all)
     uint64_t mask = __atomic_load_n(&c->held_mask, __ATOMIC_RELAXED);
     unsigned i;
 
-    for (i = 0; mask; i++, mask >>= 1) {
-        const struct lsca_trace_record *r = c->held[i];
-        if ((mask & 1) && r && (all || lsca_slot_taken(c->shard, i, r->seq)))
+    for (i = 0; mask && c->trace_lock; i++, mask >>= 1) {
+        int taken;
+        if (!(mask & 1))
+            continue;
+        pthread_mutex_lock(c->trace_lock);      /* a record is replaced and freed under it */
+        taken = c->held[i] && (all || lsca_slot_taken(c->shard, i, ((struct lsca_trace_record *)c->held[i])->seq));
+        pthread_mutex_unlock(c->trace_lock);
+        if (taken)
             lsca_trace_release_held(c, i);
     }
 }

@@ -355,6 +355,7 @@ static int prologue(struct lsca_client_fast *c, const struct lsca_slot *slot, in
         lsca_use_umask(cr.umask);
         return 0;
     }
+    leave();                            /* enter may have taken part of the identity */
 fail:
     if (*base >= 0)
         close(*base);
@@ -366,7 +367,8 @@ fail:
 
 /* gate.resolve for a name that is not a symlink to follow: its directory, opened without
  * crossing a magic link, and the last name in it. -1 with errno: it does not resolve (see
- * unresolved); PLACE_NOT_HERE: a place in /proc, the Python route's. */
+ * unresolved); PLACE_NOT_HERE: a place in /proc, a magic link or a symlink loop on the way
+ * (ELOOP: the Python route tells them apart), a directory name too long to copy. */
 static int place(int base, const char *path, const char **name)
 {
     char head[LSCA_PATH_MAX];
@@ -376,6 +378,8 @@ static int place(int base, const char *path, const char **name)
 
     if (slash) {
         size_t n = (size_t)(slash - path);
+        if (n >= sizeof(head))
+            return PLACE_NOT_HERE;
         memcpy(head, path, n);
         head[n] = '\0';
         if (n == 0)
@@ -386,6 +390,8 @@ static int place(int base, const char *path, const char **name)
         *name = path;
     }
     dfd = lsca_do_open_nomagic(base >= 0 ? base : AT_FDCWD, head, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (dfd < 0 && errno == ELOOP)
+        return PLACE_NOT_HERE;          /* a magic link on the way (/proc/self/...): the program's own call */
     if (dfd >= 0 && (fstat(dfd, &st) < 0 || st.st_dev == self.proc_dev)) {
         close(dfd);
         dfd = PLACE_NOT_HERE;
@@ -552,7 +558,9 @@ int lsca_path_two_names(struct lsca_client_fast *c, struct lsca_slot *slot, int6
         return LSCA_DECLINE;
     oldlen = strnlen(old, slot->data_len);
     new = old + oldlen + 1;
-    if (oldlen == 0 || oldlen + 2 >= slot->data_len || strlen(new) + oldlen + 2 != slot->data_len ||
+    /* Each name within LSCA_PATH_MAX, as one_path's (place() copies a name's directory). */
+    if (oldlen == 0 || oldlen >= LSCA_PATH_MAX || oldlen + 2 >= slot->data_len || strlen(new) >= LSCA_PATH_MAX ||
+        strlen(new) + oldlen + 2 != slot->data_len ||
         (olddirfd != AT_FDCWD_ARG && old[0] != '/') || (newdirfd != AT_FDCWD_ARG && new[0] != '/') ||
         !plain_name(old) || !plain_name(new) || flags < 0 || flags > UINT32_MAX ||
         (slot->op == LSCA_OP_LINKAT && flags != 0))
@@ -607,6 +615,8 @@ int lsca_path_utimensat(struct lsca_client_fast *c, struct lsca_slot *slot, int6
     if (!self.ready || !c->id_known || c->proc_dir < 0 || slot->xfer != LSCA_XFER_INLINE || !fits_int(flags) ||
         slot->data_len > start + LSCA_PATH_MAX || (times && slot->data_len < start))
         return LSCA_DECLINE;
+    if (times && times[0].tv_nsec == UTIME_OMIT && times[1].tv_nsec == UTIME_OMIT)
+        return answer(0, result, err);  /* the kernel's first check: nothing to do, no name looked at */
     if (slot->args[3]) {
         if (slot->data_len <= start || path[slot->data_len - start - 1] != '\0' ||
             strlen(path) + 1 + start != slot->data_len || !plain_name(path))

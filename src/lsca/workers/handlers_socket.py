@@ -55,12 +55,25 @@ def _payload_out(client, slot, length):
     return ptr
 
 
+def _send_without_waiting(entry, flags, call):
+    """call(flags), on the main thread never waiting: a socket that polled writable can still
+    wait (a datagram's full peer, another writer). Nothing sent: the program's own call waits."""
+    if not _on_main_thread() or flags & MSG_DONTWAIT:
+        return check(call(flags))
+    r = call(flags | MSG_DONTWAIT)
+    if r < 0 and ffi.errno in (errno.EAGAIN, errno.EWOULDBLOCK) and _waits_natively(entry):
+        raise pool.Blocking(entry)
+    return check(r)
+
+
 def h_sendto(client, slot):
     length, flags = slot.args[1], as_int(slot.args[2])
     entry = client_fd(client, slot)
     _may_block(entry, flags, True, length)
     addr, addrlen = _addr(slot)
-    return check(lib.lsca_do_sendto(entry.fd, _payload_out(client, slot, length), length, flags, addr, addrlen))
+    payload = _payload_out(client, slot, length)
+    return _send_without_waiting(entry, flags, lambda f: lib.lsca_do_sendto(entry.fd, payload, length, f, addr,
+                                                                             addrlen))
 
 
 def h_sendmsg(client, slot):
@@ -68,7 +81,9 @@ def h_sendmsg(client, slot):
     entry = client_fd(client, slot)
     _may_block(entry, flags, True, length)
     addr, addrlen = _addr(slot)
-    return check(lib.lsca_do_sendmsg(entry.fd, _payload_out(client, slot, length), length, addr, addrlen, flags))
+    payload = _payload_out(client, slot, length)
+    return _send_without_waiting(entry, flags, lambda f: lib.lsca_do_sendmsg(entry.fd, payload, length, addr,
+                                                                              addrlen, f))
 
 
 def _receive(client, slot, call):
