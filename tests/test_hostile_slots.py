@@ -8,40 +8,19 @@ import os
 import subprocess
 import sys
 
-from conftest import PROGRAMS, clean_env, running_supervisor, workers_of
+from conftest import PROGRAMS, clean_env, running_supervisor, wait_until, workers_of
 
 PY = sys.executable
 
 REQUESTS = r"""
-import importlib.util, json, os, sys
-import sysv_ipc
-from lsca.abi import ffi, lib, shard_header, shard_slot
+import importlib.util, json, sys
+from lsca.abi import ffi, lib, shard_slot
 spec = importlib.util.spec_from_file_location("fake_client", sys.argv[2])
 fake = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fake)
-welcome, chan = fake.register(sys.argv[1])
-shm = sysv_ipc.attach(welcome.shmid)
-shard = ffi.cast("void *", shm.address)
-header = shard_header(shm.address)
+shm, shard, header, chan = fake.attach(sys.argv[1])
 slot = shard_slot(shm.address, 0)
-
-
-def call(op, args, data):
-    slot.owner_tid = os.getpid()
-    slot.op = op
-    slot.xfer = lib.LSCA_XFER_INLINE
-    for i, a in enumerate(args):
-        slot.args[i] = a & ((1 << 64) - 1)
-    ffi.memmove(slot.data, data, len(data))
-    slot.data_len = len(data)
-    slot.seq = header.next_seq
-    header.next_seq += 1
-    lib.lsca_ring_submit(shard, 0)
-    lib.lsca_ring_wait(shard, 0, 50000, 0)
-    answer = [slot.status, slot.result, slot.err]
-    slot.state = lib.LSCA_SLOT_FREE
-    return answer
-
+call = lambda op, args, data: fake.call(shm, 0, op, args, data)
 
 out = {}
 # A directory part of 8,000 bytes (each name of a rename may be up to a path's length only).
@@ -58,6 +37,7 @@ print(json.dumps(out), flush=True)
 
 def test_overlong_names_and_a_failed_recvfrom_fail_that_call_only():
     with running_supervisor(workers=1) as sup:
+        assert wait_until(lambda: len(workers_of(sup)) == 1)     # forked: the pid to compare
         before = workers_of(sup)
         run = subprocess.run([PY, "-c", REQUESTS, sup.socket, os.path.join(PROGRAMS, "fake_client.py")],
                              env=clean_env(), capture_output=True, timeout=60)

@@ -47,31 +47,14 @@ os.read(0, 1)
 # Registers by hand (programs/fake_client.py), never reads its descriptor channel and opens
 # /dev/null through its shard until a call fails; prints how many succeeded and the errno.
 UNREAD_CHANNEL = """
-import importlib.util, json, os, sys
-import sysv_ipc
-from lsca.abi import ffi, lib, shard_slot
+import importlib.util, json, sys
+from lsca.abi import lib
 spec = importlib.util.spec_from_file_location("fake_client", sys.argv[2])
 fake = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fake)
-welcome, chan = fake.register(sys.argv[1])
-shm = sysv_ipc.attach(welcome.shmid)
-shard = ffi.cast("void *", shm.address)
-header = ffi.cast("struct lsca_shard_header *", shm.address)
-slot = shard_slot(shm.address, 0)
-path = b"/dev/null\\0"
+shm, shard, header, chan = fake.attach(sys.argv[1])
 for n in range(100000):
-    slot.owner_tid = os.getpid()
-    slot.op = lib.LSCA_OP_OPENAT
-    slot.xfer = lib.LSCA_XFER_INLINE
-    slot.args[0], slot.args[1], slot.args[2] = (1 << 64) - 100, os.O_RDONLY, 0
-    ffi.memmove(slot.data, path, len(path))
-    slot.data_len = len(path)
-    slot.seq = header.next_seq
-    header.next_seq += 1
-    lib.lsca_ring_submit(shard, 0)
-    lib.lsca_ring_wait(shard, 0, 50000, 0)
-    result, err = slot.result, slot.err
-    slot.state = lib.LSCA_SLOT_FREE
+    _status, result, err = fake.call(shm, 0, lib.LSCA_OP_OPENAT, [(1 << 64) - 100, 0, 0], b"/dev/null\\0")
     if result < 0:
         break
 print(json.dumps({"opened": n, "result": result, "errno": err}), flush=True)

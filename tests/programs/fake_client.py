@@ -22,7 +22,7 @@ import threading
 
 import sysv_ipc
 
-from lsca.abi import ABI_VERSION, MAGIC, WELCOME_SIZE, ffi, shard_header
+from lsca.abi import ABI_VERSION, MAGIC, WELCOME_SIZE, ffi, lib, shard_header, shard_slot
 
 BUF_SIZE = 1 << 20
 OPEN_FLAGS = {"append": os.O_WRONLY | os.O_APPEND, "write": os.O_WRONLY, "read": os.O_RDONLY}
@@ -53,6 +53,34 @@ def register(socket_path):
     if len(fds) != 1:
         raise SystemExit(f"fake_client: expected one descriptor in the welcome, got {len(fds)}")
     return welcome, fds[0]
+
+
+def attach(socket_path):
+    """Register and attach the shard, for a script that writes its calls by hand:
+    (shm, shard pointer, header, channel descriptor)."""
+    welcome, chan = register(socket_path)
+    shm = sysv_ipc.attach(welcome.shmid)
+    return shm, ffi.cast("void *", shm.address), shard_header(shm.address), chan
+
+
+def call(shm, index, op, args, data):
+    """One inline call through slot index, written by hand: [status, result, err] (the slot's
+    answer stays readable until its next call)."""
+    shard, header, slot = ffi.cast("void *", shm.address), shard_header(shm.address), shard_slot(shm.address, index)
+    slot.owner_tid = os.getpid()
+    slot.op = op
+    slot.xfer = lib.LSCA_XFER_INLINE
+    for i, a in enumerate(args):
+        slot.args[i] = a & ((1 << 64) - 1)
+    ffi.memmove(slot.data, data, len(data))
+    slot.data_len = len(data)
+    slot.seq = header.next_seq
+    header.next_seq += 1
+    lib.lsca_ring_submit(shard, index)
+    lib.lsca_ring_wait(shard, index, 50000, 0)
+    answer = [slot.status, slot.result, slot.err]
+    slot.state = lib.LSCA_SLOT_FREE
+    return answer
 
 
 def drain(chan):
