@@ -107,6 +107,7 @@ def test_unprivileged_client_gets_native_permission_errors():
         assert b"whiteout: " in native.stdout and b"ln moved: 0" in native.stdout
         assert b"pipe beyond pipe-max-size: Operation not permitted" in native.stdout
         assert b"O_NOATIME on root's file: Operation not permitted" in native.stdout
+        assert b"pipe is mine: True" in native.stdout
         assert tree_state(lsca_root) == tree_state(native_root)
         assert tree_state(lsca_root)["open/moved"][:2] == (nobody.pw_uid, nobody.pw_gid)
 

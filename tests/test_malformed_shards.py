@@ -64,7 +64,7 @@ MASK64 = (1 << 64) - 1
 FREE, SUBMITTED, RUNNING, DONE = (lib.LSCA_SLOT_FREE, lib.LSCA_SLOT_SUBMITTED, lib.LSCA_SLOT_RUNNING,
                                   lib.LSCA_SLOT_DONE)
 ST_DONE, ST_PASS = lib.LSCA_STATUS_DONE, lib.LSCA_STATUS_PASSTHROUGH
-INLINE, REMOTE = lib.LSCA_XFER_INLINE, lib.LSCA_XFER_REMOTE
+INLINE, REMOTE, REPORTED = lib.LSCA_XFER_INLINE, lib.LSCA_XFER_REMOTE, lib.LSCA_XFER_REPORTED
 
 # Limits the handlers document (lsca/workers/handlers*.py, creds.py).
 REMOTE_MAX = 256 << 20                  # bytes moved by address in one call; more runs natively
@@ -75,7 +75,7 @@ STAT_SIZE = lib.lsca_stat_size()
 STATX_SIZE = lib.lsca_statx_size()
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW, AT_REMOVEDIR, AT_EACCESS, AT_SYMLINK_FOLLOW, AT_EMPTY_PATH = 0x100, 0x200, 0x200, 0x400, 0x1000
-F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
+F_DUPFD, F_DUPFD_CLOEXEC, F_SETFL, F_SETPIPE_SZ = 0, 1030, 4, 1031
 FCNTL_ON_DESCRIPTION = {3, 4, 1031, 1032, 1033, 1034}
 TTY_MAJORS = {4, 5} | set(range(136, 144))
 FS_CAPS = sum(1 << c for c in (0, 1, 2, 3, 4, 27, 32))
@@ -651,6 +651,10 @@ class Request:
 
 def oracle(fc, q):
     """(status, result, err) the worker must answer q with; runs the oracle's own calls."""
+    if q.xfer == REPORTED:
+        # "A call that waited natively, here is its outcome": the worker only answers DONE with
+        # what the slot says, kept within what an answer may hold (Request.write's garbage).
+        return ST_DONE, -1, errno.EINVAL
     try:
         if q.op not in OP_NAMES:
             _fail(errno.EINVAL)                     # no handler: unknown op code
@@ -767,11 +771,17 @@ def o_fcntl(fc, q):
         return o_dup(fc, q)
     if cmd not in FCNTL_ON_DESCRIPTION:
         raise _Pass                                 # commands on the calling process run natively
-    return _call(lib.lsca_do_fcntl, fc.local_fd(q.syms[0]), cmd, as_int(q.args[2]))
+    local = fc.local_fd(q.syms[0])
+    if cmd == F_SETPIPE_SZ and local >= 0 and stat.S_ISFIFO(os.fstat(local).st_mode):
+        raise _Pass                                 # a pipe's size is the calling user's limit
+    if cmd == F_SETFL:
+        _acting_as(fc)                              # O_NOATIME: the owner's, by filesystem ids
+    return _call(lib.lsca_do_fcntl, local, cmd, as_int(q.args[2]))
 
 
 def o_pipe2(fc, q):
     fds = ffi.new("int[2]")
+    _acting_as(fc)                                  # a pipe is its maker's (filesystem uid)
     _call(lib.lsca_do_pipe2, fds, as_int(q.args[0]))
     os.close(fds[0])
     os.close(fds[1])
@@ -885,6 +895,8 @@ def _one_path(call, *extra):
 def _two_paths(call):
     def o(fc, q):
         old, new = _paths(q, 2)
+        if q.op == OP["linkat"] and as_int(q.args[2]) & AT_EMPTY_PATH and not old:
+            raise _Pass                             # the descriptor itself: its opener's to link
         _acting_as(fc)
         with fc.in_mirror():
             return _call(call, fc.local_dir(q.syms[0]), old, fc.local_dir(q.syms[1]), new,

@@ -61,3 +61,25 @@ def test_generic_syscall_entry_routes_proxied_numbers_to_workers(lsca_run, c_pro
     for name in ("openat", "write", "lseek", "read", "fstat", "newfstatat", "mkdirat", "renameat2", "unlinkat"):
         assert name in names, name
     assert (tmp_path / "lsca" / "d" / "moved.txt").read_bytes() == b"raw syscall\n"
+
+
+TRAILING_SLASH = """
+mkdir -p d/sub d/sub2 && ln -s sub d/ln && ln -s sub2 d/ln2 && ln -s nowhere d/dang
+rmdir d/ln/; echo "rmdir ln/: $?"
+mv d/ln2/ d/moved; echo "mv ln2/: $?"
+mkdir d/dang/; echo "mkdir dang/: $?"
+rm d/ln/ 2>&1; echo "rm ln/: $?"
+ls -F d
+"""
+
+
+def test_a_trailing_slash_never_reaches_a_links_target(lsca_run, tmp_path):
+    """rmdir, mv, mkdir and rm of "link/": the kernel does not follow the last name of these calls
+    (the slash only asks for a directory), so nothing happens to what the link names."""
+    for where in ("native", "lsca"):
+        (tmp_path / where).mkdir()
+    native = run_native(["sh", "-c", TRAILING_SLASH], cwd=str(tmp_path / "native"))
+    proc, stats, _ = lsca_run(["sh", "-c", TRAILING_SLASH], cwd=str(tmp_path / "lsca"))
+    assert b"rmdir ln/: 1" in native.stdout and b"sub/" in native.stdout
+    assert proc.stdout == native.stdout
+    assert proc.stderr.replace(b"lsca", b"native") == native.stderr.replace(b"lsca", b"native")

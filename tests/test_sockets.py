@@ -31,3 +31,12 @@ def test_a_send_that_must_wait_for_its_peer_waits_in_the_program(lsca_run):
     assert native.returncode == proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert proc.stdout == native.stdout and native.stdout.startswith(b"sent ")
     assert stats["waited"].get("sendto", 0) >= 1        # tried by a worker, handed back to wait natively
+
+
+def test_a_unix_datagram_carries_the_programs_credentials_and_cwd(lsca_run):
+    program = [sys.executable, os.path.join(PROGRAMS, "unix_sender.py")]
+    native = run_native(program)
+    proc, stats, _ = lsca_run(program)
+    assert json.loads(native.stdout) == {"data": "hi", "sender_is_me": True}
+    assert proc.stdout == native.stdout, proc.stderr.decode()[-2000:]
+    assert stats["waited"].get("sendto", 0) >= 1        # the program sent it itself

@@ -392,9 +392,12 @@ class Served:
     def __init__(self, tmpdir, extra=()):
         os.chmod(tmpdir, 0o755)                 # the socket must be reachable for another uid
         self.sup = SupervisorProcess(tmpdir, workers=2, extra=extra)
-        # Its stdout is a socket: a write there is answered by a worker on every kernel (where pipes
-        # refuse RWF_NOWAIT, Linux 6.1 say, a pipe write is handed back and not counted here).
-        ours, theirs = socket.socketpair()
+        # Its stdout is a TCP socket on loopback: a write there is answered by a worker on every
+        # kernel (where pipes refuse RWF_NOWAIT, Linux 6.1 say, a pipe write is handed back and not
+        # counted here; so is any write to a unix socket, whose receiver may ask who sent).
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            theirs = socket.create_connection(listener.getsockname())
+            ours, _addr = listener.accept()
         self.client = subprocess.Popen([PY, "-B", "-c", CLIENT, os.path.join(tmpdir, "written")],
                                        env=self.sup.client_env(), stdin=subprocess.PIPE, stdout=theirs.fileno())
         theirs.close()

@@ -95,6 +95,9 @@ int lsca_fd_kind(int fd, unsigned *mode, unsigned *dev_major);
 /* 1 when a blocking read/write of count bytes on fd could wait (pipe, socket, tty). */
 /* 0 for the kinds of file no call waits on (regular, directory, block, /dev/null & co.). */
 int lsca_may_wait(unsigned mode, unsigned dev_major);
+/* 1 for an AF_UNIX socket: what a worker sends on one carries the worker's credentials
+ * (SCM_CREDENTIALS, SO_PASSCRED) and reaches socket files as the worker: only the program sends. */
+int lsca_unix_socket(int fd);
 int lsca_would_block(int fd, unsigned mode, unsigned dev_major, int for_write, size_t count);
 
 /* A new shared-memory segment, owned by uid/gid (uid -1: by us). The kernel zero-fills it page

@@ -519,6 +519,14 @@ int lsca_fd_kind(int fd, unsigned *mode, unsigned *dev_major)
     return 0;
 }
 
+int lsca_unix_socket(int fd)
+{
+    int domain = 0;
+    socklen_t len = sizeof(domain);
+
+    return getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+}
+
 int lsca_may_wait(unsigned mode, unsigned dev_major)
 {
     return !(S_ISREG(mode) || S_ISDIR(mode) || S_ISBLK(mode) || (S_ISCHR(mode) && dev_major == 1));

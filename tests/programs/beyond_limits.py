@@ -1,6 +1,7 @@
 """fcntl calls where the kernel asks for more than a file's access: a pipe larger than
 pipe-max-size (CAP_SYS_RESOURCE) and O_NOATIME on a file the caller does not own (owner or
-CAP_FOWNER). Prints what each gave: a root worker must not make them succeed for a user."""
+CAP_FOWNER); and who owns a new pipe. Prints what each gave: a root worker must not make them
+succeed for a user, nor make the pipe its own."""
 import fcntl
 import os
 
@@ -18,3 +19,6 @@ try:
     print("O_NOATIME on root's file: ok")
 except OSError as e:
     print("O_NOATIME on root's file:", os.strerror(e.errno))
+# A pipe belongs to the filesystem uid of whoever made it: here, this user.
+r, w = os.pipe()
+print("pipe is mine:", os.fstat(r).st_uid == os.geteuid())

@@ -97,6 +97,10 @@ def resolve(client, base, path, follow, keep, named=True):
     entered): (directory fd, last name, absolute name; None unless named: only a policy needs
     it). The directory fd goes to keep (closed after the call). OSError as the kernel would
     fail the call's resolution."""
+    if not follow and (path.endswith(b"/") or not path.strip(b"/")):
+        # A last name the call does not follow, yet must be a directory ("ln/"), or "/" itself:
+        # the kernel's own rules (ENOTDIR, EEXIST, EBUSY, ...), never the link's target.
+        raise Declined("a trailing slash on a name the call does not follow")
     hops = 0
     while True:
         head, name, trailing = _split(path)

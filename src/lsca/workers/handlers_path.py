@@ -175,7 +175,8 @@ def h_dup(client, slot):
 
 def h_pipe2(client, slot):
     fds = ffi.new("int[2]")
-    check(lib.lsca_do_pipe2(fds, as_int(slot.args[0])))
+    with acting_as(client, slot, False):        # a pipe belongs to its maker's filesystem ids
+        check(lib.lsca_do_pipe2(fds, as_int(slot.args[0])))
     try:
         return send_new_fds(client, slot, [fds[0], fds[1]])
     finally:
@@ -196,11 +197,11 @@ def h_fcntl(client, slot):
         return h_dup(client, slot)
     if cmd not in FCNTL_ON_DESCRIPTION:
         raise Declined("fcntl command that belongs to the calling process")
-    if cmd == F_SETPIPE_SZ:
+    entry = client.fds.get(as_int(slot.args[0]))
+    if cmd == F_SETPIPE_SZ and stat.S_ISFIFO(entry.mode):
         # Past pipe-max-size or the user's pipe pages the kernel asks for CAP_SYS_RESOURCE, which
         # a root worker keeps whoever it acts for: the program's own call decides.
         raise Declined("a pipe's size is the calling user's limit")
-    entry = client.fds.get(as_int(slot.args[0]))
     if cmd == F_SETFL:
         # O_NOATIME: only the file's owner (or CAP_FOWNER), checked with the filesystem ids.
         with acting_as(client, slot, False):
@@ -268,6 +269,9 @@ def _two_paths(call):
         olddirfd, newdirfd, flags = as_int(slot.args[0]), as_int(slot.args[1]), as_int(slot.args[2])
         old, new = paths(slot, 2)
         refuse_self_names(old, new)
+        if slot.op == lib.LSCA_OP_LINKAT and flags & AT_EMPTY_PATH and not old:
+            # The kernel lets a descriptor's opener link it: the worker's copy was not opened by them.
+            raise Declined("linkat of a descriptor itself")
         follow_old = slot.op == lib.LSCA_OP_LINKAT and flags & AT_SYMLINK_FOLLOW
         probe = lambda: call(-1, b"x", -1, b"x", flags & 0xFFFFFFFF)
         if not old and not (slot.op == lib.LSCA_OP_LINKAT and flags & AT_EMPTY_PATH):

@@ -57,7 +57,11 @@ def _payload_out(client, slot, length):
 
 def _send_without_waiting(entry, flags, call):
     """call(flags), on the main thread never waiting: a socket that polled writable can still
-    wait (a datagram's full peer, another writer). Nothing sent: the program's own call waits."""
+    wait (a datagram's full peer, another writer). Nothing sent: the program's own call waits.
+    On a unix socket the program always sends itself: its receiver may ask who sent
+    (SO_PASSCRED), and an address names a file looked up with the sender's cwd and rights."""
+    if entry.fd >= 0 and lib.lsca_unix_socket(entry.fd):
+        raise pool.Blocking(entry)
     if not _on_main_thread() or flags & MSG_DONTWAIT:
         return check(call(flags))
     r = call(flags | MSG_DONTWAIT)
