@@ -31,6 +31,8 @@ int main(void)
     show("mkdirat", syscall(SYS_mkdirat, AT_FDCWD, "d", 0750));
     show("renameat2", syscall(SYS_renameat2, AT_FDCWD, "data.txt", AT_FDCWD, "d/moved.txt", 0));
     show("unlinkat missing", syscall(SYS_unlinkat, AT_FDCWD, "data.txt", 0));
+    show("utimensat of the descriptor (NULL name)", syscall(SYS_utimensat, fd, NULL, NULL, 0));
+    show("utimensat of the descriptor with a flag", syscall(SYS_utimensat, fd, NULL, NULL, AT_SYMLINK_NOFOLLOW));
     show("close", syscall(SYS_close, fd));
     show("close again", syscall(SYS_close, fd));
     show("getpid is not proxied", syscall(SYS_getpid) > 0);
