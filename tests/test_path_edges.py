@@ -84,3 +84,6 @@ def test_a_trailing_slash_never_reaches_a_links_target(lsca_run, tmp_path):
     assert b"rmdir ln/: 1" in native.stdout and b"sub/" in native.stdout
     assert proc.stdout == native.stdout
     assert proc.stderr.replace(b"lsca", b"native") == native.stderr.replace(b"lsca", b"native")
+    # A worker saw each of them and handed it back (the links themselves were made by workers).
+    assert all(stats["declined"].get(op, 0) >= 1 for op in ("unlinkat", "renameat2", "mkdirat")), stats
+    assert stats["proxied"].get("symlinkat", 0) == 3

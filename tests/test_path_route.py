@@ -64,3 +64,4 @@ def test_names_the_kernel_answers_before_or_beside_the_route(lsca_run, c_program
     native = run_native(magic, cwd=str(tmp_path))
     proc, stats, _ = lsca_run(magic, cwd=str(tmp_path))
     assert native.stdout == b"5\n" and proc.stdout == native.stdout, proc.stderr
+    assert stats["declined"].get("statx", 0) >= 1, stats       # a worker saw it and handed it back

@@ -61,7 +61,7 @@ struct lsca_fd_entry {
     uint32_t mode;                /* st_mode of the file                                      */
     uint32_t dev_major;           /* for character devices                                    */
     int32_t owned;                /* 1: not cached, lsca_fd_put() closes it after the call   */
-    uint32_t pad;
+    uint32_t unix_socket;         /* 1: an AF_UNIX socket (lsca_unix_socket), read when taken  */
 };
 
 /* What a worker keeps of one client for the compiled path (lsca_fast_new allocates it). */

@@ -272,6 +272,7 @@ int lsca_fd_get(struct lsca_client_fast *c, int64_t client_fd, struct lsca_fd_en
     out->fd = fd;
     out->mode = mode;
     out->dev_major = dev_major;
+    out->unix_socket = S_ISSOCK(mode) && lsca_unix_socket(fd);   /* the same file while kcmp says so */
     if (cached->fd >= 0)
         out->owned = 1;                 /* its place holds another descriptor a caller may be using */
     else
@@ -450,7 +451,7 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
     case LSCA_OP_WRITE: case LSCA_OP_WRITEV: case LSCA_OP_PWRITE: {
         const void *data;
         /* A unix socket's receiver may see who sent: the program itself sends (lsca_unix_socket). */
-        if (op != LSCA_OP_PWRITE && fd >= 0 && S_ISSOCK(e->mode) && lsca_unix_socket(fd))
+        if (op != LSCA_OP_PWRITE && e->unix_socket)
             return LSCA_WOULD_BLOCK;
         /* A call that may block would stall every client of this worker: a pool thread takes it. */
         if (op != LSCA_OP_PWRITE && !in_pool && fd >= 0 && lsca_would_block(fd, e->mode, e->dev_major, 1, count))
@@ -552,7 +553,7 @@ static int handle_socket(struct lsca_slot *slot, const struct lsca_fd_entry *e, 
         addrlen > LSCA_ADDR_MAX)
         return LSCA_DECLINE;
     if (slot->op == LSCA_OP_SENDTO) {
-        if (fd >= 0 && lsca_unix_socket(fd))
+        if (e->unix_socket)
             return LSCA_WOULD_BLOCK;    /* its receiver may see who sent, its address is a file */
         if (!(flags & MSG_DONTWAIT) && fd >= 0 && lsca_would_block(fd, e->mode, e->dev_major, 1, length))
             return LSCA_WOULD_BLOCK;

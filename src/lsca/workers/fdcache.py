@@ -35,6 +35,10 @@ class FdEntry:
     def dev_major(self):
         return self.c.dev_major
 
+    @property
+    def unix_socket(self):
+        return bool(self.c.unix_socket)
+
 
 # A client descriptor that is not open: calls run on fd -1, so the kernel itself picks
 # between EBADF and an argument errno in its own order (ftruncate(bad, -1) is EINVAL).

@@ -60,7 +60,7 @@ def _send_without_waiting(entry, flags, call):
     wait (a datagram's full peer, another writer). Nothing sent: the program's own call waits.
     On a unix socket the program always sends itself: its receiver may ask who sent
     (SO_PASSCRED), and an address names a file looked up with the sender's cwd and rights."""
-    if entry.fd >= 0 and lib.lsca_unix_socket(entry.fd):
+    if entry.unix_socket:
         raise pool.Blocking(entry)
     if not _on_main_thread() or flags & MSG_DONTWAIT:
         return check(call(flags))
