@@ -4,13 +4,14 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
 
 from lsca.runner import SessionClient, agent_path
 from lsca.tracestream import TraceReader
-from conftest import PROGRAMS, SupervisorProcess, clean_env, parse_trace
+from conftest import PROGRAMS, SupervisorProcess, clean_env, parse_trace, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a root supervisor and a client as nobody")
 
@@ -116,3 +117,64 @@ def test_unprivileged_client_gets_native_permission_errors():
         assert any(name == "openat" and '"secret"' in args and "EACCES" in result for _, name, args, result in calls)
         assert any(name == "mkdirat" and '"locked/d"' in args and "EACCES" in result for _, name, args, result in calls)
         assert stats["proxied"].get("openat", 0) > 0 and stats["declined"].get("openat", 0) == 0
+
+
+STAT_LOOP = "import os, sys\nfor _ in range(int(sys.argv[2])): os.stat(sys.argv[1])\n"
+WRITE_LOOP = ("import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY)\n"
+              "for _ in range(int(sys.argv[2])): os.pwrite(fd, b'x', 0)\n"
+              "print(oct(os.fstat(fd).st_mode))\n")
+
+
+def test_a_users_identity_kept_after_its_path_call_is_given_back_before_another_client():
+    """A worker keeps a user's filesystem identity after its path call (taking and giving it
+    back costs two credential changes); root's writes served in between must still be made
+    as root: root's write keeps a file's set-uid bit (CAP_FSETID), a user's removes it."""
+    nobody = pwd.getpwnam("nobody")
+    with tempfile.TemporaryDirectory(prefix="lsca-held-") as base:
+        os.chmod(base, 0o755)
+        target = os.path.join(base, "setuid-file")
+        with open(target, "wb") as f:
+            f.write(b"#!/bin/sh\n")
+        os.chmod(target, 0o4755)
+        native = subprocess.run([sys.executable, "-c", WRITE_LOOP, target, "50"], env=clean_env(),
+                                capture_output=True, timeout=60, check=True)
+        assert native.stdout.strip() == b"0o104755"
+        agent = os.path.join(base, "agent.so")
+        shutil.copy(agent_path(), agent)
+        os.chmod(agent, 0o755)
+        sup = SupervisorProcess(base, workers=1)     # in base: nobody reaches its socket
+        try:
+            def session_env():
+                session = SessionClient(sup.socket)
+                env = {**clean_env(), "LD_PRELOAD": agent, "LSCA_SOCKET": sup.socket,
+                       "LSCA_SESSION": session.token, "LSCA_REQUIRED": "1"}
+                return session, env
+            stat_env = {**clean_env(), "LD_PRELOAD": agent, "LSCA_SOCKET": sup.socket, "LSCA_REQUIRED": "1"}
+            stats_loop = subprocess.Popen(["/usr/bin/python3", "-c", STAT_LOOP, base, "1000000000"], env=stat_env,
+                                          user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])
+            try:
+                def nobodys_stats():
+                    return sum(c["proxied"].get("fstatat", 0) for c in sup.stats()["clients"]
+                               if c["uid"] == nobody.pw_uid)
+                # nobody's stats are being served by the one worker...
+                assert wait_until(lambda: stats_loop.poll() is not None or nobodys_stats() > 1000)
+                assert stats_loop.poll() is None, "nobody's stat loop ended"
+                before = nobodys_stats()
+                write_session, write_env = session_env()
+                # ...while root's writes go to the same worker between them.
+                under = subprocess.run([sys.executable, "-c", WRITE_LOOP, target, "20000"], env=write_env,
+                                       capture_output=True, timeout=120)
+                written = write_session.end()
+                write_session.close()
+                assert stats_loop.poll() is None
+                stated = nobodys_stats() - before
+            finally:
+                stats_loop.kill()
+                stats_loop.wait()
+        finally:
+            assert sup.stop() == 0
+        assert under.returncode == 0, under.stderr
+        assert written["proxied"].get("pwrite", 0) >= 20000
+        assert stated > 1000, "nobody's stats did not go on beside root's writes"
+        assert under.stdout.strip() == b"0o104755", "root's write was made without CAP_FSETID"
+        assert oct(os.stat(target).st_mode) == "0o104755"

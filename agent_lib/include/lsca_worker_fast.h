@@ -134,6 +134,9 @@ void lsca_fast_set_identity(struct lsca_client_fast *c, int root, unsigned uid, 
                             const unsigned *groups);
 /* Close the kept /proc entries of the client's threads (its /proc directory changes or it goes). */
 void lsca_path_forget_tasks(struct lsca_client_fast *c);
+/* Give back a client's filesystem identity kept after its path call unless the thread goes on
+ * with that client c (NULL: give it back). */
+void lsca_path_settle(const struct lsca_client_fast *c);
 int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
 int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
 int lsca_path_name_call(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);

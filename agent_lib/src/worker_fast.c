@@ -1310,6 +1310,7 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
     uint64_t took;
     int outcome;
 
+    lsca_path_settle(c);                /* another client's identity is not kept for this one */
     if ((__atomic_load_n(&c->held_mask, __ATOMIC_RELAXED) >> i) & 1)
         lsca_trace_release_held(c, i);  /* the client took the numbers: it calls again */
     if (slot->xfer == LSCA_XFER_REPORTED) {
@@ -1382,21 +1383,26 @@ int lsca_worker_run(struct lsca_worker_ctx *ctx, struct lsca_client_fast **fast,
     uint64_t start = lsca_now_ns(), now;
     /* A sleeping call starts with the sleep (the caller spun already). */
     uint64_t spin = timeout_ms > 0 ? 0 : spin_ns;
+    int got;
 
     for (;;) {
-        int got = lsca_worker_next(ctx, shard_index, slot_index, spin, timeout_ms);
         struct lsca_client_fast *c;
 
+        got = lsca_worker_next(ctx, shard_index, slot_index, spin, timeout_ms);
         now = lsca_now_ns();
         row->heartbeat_ns = now;
         if (got != 1)
-            return got;
+            break;
         c = fast[*shard_index];
         if (!c || !serve_fast(c, row, (unsigned)*slot_index, now))
-            return 1;
-        if (lsca_now_ns() - start >= turn_ns)
-            return 3;
+            break;                      /* 1: the Python route's */
+        if (lsca_now_ns() - start >= turn_ns) {
+            got = 3;
+            break;
+        }
         spin = spin_ns;
         timeout_ms = 0;
     }
+    lsca_path_settle(NULL);             /* Python acts as the worker itself */
+    return got;
 }

@@ -235,23 +235,37 @@ static int enter(const struct creds *cr, int real_ids)
     return memcmp(cr->groups, self.groups, (size_t)cr->ngroups * sizeof(unsigned)) == 0 ? 0 : -1;
 }
 
+/* The client whose filesystem identity this thread kept after its last path call (NULL: the
+ * worker's own). Taking an identity and giving it back cost two credential changes each (~3
+ * µs here), so it is kept until the thread serves another client or goes back to Python
+ * (lsca_path_settle). Meanwhile the thread does only that client's calls and reads /proc
+ * entries anyone may read (pidfd_getfd, kcmp and process_vm_* check the real ids). */
+static __thread const struct lsca_client_fast *held_for;
+
 static void leave(void)
 {
+    held_for = NULL;
     if (self.root) {
         unsigned none = 0;
         lsca_become(0, 0, self.ngroups, self.ngroups ? self.groups : &none);
     }
 }
 
-/* What every call that passed the prologue does last: let go of its descriptors (-1: none)
- * and of the client's identity. Returns outcome. */
+void lsca_path_settle(const struct lsca_client_fast *c)
+{
+    if (held_for && held_for != c)
+        leave();
+}
+
+/* What every call that passed the prologue does last: let go of its descriptors (-1: none).
+ * The client's identity stays (see held_for). Returns outcome. */
 static int finish(int outcome, int base, int fd1, int fd2)
 {
-    if (fd1 >= 0)
+    /* place() hands base itself back for a name without a directory: closed once, below. */
+    if (fd1 >= 0 && fd1 != base)
         close(fd1);
-    if (fd2 >= 0)
+    if (fd2 >= 0 && fd2 != base && fd2 != fd1)
         close(fd2);
-    leave();
     if (base >= 0)
         close(base);
     return outcome;
@@ -352,6 +366,7 @@ static int prologue(struct lsca_client_fast *c, const struct lsca_slot *slot, in
         goto fail;
     }
     if (enter(&cr, real_ids) == 0) {
+        held_for = c;
         lsca_use_umask(cr.umask);
         return 0;
     }
@@ -368,7 +383,9 @@ fail:
 /* gate.resolve for a name that is not a symlink to follow: its directory, opened without
  * crossing a magic link, and the last name in it. -1 with errno: it does not resolve (see
  * unresolved); PLACE_NOT_HERE: a place in /proc, a magic link or a symlink loop on the way
- * (ELOOP: the Python route tells them apart), a directory name too long to copy. */
+ * (ELOOP: the Python route tells them apart), a directory name too long to copy. A name
+ * without a slash is in base itself (a directory outside /proc, as prologue checked): base
+ * is returned, not a copy (finish closes it once). */
 static int place(int base, const char *path, const char **name)
 {
     char head[LSCA_PATH_MAX];
@@ -385,6 +402,9 @@ static int place(int base, const char *path, const char **name)
         if (n == 0)
             strcpy(head, "/");
         *name = slash + 1;
+    } else if (base >= 0) {
+        *name = path;
+        return base;
     } else {
         strcpy(head, ".");
         *name = path;

@@ -450,8 +450,11 @@ int lsca_become(int fsuid, int fsgid, int ngroups, const unsigned *groups)
     if (became.valid && became.fsuid == fsuid && became.fsgid == fsgid && became.ngroups == ngroups &&
         memcmp(became.groups, groups, (size_t)ngroups * sizeof(*groups)) == 0)
         return 0;
+    /* setgroups costs as much as a stat: skipped when the list is the one in force. */
+    int same_groups = became.valid && became.ngroups == ngroups &&
+                      memcmp(became.groups, groups, (size_t)ngroups * sizeof(*groups)) == 0;
     became.valid = 0;
-    if (syscall(SYS_setgroups, (long)ngroups, groups) < 0)
+    if (!same_groups && syscall(SYS_setgroups, (long)ngroups, groups) < 0)
         return -1;
     syscall(SYS_setfsgid, (long)fsgid);
     syscall(SYS_setfsuid, (long)fsuid);
