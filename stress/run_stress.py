@@ -19,7 +19,9 @@ gives reproducible *and* varied mixes.
 
 Meanwhile, at random moments (a fault every 3-8 s, --faults at most) the injector
 picks one of: SIGKILL a worker; SIGSTOP a worker for longer than --worker-timeout,
-then SIGCONT it if it is still there; SIGKILL a client (a new client with a new id
+then SIGCONT it (a stopped worker cannot run, so it is not stuck: it must be the same
+worker afterwards); make a worker's main thread spin without heartbeats (SIGUSR1 with
+LSCA_WORKER_FAULT=stall: stuck, it must be aborted and replaced); SIGKILL a client (a new client with a new id
 takes its place); SIGKILL the supervisor (then `lsca cleanup`, check that every SysV
 object of that instance is gone, start a new supervisor on the same socket: clients
 that were running fall back to native, clients started afterwards are served). The
@@ -83,8 +85,8 @@ import zlib
 PIPE_BUF = 4096
 PW_BLOCK = 512
 BIG_MIN, BIG_MAX = 65537, 90000
-FAULT_KINDS = ("worker kill", "worker stop", "client kill", "supervisor kill")
-FAULT_WEIGHTS = (3, 2, 3, 1)
+FAULT_KINDS = ("worker kill", "worker stop", "worker stall", "client kill", "supervisor kill")
+FAULT_WEIGHTS = (3, 1, 2, 3, 1)
 # Calls the design retries on a new worker when the one executing them died: they may
 # fail with EIO only when the supervisor itself is lost.
 IDEMPOTENT = {"pread", "pwrite", "fstat", "stat", "lstat", "fsync", "fdatasync", "ftruncate",
@@ -962,7 +964,7 @@ class Stress:
         self.fault_log = []
         self.sup_kill_times = []
         self.pending_cont = []          # (when, pid, supervisor index)
-        self.recovery = []              # (deadline, supervisor index, victim, fault number)
+        self.recovery = []              # (deadline, supervisor index, victim, fault number, kept)
         self.unrecovered = []
         self.leaked_after_kill = []
         self.hangs = []
@@ -1010,7 +1012,7 @@ class Stress:
         import subprocess
         index = len(self.supervisors)
         logpath = os.path.join(self.workdir, f"supervisor-{index}.log")
-        env = self.lsca_env(LSCA_STRESS_RUN=self.token)
+        env = self.lsca_env(LSCA_STRESS_RUN=self.token, LSCA_WORKER_FAULT="stall")
         with open(logpath, "ab") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "lsca.supervisor", "--socket", self.socket_path,
@@ -1229,20 +1231,24 @@ class Stress:
     def inject(self, kind):
         now = time.monotonic()
         n = sum(self.faults.values()) + 1
-        if kind in ("worker kill", "worker stop"):
+        if kind in ("worker kill", "worker stop", "worker stall"):
             workers = self.sup.workers()
             if not workers:
                 return None
             victim = self.rng.choice(workers)
             if kind == "worker kill":
                 os.kill(victim, signal.SIGKILL)
-                self.recovery.append((now + 15, self.sup.index, victim, n))
+                self.recovery.append((now + 15, self.sup.index, victim, n, False))
+                end = now
+            elif kind == "worker stall":
+                os.kill(victim, signal.SIGUSR1)
+                self.recovery.append((now + self.args.worker_timeout + 15, self.sup.index, victim, n, False))
                 end = now
             else:
                 os.kill(victim, signal.SIGSTOP)
                 cont = now + self.args.worker_timeout + self.rng.uniform(1, 2)
                 self.pending_cont.append((cont, victim, self.sup.index))
-                self.recovery.append((cont + 15, self.sup.index, victim, n))
+                self.recovery.append((cont, self.sup.index, victim, n, True))
                 end = cont
             target = f"worker pid {victim}"
         elif kind == "client kill":
@@ -1295,18 +1301,27 @@ class Stress:
         self.start_supervisor()
 
     def check_recovery(self, now):
+        """A killed or stuck worker is replaced within its deadline; a stopped one is the same
+        worker still when it is continued (its deadline)."""
         still = []
-        for deadline, index, victim, n in self.recovery:
+        for deadline, index, victim, n, kept in self.recovery:
             if self.sup is None or index != self.sup.index:
                 continue
             workers = self.sup.workers()
+            if kept:
+                if now < deadline:
+                    still.append((deadline, index, victim, n, kept))
+                elif victim not in workers or len(workers) != self.args.workers:
+                    self.unrecovered.append(f"fault {n}: worker {victim}, stopped, was not left alone: the "
+                                            f"supervisor has workers {workers}")
+                continue
             if victim not in workers and len(workers) == self.args.workers:
                 continue
             if now > deadline:
                 self.unrecovered.append(f"fault {n}: after losing worker {victim} the supervisor has "
                                         f"workers {workers} (expected {self.args.workers}, without {victim})")
                 continue
-            still.append((deadline, index, victim, n))
+            still.append((deadline, index, victim, n, kept))
         self.recovery = still
 
     def continue_stopped(self, now, everything=False):

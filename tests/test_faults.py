@@ -10,6 +10,7 @@ import time
 
 
 from lsca import ipc
+from lsca.supervisor.watchdog import main_thread_state
 from conftest import (ended, wait_until, SupervisorProcess, asleep_on_doorbell, clean_env, new_objects,
                       remove_objects, workers_of)
 
@@ -92,15 +93,18 @@ def test_killed_worker_is_replaced_and_clients_keep_being_served(tmp_path):
         assert sup.stop() == 0
 
 
-def test_silent_worker_is_aborted_and_replaced(tmp_path):
-    sup = SupervisorProcess(str(tmp_path), workers=1, extra=["--worker-timeout", "2"])
+def test_a_stuck_worker_is_aborted_and_replaced(tmp_path):
+    """A worker whose main thread spins without a heartbeat (LSCA_WORKER_FAULT=stall, then
+    SIGUSR1) is running and makes no progress: aborted after the timeout, replaced, and its
+    client served by the new one."""
+    sup = SupervisorProcess(str(tmp_path), workers=1, extra=["--worker-timeout", "2"],
+                            env_extra={"LSCA_WORKER_FAULT": "stall"})
     client = None
     try:
         client = Driven(sup, tmp_path / "out")
         assert client.ask(3) == 33
         (worker,) = workers_of(sup)
-        assert wait_until(lambda: asleep_on_doorbell(worker))      # no call on its main thread
-        os.kill(worker, signal.SIGSTOP)         # alive but silent: no heartbeat
+        os.kill(worker, signal.SIGUSR1)         # its main thread spins from its next Python step
         assert wait_until(lambda: workers_of(sup) and workers_of(sup) != [worker], timeout=20)
         assert ended(worker)
         assert client.ask(10) == 11 * client.total
@@ -108,6 +112,74 @@ def test_silent_worker_is_aborted_and_replaced(tmp_path):
         if client:
             client.close()
         assert sup.stop() == 0
+
+
+def test_a_stopped_worker_is_left_alone_and_serves_again_when_continued(tmp_path):
+    """A worker stopped (SIGSTOP) past the timeout is not stuck, it cannot run: the watchdog
+    leaves it, and once continued it serves its client again, the same process."""
+    sup = SupervisorProcess(str(tmp_path), workers=1, extra=["--worker-timeout", "1"])
+    client = None
+    try:
+        client = Driven(sup, tmp_path / "out")
+        assert client.ask(3) == 33
+        (worker,) = workers_of(sup)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            assert wait_until(lambda: task_state(worker) == "T")
+            time.sleep(3.5)                     # the time to judge: three timeouts and more
+            assert workers_of(sup) == [worker] and task_state(worker) == "T"
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        assert client.ask(10) == 11 * client.total
+        assert workers_of(sup) == [worker]
+    finally:
+        if client:
+            client.close()
+        assert sup.stop() == 0
+
+
+def test_a_whole_pool_stopped_past_the_timeout_loses_no_worker_and_no_call(tmp_path):
+    """The machine, not a worker, stalled: the supervisor and its workers stopped together
+    (SIGSTOP to each) for longer than the timeout while a client was calling. After SIGCONT
+    nothing is killed and every call of the client completes."""
+    sup = SupervisorProcess(str(tmp_path), workers=2, extra=["--worker-timeout", "1"])
+    out = tmp_path / "out"
+    writer = None
+    try:
+        stats_file = tmp_path / "stats.json"
+        writer = subprocess.Popen([PY, "-m", "lsca.cli", "run", "--stats-file", str(stats_file), "--",
+                                   "dd", "if=/dev/zero", f"of={out}", "bs=1", "count=200000"],
+                                  env={**clean_env(), "LSCA_SOCKET": sup.socket, "LSCA_REQUIRED": "1"},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert wait_until(lambda: out.exists() and out.stat().st_size > 1000)
+        pool = [sup.process.pid] + workers_of(sup)
+        for pid in pool:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            assert wait_until(lambda: all(task_state(pid) == "T" for pid in pool))
+            stalled_at = out.stat().st_size
+            time.sleep(3.5)                     # the stall: three timeouts and more
+            assert out.stat().st_size == stalled_at      # dd's writes waited for the pool
+        finally:
+            for pid in pool:
+                os.kill(pid, signal.SIGCONT)
+        _, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err.decode()
+        assert out.stat().st_size == 200000
+        assert [sup.process.pid] + workers_of(sup) == pool
+        stats = json.loads(stats_file.read_text())
+        assert stats["proxied"].get("write", 0) >= 200000
+    finally:
+        if writer and writer.poll() is None:
+            writer.kill()
+            writer.wait()
+        assert sup.stop() == 0
+
+
+def task_state(pid):
+    """The state letter of pid's main thread (R, S, D, T, ...); None once it is gone."""
+    state = main_thread_state(pid)
+    return state[0] if state else None
 
 
 def test_ttin_and_ttou_grow_and_shrink_the_pool_without_losing_clients(tmp_path):

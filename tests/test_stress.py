@@ -10,7 +10,7 @@ import sys
 from conftest import clean_env
 
 STRESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "stress", "run_stress.py")
-FAULT_KINDS = ("worker kill", "worker stop", "client kill", "supervisor kill")
+FAULT_KINDS = ("worker kill", "worker stop", "worker stall", "client kill", "supervisor kill")
 MUST_BE_ZERO = ("writes lost", "writes duplicated", "records torn", "phantom writes", "hangs",
                 "leaked SysV objects", "leftover processes", "unexpected errors", "read mismatches",
                 "unrecovered faults", "client crashes", "shards not freed")

@@ -31,6 +31,7 @@ from lsca.supervisor.control import ControlServer
 from lsca.supervisor.registry import Registry, cleanup_dead
 from lsca.supervisor.session import Session
 from lsca.supervisor.systemd import Notifier
+from lsca.supervisor.watchdog import Watchdog
 from lsca.workers.worker import Worker, ring
 
 SERVING_CPUS = len(os.sched_getaffinity(0))   # the CPUs this supervisor and its workers may run on
@@ -40,6 +41,11 @@ log = logging.getLogger("lsca.supervisor")
 STOP_TIMEOUT_S = 5.0
 TICK_S = 1.0
 KILL_GRACE_S = 2.0          # between SIGABRT and SIGKILL for a worker that stopped heartbeating
+WATCH_S = 0.25              # how often the watchdog looks at the heartbeats
+BOOT_ERROR_EXIT = 3         # a worker's exit status when it could not start
+STABLE_S = 10.0             # a worker that lived this long did not die of a crash loop
+RESPAWN_FIRST_S = 0.25      # the back-off after the second quick death in a row, doubled after each
+RESPAWN_MAX_S = 30.0
 PUBLISH_S = 1.0             # how often the main loop publishes a snapshot for --metrics-port
 
 # Calls a replacement worker may run again when the one executing them died (running them
@@ -137,6 +143,11 @@ class Supervisor:
         self.published = None           # the latest snapshot, for the metrics thread
         self.next_publish = 0.0
         self.next_sweep = 0.0
+        self.watchdog = Watchdog(worker_timeout)
+        self.next_watch = 0.0
+        self.quick_deaths = 0           # workers in a row that died within STABLE_S of starting
+        self.respawn_at = 0.0           # no new worker before this (a crash loop's back-off)
+        self.halt_reason = None         # why the supervisor stops on its own
 
     # ---- start / stop ----
 
@@ -164,8 +175,7 @@ class Supervisor:
             except OSError as e:
                 raise SupervisorError(f"cannot watch process {self.exit_with}: {e.strerror}")
             self.selector.register(watched, selectors.EVENT_READ, self._on_watched_exit)
-        for _ in range(self.target_workers):
-            self.spawn_worker()
+        self.reconcile_workers()
         log.info("listening on %s with %d workers", self.socket_path, self.target_workers)
         self.notifier.ready(self.status_text())
         self.publish_snapshot()
@@ -280,7 +290,7 @@ class Supervisor:
 
     def run(self):
         while not self.stopping:
-            for key, mask in self.selector.select(TICK_S):
+            for key, mask in self.selector.select(self._tick()):
                 try:
                     key.data(key.fileobj, mask)
                 except Exception:
@@ -289,7 +299,8 @@ class Supervisor:
             while self.sig_queue and not self.stopping:
                 sig = self.sig_queue.pop(0)
                 getattr(self, "handle_" + self.SIG_NAMES[sig])()
-            self.murder_silent_workers()
+            self.murder_stuck_workers()
+            self.reconcile_workers()
             now = time.monotonic()
             if now >= self.next_sweep:
                 # Once a tick, not once an event: both walk every client / connection.
@@ -300,25 +311,45 @@ class Supervisor:
             now = time.monotonic()
             if self.notifier.watchdog_due(now):
                 self.notifier.watchdog(now)
+        if self.halt_reason:
+            raise SupervisorError(self.halt_reason)
 
-    def murder_silent_workers(self):
-        """A worker whose heartbeat is older than the timeout: SIGABRT, then SIGKILL."""
-        now = lib.lsca_now_ns()
-        for worker in list(self.workers.values()):
-            row = self.worker_rows[worker.index]
-            silent = (now - row.heartbeat_ns) / 1e9
-            if row.heartbeat_ns == 0 or silent < self.worker_timeout:
-                continue
-            sig = signal.SIGKILL if worker.aborted_at and time.monotonic() - worker.aborted_at > KILL_GRACE_S \
-                else signal.SIGABRT
-            if sig == signal.SIGABRT and worker.aborted_at:
-                continue
-            log.error("worker %d (pid %d) silent for %.1f s: %s", worker.index, worker.pid, silent, sig.name)
-            worker.aborted_at = worker.aborted_at or time.monotonic()
-            try:
-                os.kill(worker.pid, sig)
-            except ProcessLookupError:
-                pass
+    def _tick(self):
+        """How long the main loop may wait for events: a tick, or until a worker is due."""
+        serving = sum(1 for w in self.workers.values() if not w.retiring)
+        if serving < self.target_workers:
+            return min(TICK_S, max(0.0, self.respawn_at - time.monotonic()))
+        return TICK_S
+
+    def murder_stuck_workers(self):
+        """A worker stuck for the timeout (lsca.supervisor.watchdog: silent while it could
+        have run, the supervisor awake): SIGABRT, then SIGKILL if it is still there."""
+        now = time.monotonic()
+        for worker in self.workers.values():
+            if worker.aborted_at and not worker.killed and now - worker.aborted_at > KILL_GRACE_S:
+                log.error("worker %d (pid %d) still there %.0f s after SIGABRT: SIGKILL",
+                          worker.index, worker.pid, KILL_GRACE_S)
+                worker.killed = True
+                self._signal_worker(worker, signal.SIGKILL)
+        if now < self.next_watch:
+            return
+        self.next_watch = now + WATCH_S
+        self.watchdog.timeout_s = self.worker_timeout
+        heartbeats = {w.pid: self.worker_rows[w.index].heartbeat_ns for w in self.workers.values()
+                      if not w.aborted_at}
+        for pid, stuck_s in self.watchdog.look(heartbeats):
+            worker = self.workers[pid]
+            log.error("worker %d (pid %d) made no progress for %.1f s while it could run: SIGABRT",
+                      worker.index, worker.pid, stuck_s)
+            worker.aborted_at = now
+            self._signal_worker(worker, signal.SIGABRT)
+
+    @staticmethod
+    def _signal_worker(worker, sig):
+        try:
+            os.kill(worker.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def revoke_changed_clients(self):
         """A non-root client that exec'd a set-uid/set-gid/file-capability image (or became
@@ -388,11 +419,8 @@ class Supervisor:
             log.warning("HUP: metrics_port changes at restart only; still serving on %s", self.metrics_port)
         if "worker_spin_us" in values:
             self.spin_ns = values["worker_spin_us"] * 1000     # for workers started from now on
-        target = values.get("workers", self.target_workers)
-        while self.target_workers < target:
-            self.handle_ttin()
-        while self.target_workers > max(target, 1):
-            self.handle_ttou()
+        self.target_workers = max(values.get("workers", self.target_workers), 1)
+        self.reconcile_workers()
         log.warning("HUP: reloaded %s", self.config)
         self.notifier.ready_again(self.status_text())
 
@@ -411,7 +439,7 @@ class Supervisor:
 
     def handle_ttin(self):
         self.target_workers += 1
-        self.spawn_worker()
+        self.reconcile_workers()
         self.notifier.status(self.status_text())
 
     def handle_ttou(self):
@@ -419,25 +447,37 @@ class Supervisor:
             log.info("TTOU: keeping the last worker")
             return
         self.target_workers -= 1
-        worker = max((w for w in self.workers.values() if not w.retiring), key=lambda w: w.index)
-        log.info("TTOU: retiring worker %d", worker.index)
-        worker.retiring = True
-        self._tell(worker, {"op": "stop"})
+        self.reconcile_workers()
+
+    def reconcile_workers(self):
+        """The one place the pool meets its target (TTIN, TTOU, HUP and a death only change
+        the target or the pool): retire the extra workers, start the missing ones, no sooner
+        than the back-off of a crash loop allows."""
+        if self.stopping:
+            return
+        serving = [w for w in self.workers.values() if not w.retiring]
+        for worker in sorted(serving, key=lambda w: w.index)[self.target_workers:]:
+            log.info("retiring worker %d", worker.index)
+            worker.retiring = True
+            self._tell(worker, {"op": "stop"})
+        missing = self.target_workers - len(serving)
+        if missing > 0 and time.monotonic() >= self.respawn_at:
+            for _ in range(missing):
+                self.spawn_worker()
 
     def handle_chld(self):
         self._reap_workers()
 
     # ---- workers ----
 
-    def spawn_worker(self, index=None, doorbell=None):
-        if index is None:
-            # The lowest row of the worker table no live worker holds (a retired one's is free).
-            used = {w.index for w in self.workers.values()}
-            index = next(i for i in range(lib.LSCA_MAX_WORKERS) if i not in used)
-            if index == len(self.doorbells):
-                # A root supervisor's clients have other uids and must be able to ring; a user's only itself.
-                self.doorbells.append(self._new_semaphores(1, mode=0o666 if os.geteuid() == 0 else 0o600))
-            doorbell = self.doorbells[index]
+    def spawn_worker(self):
+        # The lowest row of the worker table no live worker holds (a retired or dead one's is free).
+        used = {w.index for w in self.workers.values()}
+        index = next(i for i in range(lib.LSCA_MAX_WORKERS) if i not in used)
+        if index == len(self.doorbells):
+            # A root supervisor's clients have other uids and must be able to ring; a user's only itself.
+            self.doorbells.append(self._new_semaphores(1, mode=0o666 if os.geteuid() == 0 else 0o600))
+        doorbell = self.doorbells[index]
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         row = self.worker_rows[index]
         row.heartbeat_ns = lib.lsca_now_ns()     # a fresh worker gets a full timeout to start
@@ -446,20 +486,23 @@ class Supervisor:
         worker.policy_json = self.policy.to_json() if self.policy is not None else None
         pid = os.fork()
         if pid == 0:
-            code = 1
+            code = BOOT_ERROR_EXIT
             try:
                 keep = child_sock.fileno()
                 os.closerange(3, keep)
                 os.closerange(keep + 1, 65536)
                 worker.init_process(self.pid)
+                code = 1
                 worker.run()
                 code = 0
             except BaseException:
-                log.exception("worker %d failed", index)
+                log.exception("worker %d %s", index, "could not start" if code == BOOT_ERROR_EXIT else "failed")
             finally:
                 os._exit(code)
         child_sock.close()
         worker.pid = pid
+        worker.started_at = time.monotonic()
+        worker.killed = False
         row.pid = pid
         worker.sock = parent_sock
         worker.outbox = collections.deque()     # messages the worker's socket did not take yet
@@ -485,27 +528,47 @@ class Supervisor:
             self._drop_outbox(worker)
             if self.stopping:
                 continue
+            self.watchdog.forget(pid)
             orphans = [r for r in self.clients.values() if r.worker is worker]
-            if getattr(worker, "retiring", False):
+            if worker.retiring:
                 log.info("worker %d retired; its %d client(s) move to the others", worker.index, len(orphans))
-                targets = None
             else:
-                log.error("worker %d (pid %d) died (status %#x): starting a new one", worker.index, pid, status)
-                targets = self.spawn_worker(worker.index, worker.doorbell_semid)
+                self._count_death(worker, status)
+            self.reconcile_workers()
             for record in orphans:
                 if record.releasing:
                     # The client is gone; its release died with the worker: free it here.
                     lib.lsca_shard_fail_all(ffi.cast("void *", record.shard.address))
                     self._free_client(record)
                     continue
-                record.worker = targets or self._least_loaded()
+                record.worker = self._least_loaded()
                 if record.worker is None:
-                    # No worker has room left: this client runs natively from now on.
+                    # No worker has room left (or none runs during a back-off): natively from now on.
                     lib.lsca_shard_fail_all(ffi.cast("void *", record.shard.address))
                     self._free_client(record)
                     continue
                 self._resolve_in_flight(record)
                 self._assign(record)
+
+    def _count_death(self, worker, status):
+        """A worker died: a boot error stops the supervisor (every new worker would fail the
+        same way); deaths in a row soon after start (a crash loop) space out the respawns."""
+        now = time.monotonic()
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == BOOT_ERROR_EXIT:
+            log.critical("worker %d could not start (see above): stopping", worker.index)
+            self.halt_reason = f"worker {worker.index} could not start (see the log above)"
+            self.stopping = True
+            return
+        self.quick_deaths = self.quick_deaths + 1 if now - worker.started_at < STABLE_S else 1
+        delay = 0.0 if self.quick_deaths < 2 else min(RESPAWN_FIRST_S * 2 ** (self.quick_deaths - 2),
+                                                       RESPAWN_MAX_S)
+        self.respawn_at = now + delay
+        if delay:
+            log.error("worker %d (pid %d) died (status %#x), the %d%s in a row within %.0f s of its start: "
+                      "the next one in %.2f s", worker.index, worker.pid, status, self.quick_deaths,
+                      _ordinal(self.quick_deaths), STABLE_S, delay)
+        else:
+            log.error("worker %d (pid %d) died (status %#x): starting a new one", worker.index, worker.pid, status)
 
     def _resolve_in_flight(self, record):
         """Calls the dead worker had claimed: run again if idempotent, else fail with EIO."""
@@ -547,7 +610,8 @@ class Supervisor:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
-                log.error("cannot reach worker %d: %s", worker.index, e.strerror)
+                # A worker that died is reaped and reported there; stopping, it is no news.
+                (log.debug if self.stopping else log.error)("cannot reach worker %d: %s", worker.index, e.strerror)
                 self._drop_outbox(worker)
                 return False
             worker.outbox.popleft()
@@ -666,7 +730,8 @@ class Supervisor:
         except OSError as e:
             os.close(pidfd)
             os.close(procfd)
-            log.warning("cannot serve pid %d: %s", pid, e)
+            # A process that exited while registering is normal; anything else is worth a line.
+            (log.debug if e.errno == errno.ESRCH else log.warning)("cannot serve pid %d: %s", pid, e)
             return self._send_welcome(peer, e.errno or errno.EIO)
         if not self._send_welcome(peer, 0, record.shard.id, record.chan_client):
             self._release(record)       # the agent gave up waiting: it runs natively
@@ -820,6 +885,10 @@ class Supervisor:
                 not any(r.releasing or exited(r.pidfd) for r in session.records):
             self._reply(session.conn, {"stats": session.stats()})
             session.ending = False
+
+
+def _ordinal(n):
+    return "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
 
 
 def _op_mask(value):

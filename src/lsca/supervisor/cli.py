@@ -46,16 +46,19 @@ def main(argv=None):
                             metrics_port=args.metrics_port, policy_path=args.policy,
                             max_clients_per_uid=args.max_clients_per_uid,
                             max_connections_per_uid=args.max_connections_per_uid)
+    error = None
     try:
         if args.socket == default_socket():
             private_directory()     # the default socket's directory: made, or refused unless ours
         supervisor.start()
         supervisor.run()
     except (SupervisorError, StateDirError) as e:
-        print(f"lsca-supervisor: {e}", file=sys.stderr)
-        return 1
+        error = e
     finally:
         supervisor.stop()
+    if error:
+        print(f"lsca-supervisor: {error}", file=sys.stderr)     # the last line, after the stop's
+        return 1
     return 0
 
 

@@ -20,6 +20,7 @@ from lsca.workers.calls import as_int
 from lsca.workers.client import Client
 from lsca.workers.creds import setup_compiled_route
 from lsca.workers.fdcache import Declined
+from lsca.workers import faults
 from lsca.workers.pool import Blocking, BlockingPool, install_interrupt_handler
 from lsca.policy import Policy
 from lsca.identity import Identity
@@ -100,6 +101,7 @@ class Worker:
             self.row = ffi.new("struct lsca_worker_status *")
         elif ffi.typeof(self.row).kind == "struct":
             self.row = ffi.addressof(self.row)     # the C loop writes it through a pointer
+        faults.at_boot()
 
     def _handle_term(self, signum, frame):
         self.alive = False
@@ -107,6 +109,7 @@ class Worker:
     def run(self):
         shard_index, slot_index = ffi.new("int *"), ffi.new("int *")
         next_control = 0.0
+        faults.after_boot()
         try:
             while self.alive:
                 self.row.heartbeat_ns = lib.lsca_now_ns()
