@@ -117,7 +117,7 @@ def test_a_stuck_worker_is_aborted_and_replaced(tmp_path):
 def test_a_stopped_worker_is_left_alone_and_serves_again_when_continued(tmp_path):
     """A worker stopped (SIGSTOP) past the timeout is not stuck, it cannot run: the watchdog
     leaves it, and once continued it serves its client again, the same process."""
-    sup = SupervisorProcess(str(tmp_path), workers=1, extra=["--worker-timeout", "1"])
+    sup = SupervisorProcess(str(tmp_path), workers=1, extra=["--worker-timeout", "2"])
     client = None
     try:
         client = Driven(sup, tmp_path / "out")
@@ -126,7 +126,7 @@ def test_a_stopped_worker_is_left_alone_and_serves_again_when_continued(tmp_path
         os.kill(worker, signal.SIGSTOP)
         try:
             assert wait_until(lambda: task_state(worker) == "T")
-            time.sleep(3.5)                     # the time to judge: three timeouts and more
+            time.sleep(4.5)                     # the time to judge: twice the timeout and more
             assert workers_of(sup) == [worker] and task_state(worker) == "T"
         finally:
             os.kill(worker, signal.SIGCONT)
@@ -142,7 +142,7 @@ def test_a_whole_pool_stopped_past_the_timeout_loses_no_worker_and_no_call(tmp_p
     """The machine, not a worker, stalled: the supervisor and its workers stopped together
     (SIGSTOP to each) for longer than the timeout while a client was calling. After SIGCONT
     nothing is killed and every call of the client completes."""
-    sup = SupervisorProcess(str(tmp_path), workers=2, extra=["--worker-timeout", "1"])
+    sup = SupervisorProcess(str(tmp_path), workers=2, extra=["--worker-timeout", "2"])
     out = tmp_path / "out"
     writer = None
     try:
@@ -158,7 +158,7 @@ def test_a_whole_pool_stopped_past_the_timeout_loses_no_worker_and_no_call(tmp_p
         try:
             assert wait_until(lambda: all(task_state(pid) == "T" for pid in pool))
             stalled_at = out.stat().st_size
-            time.sleep(3.5)                     # the stall: three timeouts and more
+            time.sleep(4.5)                     # the stall: twice the timeout and more
             assert out.stat().st_size == stalled_at      # dd's writes waited for the pool
         finally:
             for pid in pool:
