@@ -4,15 +4,14 @@ The agent is a plain shared library (not a Python extension) compiled with the
 same compiler setuptools configured, into the package as lsca/liblsca_agent.so.
 """
 import os
+import sys
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-AGENT_SOURCES = ["agent_lib/src/agent.c", "agent_lib/src/ring.c", "agent_lib/src/interpose_io.c",
-                 "agent_lib/src/interpose_fd.c", "agent_lib/src/interpose_path.c",
-                 "agent_lib/src/interpose_syscall.c", "agent_lib/src/interpose_signal.c",
-                 "agent_lib/src/interpose_socket.c", "agent_lib/src/interpose_exec.c", "agent_lib/src/user_memory.c",
-                 "agent_lib/src/ops.c"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent_lib"))
+import build_ffi  # noqa: E402  (the flags and sources of both C parts)
+
 AGENT_NAME = "liblsca_agent.so"
 
 
@@ -27,18 +26,17 @@ class BuildExtWithAgent(build_ext):
 
     def build_agent(self):
         objects = self.compiler.compile(
-            AGENT_SOURCES,
+            [os.path.join("agent_lib", "src", name) for name in build_ffi.AGENT_SOURCES],
             output_dir=self.build_temp,
             include_dirs=["agent_lib/include"],
             macros=[("LSCA_AGENT", "1")],
-            extra_postargs=["-std=gnu11", "-O2", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-attributes",
-                            "-pthread"],
+            extra_postargs=build_ffi.AGENT_FLAGS,
         )
         self.compiler.link_shared_object(
             objects,
             self.agent_path(),
             libraries=["dl"],
-            extra_postargs=["-pthread", "-Wl,--version-script=agent_lib/lsca_agent.map", "-Wl,-z,now"],
+            extra_postargs=build_ffi.AGENT_LINK_FLAGS,
         )
 
     def get_outputs(self):
@@ -46,6 +44,6 @@ class BuildExtWithAgent(build_ext):
 
 
 setup(
-    cffi_modules=["src/lsca/_build_ffi.py:ffibuilder"],
+    cffi_modules=["agent_lib/build_ffi.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithAgent},
 )

@@ -143,9 +143,9 @@ idle CPU: a supervisor with --workers workers and one attached client that does
 {sections}"""
 
 EPILOG = """\
-strace: when it is missing and lsca bench runs as root where apt-get exists, it is
-installed with `apt-get install -y strace` (said on stderr) unless --no-install;
-otherwise the strace column is skipped with a note.
+strace: when it is missing, the strace column is skipped with a note; with
+--install-strace (as root, where apt-get exists) it is installed first with
+`apt-get install -y strace` (said on stderr).
 
 --json FILE holds every number: machine facts (nproc, load average), settings, per op
 and mode every sample (ns/call, calls, warm-up calls, proxied counts) and the median,
@@ -218,8 +218,9 @@ def add_arguments(parser):
                              f"per run, {QUICK['repeats']} repeat, {QUICK['scale_seconds']} s per throughput "
                              f"cell, {QUICK['idle_seconds']:.0f} s idle, small workloads (flags given "
                              "explicitly win)")
-    parser.add_argument("--no-install", action="store_true",
-                        help="never install strace; skip its column when it is missing")
+    parser.add_argument("--install-strace", action="store_true",
+                        help="install strace with apt-get when it is missing (as root); without it a "
+                             "missing strace only skips its column")
     parser.add_argument("--json", metavar="FILE", help="write every number as JSON to FILE")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="draw the throughput (calls/s against workers, a line per client count) "
@@ -289,15 +290,15 @@ def find_strace(args, notes):
     path = shutil.which("strace")
     if path:
         return path
-    if args.no_install:
-        notes.append("strace is not installed (--no-install): the strace column is skipped")
+    if not args.install_strace:
+        notes.append("strace is not installed (--install-strace installs it): the strace column is skipped")
         return None
     apt = shutil.which("apt-get")
     if os.geteuid() != 0 or not apt:
         notes.append("strace is not installed (and cannot be installed here: needs root and apt-get): "
                      "the strace column is skipped")
         return None
-    say("strace is not installed: installing it with `apt-get install -y strace` (--no-install to skip)")
+    say("strace is not installed: installing it with `apt-get install -y strace` (--install-strace)")
     env = {**clean_env(), "DEBIAN_FRONTEND": "noninteractive"}
     install = [apt, "install", "-y", "-q", "strace"]
     result = subprocess.run(install, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)

@@ -84,7 +84,12 @@ def honours_offset(pidfd, fd, writing):
 
 
 class SupervisorError(Exception):
-    """A reason the supervisor cannot start, meant for a one-line message."""
+    """A reason the supervisor cannot start or go on, meant for a one-line message; status is
+    its exit status (BOOT_ERROR_EXIT: a worker could not start, restarting will not help)."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
 
 
 class ClientRecord:
@@ -184,7 +189,10 @@ class Supervisor:
         return f"serving {len(self.clients)} client(s) on {self.socket_path} with {len(self.workers)} worker(s)"
 
     def _serve_metrics(self):
-        from lsca.supervisor.metrics import ADDRESS, MetricsServer   # prometheus_client only when asked
+        try:
+            from lsca.supervisor.metrics import ADDRESS, MetricsServer   # prometheus_client only when asked
+        except ImportError as e:
+            raise SupervisorError(f"--metrics-port needs {e.name}: pip install 'lsca[metrics]'") from None
         try:
             self.metrics = MetricsServer(self.metrics_port, lambda: self.published)
         except OSError as e:
@@ -312,7 +320,7 @@ class Supervisor:
             if self.notifier.watchdog_due(now):
                 self.notifier.watchdog(now)
         if self.halt_reason:
-            raise SupervisorError(self.halt_reason)
+            raise SupervisorError(self.halt_reason, status=BOOT_ERROR_EXIT)
 
     def _tick(self):
         """How long the main loop may wait for events: a tick, or until a worker is due."""

@@ -58,7 +58,7 @@ def main(argv=None):
         supervisor.stop()
     if error:
         print(f"lsca-supervisor: {error}", file=sys.stderr)     # the last line, after the stop's
-        return 1
+        return getattr(error, "status", 1)
     return 0
 
 

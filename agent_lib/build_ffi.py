@@ -1,4 +1,6 @@
-"""cffi build script (out-of-line API mode): the lsca._lsca_ffi module.
+"""Build definitions of the C parts (used by setup.py; not part of the installed package):
+the compile flags of both, and the cffi build (out-of-line API mode) of the workers'
+module lsca._lsca_ffi.
 
 cffi runs this file standalone, so it never imports the lsca package and finds
 the C sources from its own location. The struct and constant definitions are
@@ -9,9 +11,20 @@ import re
 
 from cffi import FFI
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-AGENT_LIB = os.path.normpath(os.path.join(HERE, "..", "..", "agent_lib"))
+AGENT_LIB = os.path.dirname(os.path.abspath(__file__))
 INCLUDE = os.path.join(AGENT_LIB, "include")
+
+# The one list of compile flags: what both C parts are built with...
+C_FLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-attributes"]
+# ...the workers' module adds hardening: a root worker reads what any user writes into a
+# shard, so an overflow must end the worker, not worse...
+WORKER_FLAGS = C_FLAGS + ["-fstack-protector-strong", "-U_FORTIFY_SOURCE", "-D_FORTIFY_SOURCE=2"]
+# ...and the agent is a plain shared library loaded into every program (no fortify: it
+# defines read(), write() and the rest, which glibc's fortify wrappers would redefine).
+AGENT_FLAGS = C_FLAGS + ["-fPIC", "-pthread"]
+AGENT_LINK_FLAGS = ["-pthread", "-Wl,--version-script=" + os.path.join(AGENT_LIB, "lsca_agent.map"), "-Wl,-z,now"]
+AGENT_SOURCES = ["agent.c", "ring.c", "interpose_io.c", "interpose_fd.c", "interpose_path.c", "interpose_syscall.c",
+                 "interpose_signal.c", "interpose_socket.c", "interpose_exec.c", "user_memory.c", "ops.c"]
 HEADERS = ["lsca_abi.h", "lsca_ring.h", "lsca_worker_sys.h", "lsca_worker_fast.h"]
 SOURCES = ["ring.c", "worker_sys.c", "worker_fast.c", "worker_path.c", "ops.c"]
 
@@ -50,9 +63,7 @@ ffibuilder.set_source(
     "\n".join(f'#include "{h}"' for h in HEADERS),
     sources=[os.path.relpath(os.path.join(AGENT_LIB, "src", s)) for s in SOURCES],
     include_dirs=[INCLUDE],
-    # A root worker reads what any user writes into a shard: overflows end the worker, not worse.
-    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-fstack-protector-strong", "-U_FORTIFY_SOURCE",
-                        "-D_FORTIFY_SOURCE=2"],
+    extra_compile_args=WORKER_FLAGS,
 )
 
 if __name__ == "__main__":
