@@ -117,6 +117,13 @@ class SupervisorProcess:
         finally:
             client.close()
 
+    def settled(self):
+        """The supervisor's counters once its main loop has handled every signal sent to it
+        before this call: the loop takes queued signals after each turn's events, so the
+        answer to a second request comes after a turn that began after the signals."""
+        self.stats()
+        return self.stats()
+
     def client_env(self, **extra):
         env = clean_env()
         env.update(LD_PRELOAD=agent_path(), LSCA_SOCKET=self.socket, **extra)

@@ -197,7 +197,7 @@ def test_ttin_and_ttou_grow_and_shrink_the_pool_without_losing_clients(tmp_path)
         for c in clients:                       # all moved to the last worker
             assert c.ask(20) == 11 * c.total
         sup.process.send_signal(signal.SIGTTOU)  # the last one stays
-        time.sleep(0.5)
+        assert len(sup.settled()["workers"]) == 1
         assert len(workers_of(sup)) == 1
     finally:
         for c in clients:
@@ -249,9 +249,10 @@ def test_hup_reloads_the_config_file_and_a_bad_one_changes_nothing(tmp_path):
         assert wait_until(lambda: len(workers_of(sup)) == 3)
         config.write_text("workers = [\n")                          # not TOML
         sup.process.send_signal(signal.SIGHUP)
+        assert len(sup.settled()["workers"]) == 3
         config.write_text("workers = 0\n")                           # TOML, but not a valid value
         sup.process.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
+        assert len(sup.settled()["workers"]) == 3
         assert len(workers_of(sup)) == 3 and sup.process.poll() is None
         config.write_text("workers = 1\n")
         sup.process.send_signal(signal.SIGHUP)
