@@ -48,8 +48,10 @@ class Driven:
     """A served client we can ask for more work, line by line."""
 
     def __init__(self, sup, path, stats_dir=None):
+        self.sup = sup
         self.errors = open(f"{path}.stderr", "w+b")
-        self.proc = subprocess.Popen([PY, "-c", ECHO_CLIENT, str(path)], env=sup.client_env(),
+        # LSCA_REQUIRED: a client that cannot register fails instead of running natively.
+        self.proc = subprocess.Popen([PY, "-c", ECHO_CLIENT, str(path)], env=sup.client_env(LSCA_REQUIRED="1"),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors)
         self.total = 0
 
@@ -64,7 +66,14 @@ class Driven:
         if not line:
             self.errors.seek(0)
             raise AssertionError(f"the client died ({self.proc.poll()}): {self.errors.read().decode()}")
+        # Every line it wrote to its file went through a worker (none fell back to native).
+        assert self.file_writes_proxied() >= self.total, (self.file_writes_proxied(), self.total)
         return int(line)
+
+    def file_writes_proxied(self):
+        """Writes of this client the workers answered (its shard's counts: they outlive a worker)."""
+        mine = [c for c in self.sup.stats()["clients"] if c["pid"] == self.proc.pid]
+        return mine[0]["proxied"].get("write", 0) if mine else 0
 
     def close(self):
         self.proc.kill()
