@@ -3,17 +3,26 @@ them, mixed with I/O calls, in a scratch tree (symlinks, nested dirs, permission
 renames over existing names, chdir and dirfd-relative names) natively and under LSCA
 must give the same results, errno values, descriptor numbers, cwd and final tree, and
 every call of the sequence must have been executed by a worker (seen in the trace,
-in order) or, for the few that run natively by design, counted as passthrough."""
+in order) or, for the few that run natively by design, counted as passthrough.
+Each sequence runs as the caller (root in CI: mode 000 means nothing to it) and, when the
+caller is root, also as nobody against a root supervisor, where the permission bits and
+ownership decide (EACCES, EPERM) and a root worker takes nobody's identity."""
 import json
 import os
+import pwd
 import shutil
 import stat
+import subprocess
 import sys
+import tempfile
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import PROGRAMS, parse_trace, run_native
+from conftest import PROGRAMS, SupervisorProcess, clean_env, parse_trace, run_native
+from lsca.runner import SessionClient, agent_path
+from lsca.tracestream import TraceReader
 from test_differential_io import between_markers
 
 PATH_OPS = os.path.join(PROGRAMS, "path_ops.py")
@@ -186,6 +195,87 @@ def run_both(lsca_run, tmp_path, spec):
     return (json.loads(native.stdout), json.loads(proc.stdout)), stats, parse_trace(trace)
 
 
+class AsNobody:
+    """Runs a spec natively and under LSCA as nobody (no supplementary groups), against a
+    root supervisor of its own; everything nobody needs lives in a world-readable directory
+    (the system's python3: the test's own may sit under a private home)."""
+    PYTHON = "/usr/bin/python3"
+
+    def __init__(self):
+        self.user = pwd.getpwnam("nobody")
+        self.base = tempfile.mkdtemp(prefix="lsca-diff-nobody-")
+        os.chmod(self.base, 0o755)
+        self.agent = shutil.copy(agent_path(), os.path.join(self.base, "agent.so"))
+        self.program = shutil.copy(PATH_OPS, os.path.join(self.base, "path_ops.py"))
+        for name in (self.agent, self.program):
+            os.chmod(name, 0o755)
+        self.sup = SupervisorProcess(self.base, workers=2)
+
+    def close(self):
+        try:
+            assert self.sup.stop() == 0
+        finally:
+            shutil.rmtree(self.base, onerror=_make_writable)
+
+    def run(self, cmd, env):
+        return subprocess.run(cmd, env=env, user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[],
+                              cwd=self.base, capture_output=True, timeout=120)
+
+    def __call__(self, spec):
+        work = os.path.join(self.base, "work")
+        if os.path.exists(work):
+            shutil.rmtree(work, onerror=_make_writable)
+        os.mkdir(work, 0o755)
+        spec_file = os.path.join(work, "spec.json")
+        with open(spec_file, "w") as f:
+            json.dump(spec, f)
+        dirs = {}
+        for side in ("native", "lsca"):
+            dirs[side] = os.path.join(work, side)
+            os.mkdir(dirs[side], 0o755)
+            os.chown(dirs[side], self.user.pw_uid, self.user.pw_gid)
+        native = self.run([self.PYTHON, self.program, spec_file, dirs["native"]], clean_env())
+        assert native.returncode == 0, native.stderr.decode()
+        trace_path = os.path.join(work, "trace")
+        trace_fd = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        reader = TraceReader(trace_fd)
+        try:
+            session = SessionClient(self.sup.socket, trace_fd=reader.sender_fd())
+            reader.close_sender()
+            reader.start()
+            env = {**clean_env(), "LD_PRELOAD": self.agent, "LSCA_SOCKET": self.sup.socket,
+                   "LSCA_SESSION": session.token, "LSCA_REQUIRED": "1"}
+            under = self.run([self.PYTHON, self.program, spec_file, dirs["lsca"]], env)
+            stats = session.end()
+            session.close()
+        finally:
+            reader.finish()
+            os.close(trace_fd)
+        assert under.returncode == 0, under.stderr.decode()
+        with open(trace_path) as f:
+            calls = parse_trace(f.read().splitlines())
+        return (json.loads(native.stdout), json.loads(under.stdout)), stats, calls
+
+
+@pytest.fixture(scope="module")
+def as_nobody():
+    if os.geteuid() != 0:
+        pytest.skip("the unprivileged variant runs when the tests run as root (as CI does)")
+    runner = AsNobody()
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+@pytest.fixture(params=["caller", "nobody"])
+def run_spec(request, lsca_run, tmp_path):
+    """run(spec) -> ((native output, LSCA output), stats, trace calls), as the caller or as nobody."""
+    if request.param == "nobody":
+        return request.getfixturevalue("as_nobody")
+    return lambda spec: run_both(lsca_run, tmp_path, spec)
+
+
 def same_number_dup2(o, r):
     return o["op"] == "dup2" and r.get("fd") == o["to"]
 
@@ -205,9 +295,9 @@ def executed(spec, output):
     return names
 
 
-def check(lsca_run, tmp_path, ops):
+def check(run_spec, ops):
     spec = {"ops": ops}
-    (native, lsca), stats, calls = run_both(lsca_run, tmp_path, spec)
+    (native, lsca), stats, calls = run_spec(spec)
     assert lsca == native
     # Every call of the sequence went through a worker, in order.
     assert between_markers(calls) == executed(spec, native)
@@ -228,20 +318,20 @@ def check(lsca_run, tmp_path, ops):
 @example(ops=RENAMES_OVER_EXISTING)
 @example(ops=CWD_AND_DIRFDS)
 @example(ops=REMOVED_CWD)
-def test_path_sequences_match_native(lsca_run, tmp_path, ops):
-    check(lsca_run, tmp_path, ops)
+def test_path_sequences_match_native(run_spec, ops):
+    check(run_spec, ops)
 
 
 def test_hand_picked_sequences_cover_the_cases(lsca_run, tmp_path):
     """The examples above do what they are meant to (so the cases stay covered)."""
-    native = check(lsca_run, tmp_path, RENAMES_OVER_EXISTING)
+    native = check(lambda spec: run_both(lsca_run, tmp_path, spec), RENAMES_OVER_EXISTING)
     errnos = [r["errno"] for r in native["results"]]
     assert errnos[:6] == [0, 0, 39, 22, 20, 21]       # ENOTEMPTY, EINVAL, ENOTDIR, EISDIR
     assert native["tree"]["f0"]["content"] == (b"one\n" * 3)[:7].hex()   # renamed, then truncated
     assert native["tree"]["l_new"]["type"] == "symlink"
     assert native["results"][9]["ret"] == "@/a"
     assert native["tree"]["locked"]["mode"] == 0o4711
-    native = check(lsca_run, tmp_path, CWD_AND_DIRFDS)
+    native = check(lambda spec: run_both(lsca_run, tmp_path, spec), CWD_AND_DIRFDS)
     results = native["results"]
     assert results[2]["cwd"] == "a/b" and results[18]["ret"] == "a/b"
     assert [r["reset"] for r in results[19:22]] == [False, False, True]
@@ -250,12 +340,12 @@ def test_hand_picked_sequences_cover_the_cases(lsca_run, tmp_path):
     assert native["tree"]["a/b/sub"]["mode"] == 0o700
     assert stat.S_ISREG(results[7]["ret"][0]) and results[15]["ret"] == b"through".hex()
     assert results[10]["ret"] == 10 and results[11]["errno"] == 22
-    native = check(lsca_run, tmp_path, REMOVED_CWD)
+    native = check(lambda spec: run_both(lsca_run, tmp_path, spec), REMOVED_CWD)
     assert [r["errno"] for r in native["results"][3:7]] == [0, 2, 2, 2]
     assert native["results"][8]["reset"] and native["tree"]["f3"]["type"] == "file"
 
 
 def test_cwd_named_like_a_removed_directory(lsca_run, tmp_path):
     """/proc shows a removed cwd as "NAME (deleted)": a live directory may be called that."""
-    native = check(lsca_run, tmp_path, NAMED_LIKE_REMOVED)
+    native = check(lambda spec: run_both(lsca_run, tmp_path, spec), NAMED_LIKE_REMOVED)
     assert native["results"][2] == {"ret": "d (deleted)", "errno": 0}

@@ -13,6 +13,7 @@ a chdir/fchdir that leaves t (".." from t) is followed by a chdir back to t.
 Descriptors made by ops are kept in a list, in creation order; ops name one by
 index (modulo the list's length), -1 or an empty list meaning the never-open 1000.
 """
+import errno
 import fcntl
 import json
 import os
@@ -234,21 +235,34 @@ def tree(state):
 
     def walk(rel):
         path = os.path.join(state.root, rel) if rel else state.root
-        st = os.lstat(path)
+        try:
+            st = os.lstat(path)
+        except OSError as e:            # not root: in a directory it may not search
+            out[rel or "."] = {"lstat": errno.errorcode[e.errno]}
+            return
         entry = {"mode": stat.S_IMODE(st.st_mode), "nlink": st.st_nlink, "uid": st.st_uid, "gid": st.st_gid,
                  "mtime": st.st_mtime_ns if st.st_mtime_ns in EXPLICIT_MTIMES else "other"}
         if stat.S_ISDIR(st.st_mode):
             entry["type"] = "dir"
             out[rel or "."] = entry
-            for name in sorted(os.listdir(path)):
+            try:
+                names = sorted(os.listdir(path))
+            except OSError as e:        # not root: a directory it may not read
+                entry["listing"] = errno.errorcode[e.errno]
+                return
+            for name in names:
                 walk(os.path.join(rel, name))
             return
         if stat.S_ISLNK(st.st_mode):
             entry.update(type="symlink", target=state.norm(os.readlink(path)))
             entry.pop("mode")            # a symlink's own bits are always 0777
         elif stat.S_ISREG(st.st_mode):
-            with open(path, "rb") as f:
-                entry.update(type="file", size=st.st_size, content=f.read().hex())
+            entry.update(type="file", size=st.st_size)
+            try:
+                with open(path, "rb") as f:
+                    entry["content"] = f.read().hex()
+            except OSError as e:        # not root: a file it may not read
+                entry["content"] = errno.errorcode[e.errno]
         else:
             entry["type"] = stat.S_IFMT(st.st_mode)
         out[rel] = entry
