@@ -838,10 +838,6 @@ def log(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def clean_env():
-    return {k: v for k, v in os.environ.items() if not k.startswith("LSCA_") and k != "LD_PRELOAD"}
-
-
 class Ledger:
     """Outcome and number of copies found of every record of one thread (one seq space)."""
     __slots__ = ("outcome", "found", "kind")
@@ -1000,6 +996,7 @@ class Stress:
 
     def lsca_env(self, **extra):
         """Environment of our supervisors and of lsca cleanup: the snapshot, our registry."""
+        from lsca.launch import clean_env      # the orchestrator's own imports: clients import no lsca
         env = clean_env()
         env["PYTHONPATH"] = os.pathsep.join([self.libdir] + [p for p in [env.get("PYTHONPATH")] if p])
         env["LSCA_STATE_DIR"] = self.state_dir
@@ -1013,28 +1010,17 @@ class Stress:
         index = len(self.supervisors)
         logpath = os.path.join(self.workdir, f"supervisor-{index}.log")
         env = self.lsca_env(LSCA_STRESS_RUN=self.token, LSCA_WORKER_FAULT="stall")
+        from lsca.launch import SupervisorStartError, start_supervisor
         with open(logpath, "ab") as logf:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "lsca.supervisor", "--socket", self.socket_path,
-                 "--workers", str(self.args.workers), "--worker-timeout", str(self.args.worker_timeout),
-                 "--log-level", "INFO"],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env)
+            try:
+                proc = start_supervisor(self.socket_path, ["--workers", str(self.args.workers), "--worker-timeout",
+                                                           str(self.args.worker_timeout), "--log-level", "INFO"],
+                                        env=env, pause=self.pump, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+            except SupervisorStartError as e:
+                raise RuntimeError(f"{e}; see {logpath}") from None
         sup = SupervisorProc(index, proc, logpath)
         self.supervisors.append(sup)
         deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"supervisor exited at start with {proc.returncode}; see {logpath}")
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(self.socket_path)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"supervisor did not listen within 20 s; see {logpath}")
-            finally:
-                probe.close()
-            self.pump(0.02)
         # Its workers must be there before the clients come.
         while len(sup.workers()) < self.args.workers and time.monotonic() < deadline:
             self.pump(0.02)
@@ -1048,6 +1034,7 @@ class Stress:
         self.next_cid += 1
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
+        from lsca.launch import clean_env
         env = clean_env()
         env.update(LD_PRELOAD=self.agent, LSCA_SOCKET=self.socket_path, LSCA_STRESS_RUN=self.token,
                    PYTHONDONTWRITEBYTECODE="1")

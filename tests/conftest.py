@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("lsca", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("lsca")
 
+from lsca.launch import clean_env, start_supervisor
 from lsca import ipc
 from lsca.runner import agent_path
 
@@ -89,24 +89,9 @@ class SupervisorProcess:
     def __init__(self, tmpdir, workers=2, extra=(), env_extra=None, stderr=None):
         self.socket = os.path.join(tmpdir, "supervisor.sock")
         self.objects_before = ipc.lsca_objects()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "lsca.supervisor", "--socket", self.socket, "--workers", str(workers), *extra],
-            stdin=subprocess.DEVNULL, stderr=stderr, env={**clean_env(), **(env_extra or {})})
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"supervisor exited at start with {self.process.returncode}")
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(self.socket)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("supervisor did not start listening")
-                time.sleep(0.02)
-            finally:
-                probe.close()
+        self.process = start_supervisor(self.socket, ["--workers", str(workers), *extra],
+                                        env={**clean_env(), **(env_extra or {})}, timeout=START_TIMEOUT_S,
+                                        stdin=subprocess.DEVNULL, stderr=stderr)
 
     def stats(self):
         """The supervisor's counters now (lsca.stats.snapshot over its socket)."""
@@ -162,11 +147,6 @@ def asleep_on_doorbell(worker_pid):
             return "semtimedop" in f.read()
     except OSError:
         return False
-
-
-def clean_env():
-    """This environment less anything of LSCA's (the test marker stays)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LSCA_") and k != "LD_PRELOAD"}
 
 
 @contextlib.contextmanager

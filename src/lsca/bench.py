@@ -28,7 +28,6 @@ import platform
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from collections import namedtuple
 from importlib import resources
 
 from lsca import __version__
+from lsca.launch import SupervisorStartError, clean_env, start_supervisor
 from lsca import settings
 from lsca.settings import argument_type
 
@@ -245,11 +245,6 @@ def resolve(args):
 # ---- environment and helpers ----
 
 
-def clean_env():
-    """Our environment without any LSCA or preload setting inherited from the caller."""
-    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("LSCA_")}
-
-
 def lsca_cli():
     return [sys.executable, "-m", "lsca.cli"]
 
@@ -383,28 +378,15 @@ class Supervisor:
         self.processes = processes
         self.workers = workers
         self.socket_path = os.path.join(workdir, f"supervisor-{next(SOCKET_NUMBERS)}.sock")
-        command = [sys.executable, "-m", "lsca.supervisor", "--socket", self.socket_path,
-                   "--workers", str(workers), "--exit-with", str(os.getpid())]
+        args = ["--workers", str(workers), "--exit-with", str(os.getpid())]
         if spin_us is not None:
-            command += ["--worker-spin-us", str(spin_us)]
-        self.process = subprocess.Popen(command, env=clean_env(), stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+            args += ["--worker-spin-us", str(spin_us)]
+        try:
+            self.process = start_supervisor(self.socket_path, args, stdin=subprocess.DEVNULL, start_new_session=True)
+        except SupervisorStartError as e:
+            raise BenchError(f"lsca-supervisor: {e}") from None
         self.stopped = False
         processes.supervisors.append(self)
-        self._wait_ready()
-
-    def _wait_ready(self):
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"lsca-supervisor exited with status {self.process.returncode} at start")
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                try:
-                    probe.connect(self.socket_path)
-                    return
-                except (FileNotFoundError, ConnectionRefusedError):
-                    time.sleep(0.02)
-        raise BenchError(f"lsca-supervisor did not listen within {READY_TIMEOUT_S:.0f} s")
 
     def client_env(self):
         env = clean_env()

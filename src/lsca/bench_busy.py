@@ -10,7 +10,8 @@ import signal
 import subprocess
 import time
 
-from lsca.bench import BenchError, clean_env, measure_ops, say
+from lsca.bench import BenchError, measure_ops, say
+from lsca.launch import clean_env
 
 HOG_SETTLE_S = 0.2          # after starting the hogs, before the first timed run
 STRACE_FACTOR = 10          # the issue: under load, lsca must be this much cheaper than strace...

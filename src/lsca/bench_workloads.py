@@ -27,7 +27,8 @@ import threading
 import time
 from collections import namedtuple
 
-from lsca.bench import (BenchError, clean_env, lsca_cli, read_stats, say, watch)
+from lsca.bench import BenchError, lsca_cli, read_stats, say, watch
+from lsca.launch import clean_env
 
 # A job: name (as shown, and for --workloads-only); what (for --help); tools (programs it needs
 # on PATH, else it is skipped); build (template_dir, size): generate the inputs; command (run_dir,

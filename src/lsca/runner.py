@@ -14,14 +14,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from importlib import resources
+from lsca.launch import SupervisorStartError, start_supervisor
 from lsca.command import SHELL, CommandError, agent_barrier, resolve, shell_command
 from lsca.opclasses import ALL as ALL_OPS, op_mask
 from lsca.statedir import StateDirError, instances_directory
 from lsca.tracestream import TraceReader
 
-READY_TIMEOUT_S = 15.0
 # Signals lsca run passes on to the program; tty-generated INT/QUIT reach it directly.
 FORWARDED = [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
              signal.SIGUSR2, signal.SIGALRM, signal.SIGWINCH, signal.SIGCONT]
@@ -66,31 +65,17 @@ class EmbeddedSupervisor:
         self.directory = tempfile.mkdtemp(prefix="lsca-run-")
         self.socket_path = os.path.join(self.directory, "supervisor.sock")
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LSCA_SOCKET")}
-        command = [sys.executable, "-m", "lsca.supervisor", "--socket", self.socket_path,
-                   "--exit-with", str(os.getpid())]
+        args = ["--exit-with", str(os.getpid())]
         if workers:
-            command += ["--workers", str(workers)]
+            args += ["--workers", str(workers)]
         if policy:
-            command += ["--policy", os.path.abspath(policy)]
-        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        self._wait_ready()
-
-    def _wait_ready(self):
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.stop()
-                raise RunError(f"the supervisor exited with status {self.process.returncode} at start")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(self.socket_path)
-                return
-            except (FileNotFoundError, ConnectionRefusedError):
-                time.sleep(0.02)
-            finally:
-                probe.close()
-        self.stop()
-        raise RunError(f"the supervisor did not start listening within {READY_TIMEOUT_S:.0f} s")
+            args += ["--policy", os.path.abspath(policy)]
+        try:
+            self.process = start_supervisor(self.socket_path, args, env=env, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        except SupervisorStartError as e:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise RunError(str(e)) from None
 
     def stop(self):
         if self.process.poll() is None:
