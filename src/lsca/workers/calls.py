@@ -4,7 +4,7 @@ import errno
 import os
 import stat
 
-from lsca.abi import ffi, lib
+from lsca.abi import INLINE_MAX, ffi, lib
 from lsca.workers import pool
 from lsca.workers.fdcache import Declined
 
@@ -19,6 +19,17 @@ def check(result):
     if result < 0:
         raise OSError(ffi.errno, os.strerror(ffi.errno))
     return result
+
+
+def paths(slot, count, start=0):
+    """The count NUL-terminated paths of data[] from byte start; EINVAL if malformed."""
+    if slot.data_len > INLINE_MAX or start > slot.data_len:
+        raise OSError(errno.EINVAL, "bad data length")
+    raw = bytes(ffi.buffer(slot.data + start, slot.data_len - start))
+    parts = raw.split(b"\0")
+    if len(parts) < count + 1:
+        raise OSError(errno.EINVAL, "path not NUL-terminated")
+    return parts[:count]
 
 
 def client_fd(client, slot):

@@ -15,7 +15,7 @@ import os
 from lsca import ops
 from lsca.abi import OP_NAMES, ffi
 from lsca.opclasses import op_mask
-from lsca.workers.calls import check, open_nomagic
+from lsca.workers.calls import check, open_nomagic, paths
 from lsca.workers.creds import read_creds, task_dir
 from lsca.workers.fdcache import Declined
 
@@ -132,7 +132,6 @@ def descriptor_paths(client, slot, entry=None):
 def lexical_paths(client, slot):
     """The names of a call as given, made absolute against the client's cwd or dirfd (for
     a call that will run natively: the worker cannot hold what it will act on)."""
-    from lsca.workers.handlers_path import paths
     line = ops.BY_CODE.get(slot.op)
     try:
         if line is None:

@@ -11,7 +11,7 @@ import os
 import re
 import stat
 
-from lsca.workers.calls import as_int, check, open_nomagic
+from lsca.workers.calls import as_int, check, open_nomagic, paths
 from lsca.abi import INLINE_MAX, ffi, lib
 from lsca.workers.creds import acting_as
 from lsca.workers.fdcache import Declined
@@ -29,17 +29,6 @@ STAT_SIZE = lib.lsca_stat_size()
 STATX_SIZE = lib.lsca_statx_size()
 TIMES_SIZE = 2 * ffi.sizeof("uint64_t") * 2      # struct timespec[2] on 64-bit
 UTIME_OMIT = (1 << 30) - 2
-
-
-def paths(slot, count, start=0):
-    """The count NUL-terminated paths of data[] from byte start; EINVAL if malformed."""
-    if slot.data_len > INLINE_MAX or start > slot.data_len:
-        raise OSError(errno.EINVAL, "bad data length")
-    raw = bytes(ffi.buffer(slot.data + start, slot.data_len - start))
-    parts = raw.split(b"\0")
-    if len(parts) < count + 1:
-        raise OSError(errno.EINVAL, "path not NUL-terminated")
-    return parts[:count]
 
 
 def refuse_self_names(*names):
