@@ -23,10 +23,10 @@ WORKER_FLAGS = C_FLAGS + ["-fstack-protector-strong", "-U_FORTIFY_SOURCE", "-D_F
 # defines read(), write() and the rest, which glibc's fortify wrappers would redefine).
 AGENT_FLAGS = C_FLAGS + ["-fPIC", "-pthread"]
 AGENT_LINK_FLAGS = ["-pthread", "-Wl,--version-script=" + os.path.join(AGENT_LIB, "lsca_agent.map"), "-Wl,-z,now"]
-AGENT_SOURCES = ["agent.c", "ring.c", "interpose_io.c", "interpose_fd.c", "interpose_path.c", "interpose_syscall.c",
+AGENT_SOURCES = ["agent.c", "slots.c", "interpose_io.c", "interpose_fd.c", "interpose_path.c", "interpose_syscall.c",
                  "interpose_signal.c", "interpose_socket.c", "interpose_exec.c", "user_memory.c", "ops.c"]
-HEADERS = ["lsca_abi.h", "lsca_ring.h", "lsca_worker_sys.h", "lsca_worker_fast.h"]
-SOURCES = ["ring.c", "worker_sys.c", "worker_fast.c", "worker_path.c", "ops.c"]
+HEADERS = ["lsca_abi.h", "lsca_slots.h", "lsca_worker_sys.h", "lsca_worker_fast.h"]
+SOURCES = ["slots.c", "worker_sys.c", "worker_fast.c", "worker_path.c", "ops.c"]
 
 
 def cdef_region(path):

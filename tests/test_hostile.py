@@ -10,7 +10,7 @@ meanwhile: it finishes within HONEST_BOUND_S with the right file, and the sessio
 (the workers write them) show its writes proxied.
 
 The attackers are programs/hostile.c (the agent's side of the protocol by hand: hellos,
-shards, slots; compiled here against agent_lib/include and ring.c), programs/hostile_suid.c
+shards, slots; compiled here against agent_lib/include and slots.c), programs/hostile_suid.c
 (the set-uid-root program of the exec attacks, as small as possible) and
 programs/hostile_control.py (peers of the control socket, for the system python: ours
 lives under /root, which other users cannot read). Everything other users run is copied
@@ -223,7 +223,7 @@ def world():
         os.chmod(agent, 0o755)
         hostile = os.path.join(base, "hostile")
         subprocess.run(["gcc", "-O2", "-Wall", "-I", os.path.join(REPO, "agent_lib", "include"), "-o", hostile,
-                        os.path.join(PROGRAMS, "hostile.c"), os.path.join(REPO, "agent_lib", "src", "ring.c")],
+                        os.path.join(PROGRAMS, "hostile.c"), os.path.join(REPO, "agent_lib", "src", "slots.c")],
                        check=True)
         os.chmod(hostile, 0o755)
         control = os.path.join(base, "hostile_control.py")

@@ -1113,7 +1113,7 @@ def run_example(pool, sup, ex):
             fc.header.pending_mask |= 1 << index
             quiet[index] = bytes(ffi.buffer(slot, 128))
             continue
-        lib.lsca_ring_submit(fc.shard, index)
+        lib.lsca_slot_submit(fc.shard, index)
         if not wait_state(slot, DONE, ANSWER_TIMEOUT_S, workers_changed):
             if workers_changed():
                 raise broken(f"a worker died on this request (slot state {slot.state}: never answered)")
@@ -1141,7 +1141,7 @@ def run_example(pool, sup, ex):
     # the worker has taken every pending bit set above.
     pslot = fc.slots[probe_index]
     want_result, check = fill_probe(fc, pslot, ex["probe"])
-    lib.lsca_ring_submit(fc.shard, probe_index)
+    lib.lsca_slot_submit(fc.shard, probe_index)
     if not wait_state(pslot, DONE, ANSWER_TIMEOUT_S, workers_changed):
         if workers_changed():
             raise broken("a worker died (seen while waiting for the well-formed probe call)")

@@ -1,10 +1,10 @@
-"""The slot hand-off protocol (agent_lib/src/ring.c), checked two ways.
+"""The slot hand-off protocol (agent_lib/src/slots.c), checked two ways.
 
 tests/protocol/slot_stress.c runs the real code under load - client threads, worker threads
 with SysV doorbells, shards in SysV shared memory, cancels and signals, worker deaths and
 lsca_shard_fail_all - and checks every answer; it is run as built and under ThreadSanitizer.
 tests/protocol/slot_model.cpp is a Relacy model of the same protocol with the memory orders
-ring.c uses, explored on a relaxed memory model: it must pass, and each weakened variant must
+slots.c uses, explored on a relaxed memory model: it must pass, and each weakened variant must
 fail (which is what shows the check can see a wrong order). x86-64 and QEMU's aarch64 both run
 a stronger memory model than Armv8 allows, so the stress test alone cannot show that.
 
@@ -21,7 +21,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INCLUDE = os.path.join(ROOT, "agent_lib", "include")
-RING_C = os.path.join(ROOT, "agent_lib", "src", "ring.c")
+SLOTS_C = os.path.join(ROOT, "agent_lib", "src", "slots.c")
 STRESS_C = os.path.join(ROOT, "tests", "protocol", "slot_stress.c")
 MODEL_CPP = os.path.join(ROOT, "tests", "protocol", "slot_model.cpp")
 
@@ -60,7 +60,7 @@ def stress_builds(tmp_path_factory):
 def build_stress(cc, out, name, flags):
     binary = str(out / name)
     if not os.path.exists(binary):
-        compile_or_fail([cc, *flags, "-pthread", "-Wall", "-Wextra", f"-I{INCLUDE}", STRESS_C, RING_C, "-o", binary])
+        compile_or_fail([cc, *flags, "-pthread", "-Wall", "-Wextra", f"-I{INCLUDE}", STRESS_C, SLOTS_C, "-o", binary])
     return binary
 
 
@@ -130,7 +130,7 @@ def tsan_works(cc, out):
 
 
 def test_stress_thread_sanitizer(stress_builds):
-    """The same run under ThreadSanitizer: no data race in ring.c or in the test's use of it."""
+    """The same run under ThreadSanitizer: no data race in slots.c or in the test's use of it."""
     cc, out = stress_builds
     problem = tsan_works(cc, out)
     if problem:

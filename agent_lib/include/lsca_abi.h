@@ -8,7 +8,7 @@
  * #defines, enums and structs of fixed-width types.
  *
  * Every field written by one side and read by the other is accessed only through
- * the acquire/release primitives in lsca_ring.h.
+ * the acquire/release primitives in lsca_slots.h.
  */
 #ifndef LSCA_ABI_H
 #define LSCA_ABI_H

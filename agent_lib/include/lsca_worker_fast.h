@@ -13,7 +13,7 @@
 
 #include <stdint.h>
 #include "lsca_abi.h"
-#include "lsca_ring.h"
+#include "lsca_slots.h"
 
 /* LSCA_CDEF_BEGIN */
 #define LSCA_FDTAB_SIZE 256             /* cached duplicates per client (direct-mapped by fd)  */
@@ -76,7 +76,7 @@ struct lsca_client_fast {
     uint64_t trace_mask;          /* bit op: record this op's calls                            */
     uint64_t slow_mask;           /* bit op: always the Python route (policy rules for the op) */
     uint64_t held_mask;           /* bit slot: a record of the slot's last call is held back   */
-    void *held[64];               /* those records (malloc'd), till the client took the numbers */
+    void *held[LSCA_SLOTS];       /* those records (malloc'd), till the client took the numbers */
     struct lsca_trace_stream trace; /* the records of its calls, to its session's reader       */
     struct lsca_worker_status *row; /* our worker's row: counts the records dropped            */
     void *trace_lock;             /* pool threads append too                                  */
@@ -206,9 +206,10 @@ int lsca_trace_leftovers(int give_up);
 uint64_t lsca_trace_progress(void);
 
 /* The worker's loop over hot calls: claims calls like lsca_worker_next() and answers the
- * ones lsca_handle_io() can answer here and now. Returns 1 with a call for the Python route
- * (shard and slot set), 2 with a cancel request, 0 when idle (after spinning spin_ns, then
- * sleeping up to timeout_ms), 3 when turn_ns passed (Python's turn for its messages).
+ * ones lsca_handle_io() can answer here and now. Returns LSCA_FOUND_CALL with a call for the
+ * Python route (shard and slot set), LSCA_FOUND_CANCEL with a cancel request,
+ * LSCA_FOUND_NOTHING when idle (after spinning spin_ns, then sleeping up to timeout_ms),
+ * LSCA_FOUND_TURN_OVER when turn_ns passed (Python's turn for its messages).
  * fast[i] belongs to ctx->shards[i] (NULL: always the Python route). */
 int lsca_worker_run(struct lsca_worker_ctx *ctx, struct lsca_client_fast **fast, struct lsca_worker_status *row,
                     uint64_t spin_ns, int timeout_ms, uint64_t turn_ns, int *shard_index, int *slot_index);

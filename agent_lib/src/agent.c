@@ -26,11 +26,11 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "lsca_ring.h"
+#include "lsca_slots.h"
 
 #define TLS __thread __attribute__((tls_model("initial-exec")))
 
-/* Default client spin before sleeping, while the worker runs the call (see lsca_ring_wait): long
+/* Default client spin before sleeping, while the worker runs the call (see lsca_slot_wait): long
  * enough to cover a path call on the Python route (~50 us), whose futex wake-up would add ~15 us. */
 #define DEFAULT_SPIN_NS 200000
 
@@ -753,8 +753,8 @@ void lsca_signal_arrived(int sa_restart)
     if (!self.interrupted) {
         /* First interrupt the call in the worker and take its answer, then the handler
          * runs: the kernel keeps this order for a native call. */
-        lsca_ring_cancel(shard, self.waiting_slot);
-        lsca_ring_wait(shard, self.waiting_slot, agent.spin_ns, 0);
+        lsca_slot_cancel(shard, self.waiting_slot);
+        lsca_slot_wait(shard, self.waiting_slot, agent.spin_ns, 0);
         self.interrupted = 1;
         self.restart = 1;
     }
@@ -783,8 +783,8 @@ int lsca_exchange(struct lsca_call *c)
         self.waiting_slot = i;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
         self.waiting_shard = h;
-        lsca_ring_submit(h, i);
-        waited = lsca_ring_wait(h, i, agent.spin_ns, 0);
+        lsca_slot_submit(h, i);
+        waited = lsca_slot_wait(h, i, agent.spin_ns, 0);
         self.waiting_shard = NULL;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
         /* Interrupted before it completed (EINTR): restarted if every handler said SA_RESTART. */

@@ -123,7 +123,7 @@ void lsca_fast_free(struct lsca_client_fast *c)
     lsca_path_forget_tasks(c);
     if (c->trace_lock) {
         pthread_mutex_lock(c->trace_lock);
-        for (unsigned i = 0; i < 64; i++)
+        for (unsigned i = 0; i < LSCA_SLOTS; i++)
             free(c->held[i]);
         trace_release(c);
         pthread_mutex_unlock(c->trace_lock);
@@ -343,7 +343,7 @@ static void *scratch_get(size_t len, int *mapped)
 
 int lsca_is_io_op(unsigned op)
 {
-    return op < 64 && ((IO_OPS >> op) & 1);
+    return op < LSCA_OP_MAX && ((IO_OPS >> op) & 1);
 }
 
 #define ANSWER(expr)                                                            \
@@ -691,7 +691,7 @@ struct lsca_trace_record *lsca_trace_begin(struct lsca_client_fast *c, const str
     uint32_t start = 0;
     char *out;
 
-    if (op >= 64 || !((c->trace_mask >> op) & 1) || c->trace.failed)
+    if (op >= LSCA_OP_MAX || !((c->trace_mask >> op) & 1) || c->trace.failed)
         return NULL;
     refresh_comm(c);
     memset(r, 0, sizeof(*r));
@@ -1320,7 +1320,7 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
         row->busy_shard = 0;
         return 1;
     }
-    if (op >= 64 || !(((IO_OPS | PATH_OPS | DUP_OPS | FD_OWNER_OPS | SOCKET_OPS) & ~c->slow_mask) >> op & 1))
+    if (op >= LSCA_OP_MAX || !(((IO_OPS | PATH_OPS | DUP_OPS | FD_OWNER_OPS | SOCKET_OPS) & ~c->slow_mask) >> op & 1))
         return 0;
     /* The length check comes first on both routes; a declined descriptor goes the Python way. */
     if ((REPORT_OPS | PATH_OPS | DUP_OPS) >> op & 1)
@@ -1391,13 +1391,13 @@ int lsca_worker_run(struct lsca_worker_ctx *ctx, struct lsca_client_fast **fast,
         got = lsca_worker_next(ctx, shard_index, slot_index, spin, timeout_ms);
         now = lsca_now_ns();
         row->heartbeat_ns = now;
-        if (got != 1)
+        if (got != LSCA_FOUND_CALL)
             break;
         c = fast[*shard_index];
         if (!c || !serve_fast(c, row, (unsigned)*slot_index, now))
-            break;                      /* 1: the Python route's */
+            break;                      /* the call is the Python route's */
         if (lsca_now_ns() - start >= turn_ns) {
-            got = 3;
+            got = LSCA_FOUND_TURN_OVER;
             break;
         }
         spin = spin_ns;

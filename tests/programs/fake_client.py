@@ -76,8 +76,8 @@ def call(shm, index, op, args, data):
     slot.data_len = len(data)
     slot.seq = header.next_seq
     header.next_seq += 1
-    lib.lsca_ring_submit(shard, index)
-    lib.lsca_ring_wait(shard, index, 50000, 0)
+    lib.lsca_slot_submit(shard, index)
+    lib.lsca_slot_wait(shard, index, 50000, 0)
     answer = [slot.status, slot.result, slot.err]
     slot.state = lib.LSCA_SLOT_FREE
     return answer

@@ -2,8 +2,8 @@
  * hostile.c - the hostile local user of tests/test_hostile.py (it runs as nobody).
  *
  * It speaks the agent's side of LSCA by hand: the hello on the supervisor's socket and the
- * slot protocol of lsca_ring.h on a shard it attached, with the ABI of agent_lib/include
- * (compiled with agent_lib/src/ring.c). Each mode prints one JSON object per line on
+ * slot protocol of lsca_slots.h on a shard it attached, with the ABI of agent_lib/include
+ * (compiled with agent_lib/src/slots.c). Each mode prints one JSON object per line on
  * stdout; nothing it prints comes from its arguments.
  *
  *   hostile connect-exec SOCKET SUID VICTIM
@@ -60,7 +60,7 @@
 #include <unistd.h>
 
 #include "lsca_abi.h"
-#include "lsca_ring.h"
+#include "lsca_slots.h"
 
 #define ANSWER_TIMEOUT_S 5.0
 #define SHOWN 256                       /* bytes of data shown as hex */
@@ -162,7 +162,7 @@ static const char *call(void *shard, int32_t tid, uint32_t op, const uint64_t *a
     if (len)
         memcpy(s->data, data, len);
     s->seq = __atomic_fetch_add(&h->next_seq, 1, __ATOMIC_RELAXED);
-    lsca_ring_submit(shard, (unsigned)i);
+    lsca_slot_submit(shard, (unsigned)i);
     deadline = mono() + ANSWER_TIMEOUT_S;
     for (;;) {
         if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == LSCA_SLOT_DONE)
@@ -569,7 +569,7 @@ static int cmd_fifo_race(const char *path, const char *dir, double seconds)
         memcpy(s->data, "t", 2);
         s->data_len = 2;
         s->seq = __atomic_fetch_add(&h->next_seq, 1, __ATOMIC_RELAXED);
-        lsca_ring_submit(shard, (unsigned)i);
+        lsca_slot_submit(shard, (unsigned)i);
         attempts++;
         give_up = mono() + 2.0;
         while (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != LSCA_SLOT_DONE && mono() < give_up)

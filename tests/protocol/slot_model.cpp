@@ -1,6 +1,6 @@
 /*
  * slot_model.cpp - a relaxed-memory model check (Relacy) of the slot hand-off protocol of
- * agent_lib/src/ring.c, with the memory orders ring.c uses.
+ * agent_lib/src/slots.c, with the memory orders slots.c uses.
  *
  * Build and run (Debian package relacy-dev; header-only, in /usr/include/relacy):
  *     g++ -O1 -std=gnu++11 -I/usr/include tests/protocol/slot_model.cpp -o slot_model && ./slot_model
@@ -11,15 +11,15 @@
  * livelock, failed assertion), 2 for bad usage.
  *
  * What is modelled. Every function below is a line-by-line transcription of its namesake in
- * ring.c; each atomic access names its ring.c site and takes its order from the table `O`,
- * filled by set_orders() with exactly the orders ring.c uses (smp_store_sc / smp_load_sc =
+ * slots.c; each atomic access names its slots.c site and takes its order from the table `O`,
+ * filled by set_orders() with exactly the orders slots.c uses (smp_store_sc / smp_load_sc =
  * seq_cst, smp_load_acquire = acquire, the exchanges of claim_one acq_rel, the claim CAS
  * acq_rel/acquire, ...). Shared plain fields (op/args/data, seq, status/result/err) are rl::var,
  * so Relacy reports a data race when the hand-off does not order them. The futex is Relacy's
  * own model of Linux's (rl::rl_futex: a seq_cst fence, then the value check and the queueing
  * without preemption, spurious wake-ups allowed), and the worker's SysV doorbell is a Relacy
  * semaphore (sem_post / sem_wait). A wait nobody ends shows up as DEADLOCK (or LIVELOCK).
- * The worker's doorbell wait is untimed here, where ring.c uses a timeout (timeout_ms): in the
+ * The worker's doorbell wait is untimed here, where slots.c uses a timeout (timeout_ms): in the
  * real code a lost doorbell costs latency, here it is a deadlock, so it cannot hide.
  *
  * Scenarios (each a Relacy test suite, explored by the random scheduler):
@@ -40,8 +40,8 @@
  *
  * Weakenings (-DWEAKEN=N or --weaken N) each break one thing; the check must then fail:
  *   1  lsca_worker_complete: the DONE store relaxed            -> data race on the answer
- *   2  lsca_ring_wait: the spin load of state relaxed          -> data race on the answer
- *   3  lsca_ring_submit: the SUBMITTED store relaxed           -> data race on the request
+ *   2  lsca_slot_wait: the spin load of state relaxed          -> data race on the answer
+ *   3  lsca_slot_submit: the SUBMITTED store relaxed           -> data race on the request
  *   4  claim_one: the claim CAS relaxed                         -> data race on the request
  *   5  lsca_worker_complete: DONE store release, wake CAS acq_rel (the Dekker pair with the
  *      client's sleep announcement is no longer seq_cst)       -> lost wake-up (deadlock)
@@ -50,14 +50,14 @@
  *   7  lsca_shard_fail_all: the dead store release             -> client sleeps for ever
  *   8  the sleep flag without the call's seq (a constant)      -> lost wake-up across two calls
  *   9  lsca_shard_republish skipped (not an order: shows the scenario needs it) -> lost call
- *  10  lsca_ring_submit: the SUBMITTED store release, not seq_cst (it is the client's half of
+ *  10  lsca_slot_submit: the SUBMITTED store release, not seq_cst (it is the client's half of
  *      the dead pair with lsca_shard_fail_all)               -> client sleeps for ever
  * Relacy's limits. An RMW always reads the latest value of the interleaving, so a relaxed
  * fetch_or of the pending hint (which on aarch64 could become visible before the SUBMITTED
- * store) is not caught here; lsca_ring.h argues that one. Relacy's seq_cst fence (the one in
+ * store) is not caught here; lsca_slots.h argues that one. Relacy's seq_cst fence (the one in
  * its futex model, standing for the kernel's smp_mb before it compares the futex word) orders
  * only against other fences, not against seq_cst stores as C++11 29.3p5-6 and the hardware do:
- * the model gives the kernel's barrier no credit, so the user-space Dekker pairs of ring.c must
+ * the model gives the kernel's barrier no credit, so the user-space Dekker pairs of slots.c must
  * (and do) hold on their own - stricter than the real thing, never looser.
  *
  * Build note: include relacy/relacy.hpp, not relacy_std.hpp (its using-declarations clash with
@@ -88,19 +88,19 @@ enum { OP_COMPUTE = 1, OP_BLOCK = 2 };                             /* BLOCK: ans
 enum { E_INTR = 4, E_IO = 5 };
 enum { NSLOTS = 2 };
 
-/* The orders of ring.c, one per site. */
+/* The orders of slots.c, one per site. */
 struct orders {
-    memory_order submit_state;      /* lsca_ring_submit: smp_store_sc(&slot->state, SUBMITTED)      */
-    memory_order submit_pending;    /* lsca_ring_submit: fetch_or(&h->pending_mask, SEQ_CST)        */
+    memory_order submit_state;      /* lsca_slot_submit: smp_store_sc(&slot->state, SUBMITTED)      */
+    memory_order submit_pending;    /* lsca_slot_submit: fetch_or(&h->pending_mask, SEQ_CST)        */
     memory_order bell_load;         /* ring_doorbell: smp_load_sc(&h->worker_sleeping)              */
     memory_order bell_xchg;         /* ring_doorbell: smp_xchg_sc(&h->worker_sleeping, 0)           */
-    memory_order cancel_store;      /* lsca_ring_cancel: smp_store_sc(&slot->cancel, 1)             */
-    memory_order cancel_or;         /* lsca_ring_cancel: fetch_or cancel_mask and pending_mask      */
-    memory_order wait_spin;         /* lsca_ring_wait: smp_load_acquire(&slot->state)               */
-    memory_order sleep_announce;    /* lsca_ring_wait: smp_store_sc(&slot->client_sleeping, flag)   */
-    memory_order sleep_recheck;     /* lsca_ring_wait: smp_load_sc(&slot->state)                    */
-    memory_order dead_load;         /* lsca_ring_wait: smp_load_sc(&h->dead)                        */
-    memory_order sleep_clear;       /* lsca_ring_wait: smp_store_sc(&slot->client_sleeping, 0)      */
+    memory_order cancel_store;      /* lsca_slot_cancel: smp_store_sc(&slot->cancel, 1)             */
+    memory_order cancel_or;         /* lsca_slot_cancel: fetch_or cancel_mask and pending_mask      */
+    memory_order wait_spin;         /* lsca_slot_wait: smp_load_acquire(&slot->state)               */
+    memory_order sleep_announce;    /* lsca_slot_wait: smp_store_sc(&slot->client_sleeping, flag)   */
+    memory_order sleep_recheck;     /* lsca_slot_wait: smp_load_sc(&slot->state)                    */
+    memory_order dead_load;         /* lsca_slot_wait: smp_load_sc(&h->dead)                        */
+    memory_order sleep_clear;       /* lsca_slot_wait: smp_store_sc(&slot->client_sleeping, 0)      */
     memory_order hint_load;         /* claim_one: smp_load_acquire(&h->cancel_mask / pending_mask)  */
     memory_order hint_xchg;         /* claim_one: __atomic_exchange_n(..., 0, ACQ_REL)             */
     memory_order claim_cas;         /* claim_one: CAS state SUBMITTED->RUNNING, ACQ_REL ...        */
@@ -122,17 +122,17 @@ static orders O;
 static int weaken = WEAKEN;
 
 static const char *const weakenings[] = {
-    "none: the orders of ring.c",
+    "none: the orders of slots.c",
     "lsca_worker_complete: DONE store relaxed (expect DATA RACE on the answer)",
-    "lsca_ring_wait: spin load of state relaxed (expect DATA RACE on the answer)",
-    "lsca_ring_submit: SUBMITTED store relaxed (expect DATA RACE on the request)",
+    "lsca_slot_wait: spin load of state relaxed (expect DATA RACE on the answer)",
+    "lsca_slot_submit: SUBMITTED store relaxed (expect DATA RACE on the request)",
     "claim_one: claim CAS relaxed (expect DATA RACE on the request)",
     "lsca_worker_complete: DONE store release + wake CAS acq_rel (expect DEADLOCK: lost wake-up)",
     "set_sleeping release / any_pending acquire (expect DEADLOCK: lost doorbell)",
     "lsca_shard_fail_all: dead store release (expect DEADLOCK: client sleeps for ever)",
     "sleep flag without the call's seq (expect DEADLOCK: a late completion takes the next call's wake-up)",
     "lsca_shard_republish skipped (expect DEADLOCK: the dead worker's hint is lost)",
-    "lsca_ring_submit: SUBMITTED store release, not seq_cst (expect DEADLOCK: fail_all's scan misses the call)",
+    "lsca_slot_submit: SUBMITTED store release, not seq_cst (expect DEADLOCK: fail_all's scan misses the call)",
 };
 enum { NWEAKEN = sizeof(weakenings) / sizeof(weakenings[0]) };
 
@@ -216,7 +216,7 @@ struct shard {
 
     rl::atomic<int> state[NSLOTS];              /* the futex word */
     rl::atomic<unsigned> client_sleeping[NSLOTS];
-    /* Plain in ring.c (reset by submit, set by cancel with smp_store_sc, read by the worker
+    /* Plain in slots.c (reset by submit, set by cancel with smp_store_sc, read by the worker
      * as a plain load): relaxed here, the weakest an aligned word access can be. */
     rl::atomic<unsigned> cancel[NSLOTS];
     rl::var<unsigned long long> seq[NSLOTS];    /* plain: written by the client before SUBMITTED */
@@ -259,7 +259,7 @@ static unsigned sleep_flag(unsigned long long seq)
 
 static long expected_result(int arg, unsigned long long seq) { return (long)arg * 1000 + (long)seq; }
 
-/* ---- client side: ring.c ---- */
+/* ---- client side: slots.c ---- */
 
 static void ring_doorbell(shard &h)
 {
@@ -269,7 +269,7 @@ static void ring_doorbell(shard &h)
     }
 }
 
-static void lsca_ring_submit(shard &h, unsigned i)
+static void lsca_slot_submit(shard &h, unsigned i)
 {
     h.cancel[i]($).store(0, mo_relaxed);                           /* slot->cancel = 0 */
     h.state[i]($).store(SUBMITTED, O.submit_state);
@@ -277,7 +277,7 @@ static void lsca_ring_submit(shard &h, unsigned i)
     ring_doorbell(h);
 }
 
-static void lsca_ring_cancel(shard &h, unsigned i)
+static void lsca_slot_cancel(shard &h, unsigned i)
 {
     h.cancel[i]($).store(1, O.cancel_store);
     h.cancel_mask($).fetch_or(1ull << i, O.cancel_or);
@@ -293,7 +293,7 @@ struct signal_plan {
     bool must_by_sleep; /* deliver before the first futex wait at the latest (else nobody would answer) */
 };
 
-static int lsca_ring_wait(shard &h, unsigned i, unsigned spins, int interruptible, signal_plan *sig);
+static int lsca_slot_wait(shard &h, unsigned i, unsigned spins, int interruptible, signal_plan *sig);
 
 static bool signal_point(signal_plan *sig, bool before_sleep)
 {
@@ -312,13 +312,13 @@ static void agent_handler(shard &h, unsigned i, signal_plan *sig)
 {
     if (!*sig->interrupted) {
         cov[COV_HANDLER]++;
-        lsca_ring_cancel(h, i);
-        lsca_ring_wait(h, i, rl::rand(2), 0, 0);
+        lsca_slot_cancel(h, i);
+        lsca_slot_wait(h, i, rl::rand(2), 0, 0);
         *sig->interrupted = 1;
     }
 }
 
-static int lsca_ring_wait(shard &h, unsigned i, unsigned spins, int interruptible, signal_plan *sig)
+static int lsca_slot_wait(shard &h, unsigned i, unsigned spins, int interruptible, signal_plan *sig)
 {
     for (unsigned n = 0;; n++) {
         if (h.state[i]($).load(O.wait_spin) == DONE)
@@ -362,7 +362,7 @@ static int lsca_ring_wait(shard &h, unsigned i, unsigned spins, int interruptibl
     return 0;
 }
 
-/* ---- worker side: ring.c ---- */
+/* ---- worker side: slots.c ---- */
 
 struct worker_ctx {
     unsigned long long pending;
@@ -476,7 +476,7 @@ static unsigned long long client_submit(shard &h, unsigned i, int op, int *arg)
     h.op[i]($) = op;
     h.arg[i]($) = *arg;
     h.seq[i]($) = seq;
-    lsca_ring_submit(h, i);
+    lsca_slot_submit(h, i);
     return seq;
 }
 
@@ -541,9 +541,9 @@ struct handoff : rl::test_suite<handoff, 3> {
                 cancelled_seq[0] = seq;
             if (how == 2) {
                 cancelled_seq[0] = seq;
-                lsca_ring_cancel(h, 0);
+                lsca_slot_cancel(h, 0);
             }
-            int waited = lsca_ring_wait(h, 0, rl::rand(3), 0, how == 1 ? &sig : 0);
+            int waited = lsca_slot_wait(h, 0, rl::rand(3), 0, how == 1 ? &sig : 0);
             RL_ASSERT(waited == 0);
             RL_ASSERT(answers[0] == submitted[0]);      /* exactly one answer so far */
             /* The answer, read after DONE: its own, whole. */
@@ -569,20 +569,20 @@ struct handoff : rl::test_suite<handoff, 3> {
             /* Cancel first (the agent: a signal between submit and wait), then wait. */
             for (unsigned n = rl::rand(2); n; n--)
                 (void)h.state[1]($).load(mo_acquire);
-            lsca_ring_cancel(h, 1);
-            RL_ASSERT(lsca_ring_wait(h, 1, rl::rand(2), 0, 0) == 0);
+            lsca_slot_cancel(h, 1);
+            RL_ASSERT(lsca_slot_wait(h, 1, rl::rand(2), 0, 0) == 0);
         } else if (how == 1) {
             /* The agent's handler runs inside the wait: cancel + nested wait, SA_RESTART. */
             signal_plan sig = {1, 0, &interrupted, true};
-            RL_ASSERT(lsca_ring_wait(h, 1, rl::rand(2), 0, &sig) == 0);
+            RL_ASSERT(lsca_slot_wait(h, 1, rl::rand(2), 0, &sig) == 0);
             RL_ASSERT(interrupted);
         } else {
             /* A handler without SA_RESTART ends an interruptible wait (1): cancel, wait again. */
             signal_plan sig = {2, 0, &interrupted, true};
-            int waited = lsca_ring_wait(h, 1, rl::rand(2), 1, &sig);
+            int waited = lsca_slot_wait(h, 1, rl::rand(2), 1, &sig);
             RL_ASSERT(waited == 1);
-            lsca_ring_cancel(h, 1);
-            RL_ASSERT(lsca_ring_wait(h, 1, rl::rand(2), 0, 0) == 0);
+            lsca_slot_cancel(h, 1);
+            RL_ASSERT(lsca_slot_wait(h, 1, rl::rand(2), 0, 0) == 0);
         }
         RL_ASSERT(answers[1] == 1);
         RL_ASSERT(h.status[1]($) == STATUS_DONE);
@@ -674,7 +674,7 @@ struct failall : rl::test_suite<failall, 3> {
                 return;                                 /* lsca_begin: runs natively now */
             int arg;
             unsigned long long seq = client_submit(h, 0, OP_COMPUTE, &arg);
-            int waited = lsca_ring_wait(h, 0, rl::rand(2), 0, 0);
+            int waited = lsca_slot_wait(h, 0, rl::rand(2), 0, 0);
             if (waited < 0) {
                 client_dead++;
                 return;                                 /* the answer is not read: nobody gives one */
@@ -755,7 +755,7 @@ struct republish : rl::test_suite<republish, 3> {
     {
         int arg;
         unsigned long long seq = client_submit(h, i, OP_COMPUTE, &arg);
-        RL_ASSERT(lsca_ring_wait(h, i, rl::rand(2), 0, 0) == 0);
+        RL_ASSERT(lsca_slot_wait(h, i, rl::rand(2), 0, 0) == 0);
         RL_ASSERT(h.result[i]($) == expected_result(arg, seq));
         h.state[i]($).store(FREE, O.end_store);
     }

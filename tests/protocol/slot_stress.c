@@ -1,13 +1,13 @@
 /*
- * slot_stress.c - stress test of the real slot hand-off protocol (agent_lib/src/ring.c).
+ * slot_stress.c - stress test of the real slot hand-off protocol (agent_lib/src/slots.c).
  *
- *     gcc -O2 -pthread -Iagent_lib/include tests/protocol/slot_stress.c agent_lib/src/ring.c -o slot_stress
+ *     gcc -O2 -pthread -Iagent_lib/include tests/protocol/slot_stress.c agent_lib/src/slots.c -o slot_stress
  *     ./slot_stress [--seconds 3] [--spin-ns 0] ...          (--help: every option)
  *     (also with -fsanitize=thread, and cross-built for aarch64 with -static)
  *
  * Client threads each own one slot (owner_tid taken by CAS, as agent.c's thread_slot does)
  * and make calls the way agent.c does (start_call: op, xfer, data_len, remote_addr, args and
- * data; lsca_exchange: seq from next_seq, lsca_ring_submit, lsca_ring_wait; lsca_end: FREE
+ * data; lsca_exchange: seq from next_seq, lsca_slot_submit, lsca_slot_wait; lsca_end: FREE
  * with release). Worker threads each have their own struct lsca_worker_ctx over the shards
  * they own and serve them with lsca_worker_next / lsca_worker_complete, sleeping on a real SysV
  * semaphore doorbell. The shards live in a SysV segment (IPC_PRIVATE, removed at once after
@@ -22,9 +22,9 @@
  * Each answer is counted per slot (published once per seq: a second answer to a call fails
  * the test). Calls of two kinds: "compute" (answered at once) and "block" (the worker holds
  * it until the client cancels it, as a blocking read is held until a signal interrupts it).
- * Cancels take every path the agent has: lsca_ring_cancel right after the submit or a little
+ * Cancels take every path the agent has: lsca_slot_cancel right after the submit or a little
  * later; a SIGUSR1 whose handler (SA_RESTART) does what agent.c's lsca_signal_arrived does
- * (lsca_ring_cancel, then a nested non-interruptible lsca_ring_wait) inside the wait; a
+ * (lsca_slot_cancel, then a nested non-interruptible lsca_slot_wait) inside the wait; a
  * SIGUSR2 without SA_RESTART ending an interruptible wait (1), after which the client cancels
  * and waits again non-interruptibly - and must still get exactly one answer.
  *
@@ -41,7 +41,7 @@
  * instead of hanging. The workers' doorbell timeout is far longer than that, so a lost
  * doorbell cannot hide behind the timeout.
  *
- * The syscall(), semop() and semtimedop() that ring.c calls are interposed here (counting,
+ * The syscall(), semop() and semtimedop() that slots.c calls are interposed here (counting,
  * then the raw system call) so that the summary can say how often the sleep paths ran.
  *
  * Prints "slot_stress: N calls, M sleeps, K cancels, ok" (with -v a detail line before it)
@@ -68,7 +68,7 @@
 #include <unistd.h>
 
 #include "lsca_abi.h"
-#include "lsca_ring.h"
+#include "lsca_slots.h"
 
 #define MAX_CLIENTS 512
 #define MAX_WORKERS 32
@@ -196,7 +196,7 @@ static long raw_result(long r)
     return r;
 }
 
-/* ring.c's LSCA_SYSCALL (no LSCA_AGENT): the futex wait and wake of the slots. */
+/* slots.c's LSCA_SYSCALL (no LSCA_AGENT): the futex wait and wake of the slots. */
 long syscall(long nr, ...)
 {
     va_list ap;
@@ -235,7 +235,7 @@ static int raw_semtimedop(int semid, struct sembuf *sops, size_t nsops, const st
     return (int)raw_result(raw_syscall6(SYS_semtimedop, semid, (long)sops, (long)nsops, (long)timeout, 0, 0));
 }
 
-/* ring.c's doorbell: the submitter's ring (semop +1) and the worker's sleep (semtimedop -1). */
+/* slots.c's doorbell: the submitter's ring (semop +1) and the worker's sleep (semtimedop -1). */
 int semop(int semid, struct sembuf *sops, size_t nsops)
 {
     if (nsops == 1 && sops[0].sem_op > 0)
@@ -559,12 +559,12 @@ static void *worker_main(void *arg)
         got = lsca_worker_next(w->ctx, &si, &sl, (uint64_t)pick_worker_spin(w), timeout_ms);
         ST(&w->phase, W_SERVE);
         if (LD(&w->die)) {
-            w->died_holding = got == 1;          /* the claimed call stays RUNNING */
+            w->died_holding = got == LSCA_FOUND_CALL;    /* the claimed call stays RUNNING */
             break;
         }
-        if (got == 1)
+        if (got == LSCA_FOUND_CALL)
             serve(w, si, sl);
-        else if (got == 2)
+        else if (got == LSCA_FOUND_CANCEL)
             cancel_hint(w, si, sl);
         else
             w->idle_returns++;
@@ -656,9 +656,9 @@ static void on_sigusr1(int sig)
     if (c && __atomic_load_n(&c->waiting, __ATOMIC_RELAXED) &&
         __atomic_load_n(&c->s->state, __ATOMIC_ACQUIRE) != LSCA_SLOT_FREE &&
         !__atomic_load_n(&c->interrupted, __ATOMIC_RELAXED)) {
-        lsca_ring_cancel(c->h, (unsigned)c->slot);
+        lsca_slot_cancel(c->h, (unsigned)c->slot);
         c->cancels++;
-        if (lsca_ring_wait(c->h, (unsigned)c->slot, (uint64_t)c->call_spin, 0) < 0)
+        if (lsca_slot_wait(c->h, (unsigned)c->slot, (uint64_t)c->call_spin, 0) < 0)
             c->handler_dead++;
         c->handler_runs++;
         __atomic_store_n(&c->interrupted, 1, __ATOMIC_RELAXED);
@@ -792,41 +792,41 @@ static void one_call(struct client *c)
     else if (how == HOW_SIGUSR2)
         ST(&c->want_signal, SIGUSR2);
 
-    lsca_ring_submit(c->h, i);
+    lsca_slot_submit(c->h, i);
     c->submitted++;
     ADD(&G.total_calls, 1);
 
     switch (how) {
     case HOW_CANCEL_NOW:
-        lsca_ring_cancel(c->h, i);
+        lsca_slot_cancel(c->h, i);
         c->cancels++;
         cancelled = 1;
-        waited = lsca_ring_wait(c->h, i, (uint64_t)c->call_spin, 0);
+        waited = lsca_slot_wait(c->h, i, (uint64_t)c->call_spin, 0);
         break;
     case HOW_CANCEL_LATER: {
         uint64_t until = lsca_now_ns() + rnd(&c->rng) % 50000;
         while (lsca_now_ns() < until)
             lsca_cpu_relax();
-        lsca_ring_cancel(c->h, i);            /* the call may be DONE already: a stale hint */
+        lsca_slot_cancel(c->h, i);            /* the call may be DONE already: a stale hint */
         c->cancels++;
         cancelled = 1;
-        waited = lsca_ring_wait(c->h, i, (uint64_t)c->call_spin, 0);
+        waited = lsca_slot_wait(c->h, i, (uint64_t)c->call_spin, 0);
         break;
     }
     case HOW_SIGUSR2:
-        waited = lsca_ring_wait(c->h, i, (uint64_t)c->call_spin, 1);
+        waited = lsca_slot_wait(c->h, i, (uint64_t)c->call_spin, 1);
         if (waited == 1) {
             /* Interrupted: the agent's way - cancel, then wait for the answer regardless. */
             ST(&c->want_signal, 0);
             c->wait_returned_1++;
-            lsca_ring_cancel(c->h, i);
+            lsca_slot_cancel(c->h, i);
             c->cancels++;
             cancelled = 1;
-            waited = lsca_ring_wait(c->h, i, (uint64_t)c->call_spin, 0);
+            waited = lsca_slot_wait(c->h, i, (uint64_t)c->call_spin, 0);
         }
         break;
     default:                                   /* plain, or SIGUSR1: the handler cancels inside */
-        waited = lsca_ring_wait(c->h, i, (uint64_t)c->call_spin, 0);
+        waited = lsca_slot_wait(c->h, i, (uint64_t)c->call_spin, 0);
         break;
     }
     ST(&c->want_signal, 0);
@@ -839,14 +839,14 @@ static void one_call(struct client *c)
     if (waited < 0) {
         /* Dead shard: nobody answers; the slot is not read (fail_all may still write it). */
         if (!LD(&c->h->dead))
-            fail("client %d: lsca_ring_wait returned -1 on a live shard", c->id);
+            fail("client %d: lsca_slot_wait returned -1 on a live shard", c->id);
         c->dead_returns++;
         c->last_dead = 1;
         ST(&c->phase, P_IDLE);
         return;
     }
     if (waited != 0 || LD(&s->state) != LSCA_SLOT_DONE)
-        fail("client %d (shard %d slot %d): lsca_ring_wait returned %d with state %s", c->id, c->shard, c->slot,
+        fail("client %d (shard %d slot %d): lsca_slot_wait returned %d with state %s", c->id, c->shard, c->slot,
              waited, state_name(LD(&s->state)));
     check_answer(c, op, args, seq, cancelled);
     /* lsca_end: the slot is free for the next call once the answer is read. */
@@ -1037,8 +1037,8 @@ static void dead_shard_calls(void)
             s->op = T_OP_COMPUTE;
             s->data_len = 0;
             s->seq = __atomic_fetch_add(&((struct lsca_shard_header *)shard_ptr(gs))->next_seq, 1, __ATOMIC_RELAXED);
-            lsca_ring_submit(shard_ptr(gs), (unsigned)sl);
-            int w = lsca_ring_wait(shard_ptr(gs), (unsigned)sl, 0, 0);
+            lsca_slot_submit(shard_ptr(gs), (unsigned)sl);
+            int w = lsca_slot_wait(shard_ptr(gs), (unsigned)sl, 0, 0);
             if (w != -1)
                 fail("a call submitted to dead shard %d returned %d, not -1", gs, w);
             if (LD(&s->client_sleeping) != 0)

@@ -32,7 +32,7 @@ from lsca.supervisor.registry import Registry, cleanup_dead
 from lsca.supervisor.session import Session
 from lsca.supervisor.systemd import Notifier
 from lsca.supervisor.watchdog import Watchdog
-from lsca.workers.worker import Worker, ring
+from lsca.workers.worker import Worker, ring_doorbell
 
 SERVING_CPUS = len(os.sched_getaffinity(0))   # the CPUs this supervisor and its workers may run on
 
@@ -606,7 +606,7 @@ class Supervisor:
             return False
         worker.outbox.append((json.dumps(message).encode(), [os.dup(fd) for fd in fds]))
         reachable = self._flush_outbox(worker)
-        ring(worker)
+        ring_doorbell(worker)
         return reachable
 
     def _flush_outbox(self, worker):

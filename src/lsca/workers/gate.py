@@ -15,7 +15,7 @@ import os
 from lsca import ops
 from lsca.abi import OP_NAMES, ffi
 from lsca.opclasses import op_mask
-from lsca.workers.calls import check, open_nomagic, paths
+from lsca.workers.calls import as_int, check, open_nomagic, paths
 from lsca.workers.creds import read_creds, task_dir
 from lsca.workers.fdcache import Declined
 
@@ -125,7 +125,7 @@ def resolve(client, base, path, follow, keep, named=True):
 def descriptor_paths(client, slot, entry=None):
     """The name of the file the call's descriptor is open on (none when it is not open)."""
     if entry is None:
-        entry = client.fds.get(_signed(slot.args[0]))
+        entry = client.fds.get(as_int(slot.args[0]))
     return [fd_path(entry.fd)] if entry.fd >= 0 else []
 
 
@@ -139,13 +139,13 @@ def lexical_paths(client, slot):
         start, count = line.path_layout(slot.args)
         if slot.op in DESCRIPTOR_OPS or (line.npaths and not count):
             # A descriptor call, or a path call without its path (futimens): the descriptor.
-            fd = _signed(slot.args[0] if slot.op in DESCRIPTOR_OPS else slot.args[line.dirfd_args[0]])
+            fd = as_int(slot.args[0] if slot.op in DESCRIPTOR_OPS else slot.args[line.dirfd_args[0]])
             return [os.fsencode(os.readlink(f"{client.proc}/fd/{fd}"))]
         names = paths(slot, count, start)
         out = []
         for i in range(line.first_checked, count):
             name, arg = names[i], line.dirfd_args[i]
-            dirfd = AT_FDCWD if arg is None else _signed(slot.args[arg])
+            dirfd = AT_FDCWD if arg is None else as_int(slot.args[arg])
             if not name.startswith(b"/"):
                 base = f"{task_dir(client, slot.owner_tid)}/cwd" if dirfd == AT_FDCWD else \
                        f"{client.proc}/fd/{dirfd}"
@@ -154,7 +154,3 @@ def lexical_paths(client, slot):
         return out
     except (OSError, ValueError):
         return []
-
-
-def _signed(value):
-    return value - (1 << 64) if value >= 1 << 63 else value

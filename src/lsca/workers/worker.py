@@ -166,7 +166,7 @@ class Worker:
 
     def watch_load(self):
         """More runnable tasks than CPUs: spinning would take the CPU the other side (or another
-        program) needs, so we spin briefly and tell our clients to sleep at once (ring.c)."""
+        program) needs, so we spin briefly and tell our clients to sleep at once (slots.c)."""
         # Our client and ourselves count too: one spinner per CPU is what fits.
         crowded = runnable_tasks() > CPUS
         if crowded != self.crowded:
@@ -258,9 +258,9 @@ class Worker:
             self.pool.cancel((client.shard_id, i))
 
     def dispatch(self, got, shard_index, slot_index):
-        if got == 1:
+        if got == lib.LSCA_FOUND_CALL:
             self.serve(shard_index[0], slot_index[0])
-        elif got == 2:
+        elif got == lib.LSCA_FOUND_CANCEL:
             self.cancel(shard_index[0], slot_index[0])
         return got
 
@@ -387,7 +387,7 @@ class Worker:
         self.orphaned = False
 
 
-def ring(worker):
+def ring_doorbell(worker):
     """Wake a worker that may sleep on its doorbell (after a message was sent)."""
     try:
         ipc.post(worker.doorbell_semid, 0)

@@ -1,10 +1,10 @@
 /*
- * lsca_ring.h - the slot hand-off protocol, shared by the agent (client side) and
+ * lsca_slots.h - the slot hand-off protocol, shared by the agent (client side) and
  * the workers' cffi module (worker side). Memory ordering lives in the few named
  * primitives below; every use says what it orders.
  */
-#ifndef LSCA_RING_H
-#define LSCA_RING_H
+#ifndef LSCA_SLOTS_H
+#define LSCA_SLOTS_H
 
 #include <stdint.h>
 #include "lsca_abi.h"
@@ -28,7 +28,7 @@
  *
  * The hand-off (slot->state is the truth; every other field is ordered by it or is a hint):
  *
- *   state        FREE -> SUBMITTED (client, smp_store_sc in lsca_ring_submit) publishes the
+ *   state        FREE -> SUBMITTED (client, smp_store_sc in lsca_slot_submit) publishes the
  *                request. seq_cst, not only release: it is the client's half of the `dead`
  *                pair below. DONE -> SUBMITTED (agent.c's restart of an interrupted call) alike.
  *                SUBMITTED -> RUNNING (worker, CAS acq_rel / acquire in claim_one): one claimant
@@ -61,8 +61,8 @@
  *   new_fds      also written by the agent after a descriptor-creating call (the numbers it
  *                installed): after DONE, before lsca_end's release of FREE; the worker reads
  *                them only after lsca_slot_taken's acquire load saw the slot leave that DONE.
- *   cancel       plain 0 in lsca_ring_submit before the SUBMITTED release (a claimant sees 0 or
- *                this call's 1, never an older call's 1); smp_store_sc 1 in lsca_ring_cancel
+ *   cancel       plain 0 in lsca_slot_submit before the SUBMITTED release (a claimant sees 0 or
+ *                this call's 1, never an older call's 1); smp_store_sc 1 in lsca_slot_cancel
  *                before the cancel_mask fetch_or (a worker that took the hint sees it). The
  *                worker reads it only for a call it holds: when it claims it (the hint may have
  *                been taken before the claim) and on a cancel hint (a hint may be stale: left by
@@ -75,7 +75,7 @@
  * precedes the other side's load, which therefore sees it (or a later value). At least one
  * side sees the other; never both miss.
  *
- *   client_sleeping  client: smp_store_sc(flag), then smp_load_sc(state) (lsca_ring_wait);
+ *   client_sleeping  client: smp_store_sc(flag), then smp_load_sc(state) (lsca_slot_wait);
  *                worker: smp_store_sc(state, DONE), then CAS(flag -> 0) seq_cst. Either the
  *                client sees DONE and does not sleep, or the CAS sees the flag and the worker
  *                FUTEX_WAKEs. A client that read an older state sleeps only while the futex word
@@ -100,7 +100,7 @@
  * Hints (the truth is elsewhere; a stale hint costs a failed CAS, never a wrong answer):
  *
  *   pending_mask seq_cst fetch_or after the SUBMITTED store (submit), after a cancel
- *                (lsca_ring_cancel: a signal may come between the submit's state store and its
+ *                (lsca_slot_cancel: a signal may come between the submit's state store and its
  *                bit), after an smp_load_sc saw SUBMITTED (republish); taken by an acquire peek
  *                and an acq_rel exchange into ctx->pending. Its release half is what makes "a
  *                worker that sees the bit sees the state": a relaxed fetch_or could become
@@ -172,18 +172,18 @@ uint64_t lsca_now_ns(void);
 /* ---- client side (agent) ---- */
 
 /* Publish a filled slot and ring the worker if it announced that it sleeps. */
-void lsca_ring_submit(void *shard, unsigned slot_index);
+void lsca_slot_submit(void *shard, unsigned slot_index);
 
 /* Wait until the worker finished the slot: spin for at most spin_ns while that pays (see
- * ring.c), then sleep on the slot's state word (a futex, no timeout). Returns 0 when DONE; 1 when a signal handler
+ * slots.c), then sleep on the slot's state word (a futex, no timeout). Returns 0 when DONE; 1 when a signal handler
  * installed without SA_RESTART interrupted the sleep (one with SA_RESTART makes the
  * kernel resume the wait, as it would resume the native call); -1 when the shard is
  * dead (its supervisor is gone and nobody will answer). interruptible = 0 ignores
  * signals (after a cancel request, the answer is coming). */
-int lsca_ring_wait(void *shard, unsigned slot_index, uint64_t spin_ns, int interruptible);
+int lsca_slot_wait(void *shard, unsigned slot_index, uint64_t spin_ns, int interruptible);
 
 /* Ask the worker to interrupt the slot's call (it answers EINTR, or what was done). */
-void lsca_ring_cancel(void *shard, unsigned slot_index);
+void lsca_slot_cancel(void *shard, unsigned slot_index);
 
 /* ---- worker side (cffi module) ---- */
 
@@ -199,10 +199,18 @@ struct lsca_worker_ctx {
     uint64_t cancels[LSCA_WORKER_MAX_SHARDS];     /* cancel hints taken, not yet handed out */
 };
 
+/* What a worker's wait for calls found (lsca_worker_next, lsca_worker_run). */
+enum lsca_worker_found {
+    LSCA_FOUND_NOTHING = 0,     /* idle: nothing submitted                                   */
+    LSCA_FOUND_CALL = 1,        /* a claimed call (shard and slot indices set)              */
+    LSCA_FOUND_CANCEL = 2,      /* a cancel request of that slot's blocked call              */
+    LSCA_FOUND_TURN_OVER = 3    /* lsca_worker_run only: its turn ended, Python's comes      */
+};
+
 /* Claim the next submitted slot of any owned shard (state SUBMITTED -> RUNNING).
  * Spins for spin_ns, then sleeps on the doorbell for at most timeout_ms.
- * Returns 1 with the shard and slot indices set, 2 for a cancel request of that slot,
- * 0 when nothing was found. */
+ * Returns LSCA_FOUND_CALL with the shard and slot indices set, LSCA_FOUND_CANCEL for a
+ * cancel request of that slot, LSCA_FOUND_NOTHING when nothing was found. */
 int lsca_worker_next(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_index,
                      uint64_t spin_ns, int timeout_ms);
 
@@ -218,4 +226,4 @@ int lsca_shard_republish(void *shard);
 int lsca_shard_fail_all(void *shard);
 /* LSCA_CDEF_END */
 
-#endif /* LSCA_RING_H */
+#endif /* LSCA_SLOTS_H */

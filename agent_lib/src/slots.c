@@ -1,5 +1,5 @@
 /*
- * ring.c - the slot hand-off protocol (see lsca_ring.h). Compiled into the agent
+ * slots.c - the slot hand-off protocol (see lsca_slots.h). Compiled into the agent
  * and into the workers' cffi module, so both sides run the very same code.
  */
 #define _GNU_SOURCE
@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lsca_ring.h"
+#include "lsca_slots.h"
 
 uint64_t lsca_now_ns(void)
 {
@@ -64,7 +64,7 @@ static int ring_doorbell_rang(struct lsca_shard_header *h)
     return 0;
 }
 
-void lsca_ring_submit(void *shard, unsigned i)
+void lsca_slot_submit(void *shard, unsigned i)
 {
     struct lsca_shard_header *h = shard;
     struct lsca_slot *slot = lsca_shard_slot(shard, i);
@@ -77,7 +77,7 @@ void lsca_ring_submit(void *shard, unsigned i)
     rang = ring_doorbell_rang(h);
 }
 
-void lsca_ring_cancel(void *shard, unsigned i)
+void lsca_slot_cancel(void *shard, unsigned i)
 {
     struct lsca_shard_header *h = shard;
 
@@ -93,7 +93,7 @@ void lsca_ring_cancel(void *shard, unsigned i)
  * or it was just woken for it). A call still unclaimed after LSCA_CLAIM_NS while the worker
  * was awake waits behind other work; a gap in our own clock means we lost the CPU, and the
  * worker's crowded hint says the machine has no CPU to spare: sleep at once in those cases. */
-int lsca_ring_wait(void *shard, unsigned i, uint64_t spin_ns, int interruptible)
+int lsca_slot_wait(void *shard, unsigned i, uint64_t spin_ns, int interruptible)
 {
     struct lsca_shard_header *h = shard;
     struct lsca_slot *slot = lsca_shard_slot(shard, i);
@@ -147,7 +147,8 @@ int lsca_ring_wait(void *shard, unsigned i, uint64_t spin_ns, int interruptible)
 /* ---- worker side ---- */
 
 /* Take the pending hints of every owned shard; claim one submitted slot. */
-/* Returns 1 for a claimed slot, 2 for a cancel request, 0 for nothing. */
+/* LSCA_FOUND_CALL for a claimed slot, LSCA_FOUND_CANCEL for a cancel request, else
+ * LSCA_FOUND_NOTHING. */
 static int claim_one(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_index)
 {
     unsigned k;
@@ -169,7 +170,7 @@ static int claim_one(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_in
             if (i < LSCA_SLOTS) {
                 *shard_index = (int)idx;
                 *slot_index = (int)i;
-                return 2;
+                return LSCA_FOUND_CANCEL;
             }
         }
         if (smp_load_acquire(&h->pending_mask))
@@ -188,11 +189,11 @@ static int claim_one(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_in
                 *shard_index = (int)idx;
                 *slot_index = (int)i;
                 ctx->cursor = idx + 1;  /* next scan starts after this shard: fairness */
-                return 1;
+                return LSCA_FOUND_CALL;
             }
         }
     }
-    return 0;
+    return LSCA_FOUND_NOTHING;
 }
 
 static int any_pending(struct lsca_worker_ctx *ctx)
@@ -239,9 +240,9 @@ int lsca_worker_next(struct lsca_worker_ctx *ctx, int *shard_index, int *slot_in
         lsca_cpu_relax();
     }
     if (timeout_ms <= 0)
-        return 0;
+        return LSCA_FOUND_NOTHING;
 
-    /* Announce the sleep, then look once more (pairs with lsca_ring_submit). */
+    /* Announce the sleep, then look once more (pairs with lsca_slot_submit). */
     set_sleeping(ctx, 1);
     if (!any_pending(ctx)) {
         struct timespec timeout = { .tv_sec = timeout_ms / 1000,
