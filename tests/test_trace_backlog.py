@@ -32,7 +32,9 @@ READER_STALL_S = 3
 ALL_OPS = (1 << 64) - 1
 DROPPED_LINE = re.compile(r"^lsca: (\d+) trace records of pid (\d+) dropped \(the trace reader fell behind\)$", re.M)
 RECORD_SIZE = ffi.sizeof("struct lsca_trace_record")
-DD = ["dd", "if=/dev/zero", "of=/dev/null", "bs=1"]
+# status=none: dd's closing summary would share the trace's stream, and dd writes its last
+# line and that line's newline apart: a trace line may then land inside it (as with strace).
+DD = ["dd", "if=/dev/zero", "of=/dev/null", "bs=1", "status=none"]
 
 # Writes to /dev/null, says ready, waits for its stdin to close.
 FLOOD = """
