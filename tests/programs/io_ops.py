@@ -12,6 +12,7 @@ descriptor while the parent waits.
 import fcntl
 import json
 import os
+import re
 import sys
 import termios
 import threading
@@ -176,6 +177,21 @@ def final_state(workdir, fds):
     return files
 
 
+def open_descriptors(workdir):
+    """What the process has open from 3 to 99 (the agent's channel sits far above): the same
+    natively and under LSCA, so that a descriptor the agent left behind shows by name."""
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        if 3 <= int(name) < 100:
+            try:
+                target = os.readlink(f"/proc/self/fd/{name}")
+            except OSError:
+                continue                # listdir's own descriptor, gone by now
+            target = re.sub(r"^/proc/\d+/", "/proc/PID/", target.replace(workdir, "WORKDIR"))
+            out[name] = re.sub(r"^pipe:\[\d+\]$", "pipe", target)
+    return out
+
+
 def main():
     spec = json.load(open(sys.argv[1]))
     workdir = sys.argv[2]
@@ -186,7 +202,8 @@ def main():
     os.write(fds["null"], MARK_END)
     offsets = {role: outcome(lambda fd=fd: os.lseek(fd, 0, os.SEEK_CUR))
                for role, fd in sorted(fds.items()) if role not in ("bad",)}
-    json.dump({"results": results, "offsets": offsets, "files": final_state(workdir, fds)}, sys.stdout)
+    json.dump({"results": results, "offsets": offsets, "open": open_descriptors(os.path.abspath(workdir)),
+               "files": final_state(workdir, fds)}, sys.stdout)
 
 
 if __name__ == "__main__":
