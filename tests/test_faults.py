@@ -88,7 +88,7 @@ def test_killed_worker_is_replaced_and_clients_keep_being_served(tmp_path):
         for c in clients:
             assert c.ask(5) == 55
         # Kill only while no worker executes a call on its main thread (each sleeps on its
-        # doorbell; only the stdin reads wait in pool threads): an answer a worker wrote but had
+        # doorbell; the stdin reads wait in the clients themselves): an answer a worker wrote but had
         # not yet marked done would be (rightly) EIO, its outcome being unknown to the client.
         assert wait_until(lambda: all(asleep_on_doorbell(pid) for pid in workers_of(sup)))
         before = workers_of(sup)

@@ -51,8 +51,8 @@
                                            a dead worker's call is run again, not failed       */
 #define LSCA_OPF_AT_OFFSET 32           /* ... only where the offset is honoured (a regular file or
                                            block device, no O_APPEND write)                    */
-#define LSCA_OPF_MAY_BLOCK 64           /* may wait for another party (pipe, socket): a pool thread
-                                           may take it                                         */
+#define LSCA_OPF_MAY_BLOCK 64           /* may wait for another party (pipe, socket): handed back
+                                           to the program's own thread when it would           */
 #define LSCA_OPF_TIMES_FIRST 128        /* data[] starts with struct timespec[2] when args[2] is set,
                                            and holds its path only when args[3] is set; without
                                            one it acts on the descriptor args[0] (utimensat)    */

@@ -4,7 +4,7 @@
  * The descriptor ops a program makes most (read, write, pread, pwrite, readv, writev,
  * lseek, fsync, fdatasync, ftruncate, fstat; the reports of close, chdir, fchdir) have ONE handler, lsca_handle_io():
  * the compiled loop lsca_worker_run() calls it directly, the Python dispatch table calls
- * it for the calls that took the Python route (pool threads, first use of a descriptor).
+ * it for the calls that took the Python route (a descriptor's first use).
  * Also here: the validated descriptor cache, per-call accounting and trace records, so
  * that both routes count and record a call the same way.
  */
@@ -79,7 +79,7 @@ struct lsca_client_fast {
     void *held[LSCA_SLOTS];       /* those records (malloc'd), till the client took the numbers */
     struct lsca_trace_stream trace; /* the records of its calls, to its session's reader       */
     struct lsca_worker_status *row; /* our worker's row: counts the records dropped            */
-    void *trace_lock;             /* pool threads append too                                  */
+    void *trace_lock;             /* around appends and sends (uncontended: one thread now)   */
     char comm[16];                /* the program's name, for records                          */
     int32_t proc_dir;             /* /proc/PID of the registered process (comm, the path route) */
     uint32_t execs_seen;          /* the shard's execs when comm was read                      */
@@ -171,10 +171,10 @@ void lsca_fd_clear(struct lsca_client_fast *c);
 
 /* 1 when op is one lsca_handle_io() answers. */
 int lsca_is_io_op(unsigned op);
-/* The one handler of the hot descriptor ops, for slot's call on descriptor e. in_pool: on
- * a blocking-call thread (the call may wait; the thread's cancel word interrupts it). */
+/* The one handler of the hot descriptor ops, for slot's call on descriptor e. Never waits:
+ * a call that would is LSCA_WOULD_BLOCK (the program's own thread makes it natively). */
 int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const struct lsca_fd_entry *e,
-                   int in_pool, int64_t *result, int32_t *err);
+                   int64_t *result, int32_t *err);
 
 /* Count a call the worker answered: its worker-table row and the client's shard header. */
 void lsca_account(struct lsca_worker_status *row, void *shard, unsigned op, uint64_t ns, int failed);

@@ -419,7 +419,7 @@ static int incoming(struct lsca_client_fast *c, struct lsca_slot *slot, unsigned
 }
 
 int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const struct lsca_fd_entry *e,
-                   int in_pool, int64_t *result, int32_t *err)
+                   int64_t *result, int32_t *err)
 {
     unsigned op = slot->op;
     uint32_t xfer = slot->xfer;
@@ -453,11 +453,11 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
         /* A unix socket's receiver may see who sent: the program itself sends (lsca_unix_socket). */
         if (op != LSCA_OP_PWRITE && e->unix_socket)
             return LSCA_WOULD_BLOCK;
-        /* A call that may block would stall every client of this worker: a pool thread takes it. */
-        if (op != LSCA_OP_PWRITE && !in_pool && fd >= 0 && lsca_would_block(fd, e->mode, e->dev_major, 1, count))
+        /* A call that may block would stall every client of this worker: the program makes it. */
+        if (op != LSCA_OP_PWRITE && fd >= 0 && lsca_would_block(fd, e->mode, e->dev_major, 1, count))
             return LSCA_WOULD_BLOCK;
-        /* A pipe's writer here never waits (pool threads may): see lsca_do_write_nowait. */
-        nowait = op != LSCA_OP_PWRITE && !in_pool && fd >= 0 && S_ISFIFO(e->mode);
+        /* A pipe's writer here never waits: see lsca_do_write_nowait. */
+        nowait = op != LSCA_OP_PWRITE && fd >= 0 && S_ISFIFO(e->mode);
         data = outgoing(c, slot, op, count, xfer, &mapped, &error);
         if (!data)
             FAIL(error);
@@ -468,15 +468,15 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
             munmap((void *)data, count);
         /* EOPNOTSUPP: a kernel whose pipes refuse RWF_NOWAIT (Debian 12's 6.1 does). */
         if (n < 0 && nowait && (error == EOPNOTSUPP || (error == EAGAIN && !lsca_nonblocking(fd))))
-            return LSCA_WOULD_BLOCK;    /* nothing was written: a pool thread waits instead */
+            return LSCA_WOULD_BLOCK;    /* nothing was written: the program's own call waits */
         errno = error;
         ANSWER(n);
     }
     case LSCA_OP_READ: case LSCA_OP_READV: case LSCA_OP_PREAD:
-        if (op != LSCA_OP_PREAD && !in_pool && fd >= 0 && lsca_would_block(fd, e->mode, e->dev_major, 0, count))
+        if (op != LSCA_OP_PREAD && fd >= 0 && lsca_would_block(fd, e->mode, e->dev_major, 0, count))
             return LSCA_WOULD_BLOCK;
         /* Here a file that can make a reader wait is read without waiting (see lsca_do_read_nowait). */
-        nowait = op != LSCA_OP_PREAD && !in_pool && fd >= 0 && lsca_may_wait(e->mode, e->dev_major);
+        nowait = op != LSCA_OP_PREAD && fd >= 0 && lsca_may_wait(e->mode, e->dev_major);
         buf = xfer == LSCA_XFER_INLINE ? slot->data : scratch_get(count, &mapped);
         if (!buf)
             FAIL(ENOMEM);
@@ -486,7 +486,7 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
         if (n < 0 && nowait && (error == EOPNOTSUPP || (error == EAGAIN && !lsca_nonblocking(fd)))) {
             if (mapped)
                 munmap(buf, count);
-            return LSCA_WOULD_BLOCK;    /* nothing was read: a pool thread waits instead */
+            return LSCA_WOULD_BLOCK;    /* nothing was read: the program's own call waits */
         }
         if (n >= 0 && incoming(c, slot, op, xfer, buf, n) < 0)
             n = -1;
@@ -1347,7 +1347,7 @@ static int serve_fast(struct lsca_client_fast *c, struct lsca_worker_status *row
     else if ((DUP_OPS >> op) & 1)
         outcome = handle_dup(c, slot, &result, &err);
     else
-        outcome = lsca_handle_io(c, slot, &e, 0, &result, &err);
+        outcome = lsca_handle_io(c, slot, &e, &result, &err);
     lsca_fd_put(&e);
     if (outcome == LSCA_WOULD_BLOCK) {
         /* It would wait: the program's own thread waits for it natively, no thread of ours. */

@@ -1,7 +1,7 @@
 /* A read that blocks (an empty pipe) interrupted by SIGALRM:
  *   eintr:   handler without SA_RESTART -> read fails with EINTR
  *   restart: handler with SA_RESTART writes to the pipe -> read is resumed and gets the byte
- * Under LSCA the read blocks in a worker's pool thread; the answer must be the native one. */
+ * Under LSCA the read is handed back and blocks in the program itself; the answer must be the native one. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>

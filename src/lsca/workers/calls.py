@@ -5,7 +5,6 @@ import os
 import stat
 
 from lsca.abi import INLINE_MAX, ffi, lib
-from lsca.workers import pool
 from lsca.workers.fdcache import Declined
 
 
@@ -33,10 +32,7 @@ def paths(slot, count, start=0):
 
 
 def client_fd(client, slot):
-    """The worker's entry for the client descriptor in args[0] (a pool thread's own duplicate)."""
-    pinned = getattr(pool.local, "pinned", None)
-    if pinned is not None:
-        return pinned
+    """The worker's entry for the client descriptor in args[0]."""
     return client.fds.get(as_int(slot.args[0]))
 
 

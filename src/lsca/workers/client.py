@@ -10,7 +10,6 @@ import struct
 import sysv_ipc
 
 from lsca.abi import SLOTS, ffi, lib, shard_slot
-from lsca.workers import pool
 from lsca.workers.fdcache import Declined, FdCache
 
 log = logging.getLogger("lsca.worker")
@@ -85,8 +84,7 @@ class Client:
 
     def scratch(self, size):
         """A writable buffer of at least size bytes (cdata pointer, keep-alive object)."""
-        if size > SCRATCH_KEEP or getattr(pool.local, "in_pool", False):
-            # Pool threads get their own: the shared one may be in use on the main thread.
+        if size > SCRATCH_KEEP:
             buf = mmap.mmap(-1, max(size, 1))
             return ffi.from_buffer(buf), buf
         if self._scratch is None:

@@ -13,6 +13,15 @@ class Declined(Exception):
     """The worker cannot execute this call correctly: the agent runs it natively."""
 
 
+class Blocking(Exception):
+    """Raised by a handler: this call would wait. The program's own thread makes it natively
+    (WAIT_NATIVE), where signals, restarts and its end act on it as on any native call; a
+    worker never waits for a client's descriptor."""
+
+    def __init__(self, entry):
+        self.entry = entry
+
+
 class FdEntry:
     """One descriptor as the C handlers see it (struct lsca_fd_entry)."""
     __slots__ = ("c",)

@@ -122,10 +122,9 @@ def resolve(client, base, path, follow, keep, named=True):
     return dfd, name + (b"/" if trailing else b""), full
 
 
-def descriptor_paths(client, slot, entry=None):
+def descriptor_paths(client, slot):
     """The name of the file the call's descriptor is open on (none when it is not open)."""
-    if entry is None:
-        entry = client.fds.get(as_int(slot.args[0]))
+    entry = client.fds.get(as_int(slot.args[0]))
     return [fd_path(entry.fd)] if entry.fd >= 0 else []
 
 

@@ -10,8 +10,8 @@ import os
 from lsca.workers.calls import client_fd
 from lsca.abi import OP_MAX, ffi, lib
 from lsca.ops import REPORTS
-from lsca.workers import handlers_path, handlers_socket, pool
-from lsca.workers.fdcache import NOT_OPEN, Declined
+from lsca.workers import handlers_path, handlers_socket
+from lsca.workers.fdcache import NOT_OPEN, Blocking, Declined
 
 ANSWERED = lib.LSCA_ANSWERED
 WOULD_BLOCK = lib.LSCA_WOULD_BLOCK
@@ -21,12 +21,12 @@ def h_io(client, slot):
     """read write pread pwrite readv writev lseek fsync fdatasync ftruncate fstat, and the
     reports of close chdir fchdir (run natively by the agent): the
     compiled handler (worker_fast.c) is their one definition; the worker's compiled loop
-    calls it directly, this is the route of pool threads and first uses of a descriptor."""
+    calls it directly, this is the route of a descriptor's first use."""
     entry = NOT_OPEN if slot.op in REPORTS else client_fd(client, slot)
     result, err = ffi.new("int64_t *"), ffi.new("int32_t *")
-    outcome = lib.lsca_handle_io(client.fast, slot, entry.c, getattr(pool.local, "in_pool", False), result, err)
+    outcome = lib.lsca_handle_io(client.fast, slot, entry.c, result, err)
     if outcome == WOULD_BLOCK:
-        raise pool.Blocking(entry)
+        raise Blocking(entry)
     if outcome != ANSWERED:
         raise Declined("too large to move by address")
     if result[0] < 0:

@@ -1,13 +1,12 @@
 """Handlers for socket I/O. Addresses are in data[0:ADDR_MAX], payloads after them.
-Calls that may block (a recv with nothing queued, an accept with nobody waiting, a
-connect still in progress) run on a pool thread, interruptible like any blocked call."""
+Calls that would wait (a recv with nothing queued, an accept with nobody waiting, a
+connect still in progress) are handed back: the program's own thread makes them natively."""
 import errno
 import os
 
 from lsca.workers.calls import as_int, check, client_fd
 from lsca.abi import INLINE_MAX, ffi, lib
-from lsca.workers import pool
-from lsca.workers.fdcache import NOT_OPEN, Declined
+from lsca.workers.fdcache import NOT_OPEN, Blocking, Declined
 
 ADDR_MAX = lib.LSCA_ADDR_MAX
 PAYLOAD_MAX = INLINE_MAX - ADDR_MAX
@@ -20,14 +19,10 @@ SOCK_NONBLOCK = os.O_NONBLOCK
 
 
 def _may_block(entry, flags, for_write, count):
-    if getattr(pool.local, "in_pool", False) or flags & MSG_DONTWAIT:
+    if flags & MSG_DONTWAIT:
         return
     if lib.lsca_would_block(entry.fd, entry.mode, entry.dev_major, for_write, count):
-        raise pool.Blocking(entry)
-
-
-def _on_main_thread():
-    return not getattr(pool.local, "in_pool", False)
+        raise Blocking(entry)
 
 
 def _waits_natively(entry):
@@ -43,30 +38,31 @@ def _addr(slot):
 
 
 def _payload_out(client, slot, length):
-    """Pointer to the bytes a send carries (inline after the address, or by address)."""
+    """(pointer to the bytes a send carries, what keeps them alive): inline after the
+    address, or moved from the client by address into a scratch buffer."""
     if slot.xfer == lib.LSCA_XFER_INLINE:
         if length > PAYLOAD_MAX or slot.data_len != ADDR_MAX + length:
             raise OSError(errno.EINVAL, "inline length mismatch")
-        return slot.data + ADDR_MAX
+        return slot.data + ADDR_MAX, None
     if slot.xfer != lib.LSCA_XFER_REMOTE or length > REMOTE_MAX:
         raise Declined("too large to move") if length > REMOTE_MAX else OSError(errno.EINVAL, "bad transfer mode")
-    ptr, pool.local.keep = client.scratch(length)
+    ptr, keep = client.scratch(length)
     check(lib.lsca_client_read(client.fast, ptr, slot.remote_addr, length))
-    return ptr
+    return ptr, keep
 
 
 def _send_without_waiting(entry, flags, call):
-    """call(flags), on the main thread never waiting: a socket that polled writable can still
+    """call(flags), never waiting: a socket that polled writable can still
     wait (a datagram's full peer, another writer). Nothing sent: the program's own call waits.
     On a unix socket the program always sends itself: its receiver may ask who sent
     (SO_PASSCRED), and an address names a file looked up with the sender's cwd and rights."""
     if entry.unix_socket:
-        raise pool.Blocking(entry)
-    if not _on_main_thread() or flags & MSG_DONTWAIT:
+        raise Blocking(entry)
+    if flags & MSG_DONTWAIT:
         return check(call(flags))
     r = call(flags | MSG_DONTWAIT)
     if r < 0 and ffi.errno in (errno.EAGAIN, errno.EWOULDBLOCK) and _waits_natively(entry):
-        raise pool.Blocking(entry)
+        raise Blocking(entry)
     return check(r)
 
 
@@ -75,7 +71,7 @@ def h_sendto(client, slot):
     entry = client_fd(client, slot)
     _may_block(entry, flags, True, length)
     addr, addrlen = _addr(slot)
-    payload = _payload_out(client, slot, length)
+    payload, _keep = _payload_out(client, slot, length)
     return _send_without_waiting(entry, flags, lambda f: lib.lsca_do_sendto(entry.fd, payload, length, f, addr,
                                                                              addrlen))
 
@@ -85,7 +81,7 @@ def h_sendmsg(client, slot):
     entry = client_fd(client, slot)
     _may_block(entry, flags, True, length)
     addr, addrlen = _addr(slot)
-    payload = _payload_out(client, slot, length)
+    payload, _keep = _payload_out(client, slot, length)
     return _send_without_waiting(entry, flags, lambda f: lib.lsca_do_sendmsg(entry.fd, payload, length, addr,
                                                                               addrlen, f))
 
@@ -94,13 +90,13 @@ def _receive(client, slot, call):
     """call(fd, buffer, length, addrlen_ptr) for recvfrom/recvmsg; delivers bytes and address."""
     length, flags, want_addr = slot.args[1], as_int(slot.args[2]), slot.args[3]
     entry = client_fd(client, slot)
-    if _on_main_thread() and flags & MSG_WAITALL and not flags & MSG_DONTWAIT and entry.fd >= 0:
-        raise pool.Blocking(entry)      # waits for all of it: never on the main thread
+    if flags & MSG_WAITALL and not flags & MSG_DONTWAIT and entry.fd >= 0:
+        raise Blocking(entry)           # waits for all of it
     _may_block(entry, flags, False, length)
-    # On the main thread, never wait even if what poll saw is gone (another reader of a shared
-    # socket took it): without waiting, and on EAGAIN the call moves to a pool thread untouched.
-    try_flags = flags | MSG_DONTWAIT if _on_main_thread() else flags
-    call = _retried_in_pool(call, entry, flags, try_flags)
+    # Never wait, even if what poll saw is gone (another reader of a shared socket took it):
+    # without waiting, and on EAGAIN the call is handed back untouched.
+    try_flags = flags | MSG_DONTWAIT
+    call = _handed_back_on_eagain(call, entry, flags, try_flags)
     flags = try_flags
     addrlen = ffi.new("uint32_t *", ADDR_MAX if want_addr else 0)
     if slot.xfer == lib.LSCA_XFER_INLINE:
@@ -113,7 +109,7 @@ def _receive(client, slot, call):
             raise OSError(errno.EINVAL, "bad transfer mode")
         if length > REMOTE_MAX:
             raise Declined("too large to move")
-        ptr, pool.local.keep = client.scratch(length)
+        ptr, _keep = client.scratch(length)
         addr = ffi.new("char[]", ADDR_MAX)
         n = check(call(entry.fd, ptr, length, addr, addrlen, flags))
         if n > 0:
@@ -124,14 +120,14 @@ def _receive(client, slot, call):
     return n
 
 
-def _retried_in_pool(call, entry, flags, try_flags):
-    """call, but an EAGAIN that only our MSG_DONTWAIT caused raises pool.Blocking (nothing was
-    received: the pool thread's call is the native one)."""
+def _handed_back_on_eagain(call, entry, flags, try_flags):
+    """call, but an EAGAIN that only our MSG_DONTWAIT caused raises Blocking (nothing was
+    received: the program's own call is the native one)."""
     def tried(fd, buf, n, addr, alen, flags_used):
         r = call(fd, buf, n, addr, alen, flags_used)
         if r < 0 and ffi.errno in (errno.EAGAIN, errno.EWOULDBLOCK) and try_flags != flags and \
                 _waits_natively(entry):
-            raise pool.Blocking(entry)
+            raise Blocking(entry)
         return r
     return tried
 
@@ -153,10 +149,10 @@ def h_recvmsg(client, slot):
 def h_accept4(client, slot):
     flags, want_addr = as_int(slot.args[1]), slot.args[2]
     entry = client_fd(client, slot)
-    if _on_main_thread() and entry.fd >= 0:
+    if entry.fd >= 0:
         # No accept flag says "do not wait", and another process sharing the listener can take
-        # the connection (or clear O_NONBLOCK) after any check: always a pool thread.
-        raise pool.Blocking(entry)
+        # the connection (or clear O_NONBLOCK) after any check: always the program's own call.
+        raise Blocking(entry)
     addr = ffi.new("char[]", ADDR_MAX)
     addrlen = ffi.new("uint32_t *", ADDR_MAX if want_addr else 0)
     fd = check(lib.lsca_do_accept4(entry.fd, addr, addrlen, flags))
@@ -181,10 +177,10 @@ def h_connect(client, slot):
         # the main thread may enter the client's cwd and identity (cwd and umask are the whole
         # worker's): run natively.
         raise Declined("a connect to a socket file may wait for its listener")
-    if not getattr(pool.local, "in_pool", False) and entry is not NOT_OPEN:
+    if entry is not NOT_OPEN:
         # Even on a non-blocking socket: another process sharing it may clear O_NONBLOCK
         # between our look and the connect, which would then wait here.
-        raise pool.Blocking(entry)          # a connection may take long to establish
+        raise Blocking(entry)               # a connection may take long to establish
     return check(lib.lsca_do_connect(entry.fd, slot.data, addrlen))
 
 

@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 
 from lsca import ipc
@@ -19,9 +18,8 @@ from lsca.ops import creates_fds
 from lsca.workers.calls import as_int
 from lsca.workers.client import Client
 from lsca.workers.creds import setup_compiled_route
-from lsca.workers.fdcache import Declined
+from lsca.workers.fdcache import Blocking, Declined
 from lsca.workers import faults
-from lsca.workers.pool import Blocking, BlockingPool, install_interrupt_handler
 from lsca.policy import Policy
 from lsca.identity import Identity
 from lsca.workers.gate import DESCRIPTOR_OPS, Gate, descriptor_paths, lexical_paths
@@ -36,7 +34,6 @@ WAIT_NATIVE = lib.LSCA_STATUS_WAIT_NATIVE
 REPORTED = lib.LSCA_XFER_REPORTED
 CONTROL_EVERY_S = 0.01       # while busy, read the supervisor's messages this often
 TURN_NS = 10_000_000         # the compiled loop hands back at least this often
-TURN_CANCELLING_NS = 1_000_000
 # Records a trace reader has not taken are retried this soon while it takes some, backing
 # off to the longest while it takes none (sends never wait for a reader).
 TRACE_RETRY_MS = (1, 50)
@@ -84,16 +81,12 @@ class Worker:
         self.orphaned = False
         self.ctx = ffi.new("struct lsca_worker_ctx *")
         self.fast = ffi.new("struct lsca_client_fast *[]", MAX_SHARDS)   # ctx.shards[i]'s compiled side
-        self.lock = threading.Lock()    # counters and traces, shared with pool threads
-        self.pool = BlockingPool(lambda client, i, entry: self.execute(client, i, entry))
-        install_interrupt_handler()
         self.ctx.doorbell_semid = self.doorbell_semid
         self.ctx.doorbell_semnum = 0
         self.gate = Gate(Policy.from_json(self.policy_json)) if self.policy_json else None
         setup_compiled_route()
         self.clients = {}               # ctx index -> Client
         self.by_shard = {}              # supervisor shard id -> ctx index
-        self.closing = {}               # shard id -> released Client whose pool calls still run
         self.trace_retry_ms = TRACE_RETRY_MS[0]
         self.crowded = False
         self.turn_spin_ns = self.spin_ns
@@ -113,11 +106,8 @@ class Worker:
         try:
             while self.alive:
                 self.row.heartbeat_ns = lib.lsca_now_ns()
-                if self.pool.cancelling:
-                    self.pool.resignal()
                 # The compiled loop answers hot calls itself and hands us the rest.
-                turn_ns = TURN_CANCELLING_NS if self.pool.cancelling else TURN_NS
-                got = lib.lsca_worker_run(self.ctx, self.fast, self.row, self.turn_spin_ns, 0, turn_ns,
+                got = lib.lsca_worker_run(self.ctx, self.fast, self.row, self.turn_spin_ns, 0, TURN_NS,
                                           shard_index, slot_index)
                 if got:
                     self.dispatch(got, shard_index, slot_index)
@@ -125,7 +115,6 @@ class Worker:
                     if now >= next_control:
                         self.watch_load()
                         self.report_revoked()
-                        self.close_drained()
                         self.send_records()
                         self.read_control()
                         next_control = now + CONTROL_EVERY_S
@@ -133,7 +122,6 @@ class Worker:
                 # Idle after spinning: send records, let go of client files, read messages, sleep.
                 self.watch_load()
                 self.report_revoked()
-                self.close_drained()
                 for client in self.clients.values():
                     client.fds.clear()
                 retry_ms = self.send_records()
@@ -142,8 +130,7 @@ class Worker:
                     log.warning("worker %d: supervisor is gone, exiting", self.index)
                     self.orphaned = True
                     break
-                # Short sleeps while a blocked call is being interrupted (it may need another signal).
-                sleep_ms = 5 if self.pool.cancelling else self.sleep_ms
+                sleep_ms = self.sleep_ms
                 if retry_ms:
                     sleep_ms = min(sleep_ms, retry_ms)
                 if self.alive:
@@ -155,12 +142,10 @@ class Worker:
                         self.read_control()
         finally:
             if self.orphaned:
-                # Nobody will reassign these clients: fail what is in flight (EIO) and wake
-                # them first; blocked pool calls are then interrupted and their answers ignored.
+                # Nobody will reassign these clients: fail what is in flight (EIO) and wake them.
                 for client in self.clients.values():
                     lib.lsca_shard_fail_all(client.shard)
-            self.pool.stop()
-            for client in list(self.clients.values()) + list(self.closing.values()):
+            for client in list(self.clients.values()):
                 client.close()
             self.last_records()
 
@@ -189,9 +174,8 @@ class Worker:
             self.execute(client, i)
         self.row.busy_shard = 0
 
-    def execute(self, client, i, entry=None):
-        """Run slot i's call and answer it; on the main thread, or on a pool thread (entry
-        is then the descriptor pinned for it)."""
+    def execute(self, client, i):
+        """Run slot i's call and answer it (on the main thread)."""
         started = lib.lsca_now_ns()
         slot = client.slots[i]
         op = slot.op
@@ -200,13 +184,10 @@ class Worker:
         status, err = DONE, 0
         gate = client.gate if client.gate is not None and client.gate.covers(op) else None
         try:
-            # Only a call that may block is interruptible (a regular file's write never says EINTR).
-            if entry is not None and slot.cancel:
-                raise OSError(errno.EINTR, "interrupted before it started")
             if handler is None:
                 raise OSError(errno.EINVAL, "unknown op")
             if gate is not None and op in DESCRIPTOR_OPS:
-                gate.check(client, slot, descriptor_paths(client, slot, entry))
+                gate.check(client, slot, descriptor_paths(client, slot))
             result = handler(client, slot)
         except Blocking:
             # It would wait: the program's own thread waits for it natively (signals, restarts
@@ -228,10 +209,7 @@ class Worker:
             result, err = -1, errno.EIO
             log.exception("worker %d: op %d of pid %d failed", self.index, op, client.pid)
         finally:
-            if entry is not None:
-                os.close(entry.fd)
-            else:
-                client.fds.release_temporaries()
+            client.fds.release_temporaries()
             while client.closing:
                 os.close(client.closing.pop())
         if not 0 <= err < 4096 or not -(1 << 63) <= result < (1 << 63):
@@ -251,17 +229,11 @@ class Worker:
         if status == DONE:
             lib.lsca_account(self.row, client.shard, op, took, result == -1)
 
-    def cancel(self, index, i):
-        """The client's thread was interrupted by a signal handler: stop its blocked call."""
-        client = self.clients.get(index)
-        if client is not None:
-            self.pool.cancel((client.shard_id, i))
-
     def dispatch(self, got, shard_index, slot_index):
+        # A cancel (the client's thread took a signal while it waited) needs nothing here: a
+        # call this loop runs is never a waiting one (those are handed back, WAIT_NATIVE).
         if got == lib.LSCA_FOUND_CALL:
             self.serve(shard_index[0], slot_index[0])
-        elif got == lib.LSCA_FOUND_CANCEL:
-            self.cancel(shard_index[0], slot_index[0])
         return got
 
     def send_records(self):
@@ -338,22 +310,10 @@ class Worker:
                 self.ctx.limit -= 1
             self.ctx.pending[index] = 0
             self.ctx.cancels[index] = 0
-            # Its blocked calls are abandoned (the client is gone): interrupt, then detach.
-            drained = self.pool.drain(message["shard"])
             client = self.clients.pop(index)
             lib.lsca_trace_flush_held(client.fast, 1)
-            if drained:
-                client.close()          # what its reader does not take now goes on from the leftovers
-            else:
-                # A pool thread still runs one of its calls (a slow or busy machine): it will write
-                # the answer into the shard, so the shard stays mapped until that thread is done.
-                self.closing[message["shard"]] = client
+            client.close()              # what its reader does not take now goes on from the leftovers
         self.send({"op": "released", "shard": message["shard"]})
-
-    def close_drained(self):
-        """Released clients whose last pool call has ended: detach their shards now."""
-        for shard_id in [k for k in self.closing if not self.pool.calls_of(k)]:
-            self.closing.pop(shard_id).close()
 
     def report_revoked(self):
         """Clients that stopped being the user they registered as: the supervisor drops them."""
