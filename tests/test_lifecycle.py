@@ -18,7 +18,7 @@ import pytest
 
 from lsca import ipc
 from lsca.abi import HELLO_SIZE, SHARD_SIZE
-from lsca.supervisor.arbiter import admits
+from lsca.supervisor.clients import admits
 from lsca.supervisor.registry import cleanup_dead
 from conftest import ended, wait_until, SupervisorProcess, clean_env, new_objects, run_native, through_worker, wchan
 
