@@ -26,7 +26,7 @@ AGENT_LINK_FLAGS = ["-pthread", "-Wl,--version-script=" + os.path.join(AGENT_LIB
 AGENT_SOURCES = ["agent.c", "slots.c", "interpose_io.c", "interpose_fd.c", "interpose_path.c", "interpose_syscall.c",
                  "interpose_signal.c", "interpose_socket.c", "interpose_exec.c", "user_memory.c", "ops.c"]
 HEADERS = ["lsca_abi.h", "lsca_slots.h", "lsca_worker_sys.h", "lsca_worker_fast.h"]
-SOURCES = ["slots.c", "worker_sys.c", "worker_fast.c", "worker_path.c", "ops.c"]
+SOURCES = ["slots.c", "worker_sys.c", "worker_fast.c", "worker_trace.c", "worker_path.c", "ops.c"]
 
 
 def cdef_region(path):
