@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,8 @@ settings.load_profile("lsca")
 
 from lsca.launch import clean_env, start_supervisor
 from lsca import ipc
-from lsca.runner import agent_path
+from lsca.runner import SessionClient, agent_path
+from lsca.tracestream import TraceReader
 
 PROGRAMS = os.path.join(os.path.dirname(__file__), "programs")
 START_TIMEOUT_S = 15
@@ -133,6 +135,35 @@ class SupervisorProcess:
             except psutil.NoSuchProcess:
                 pass
         return self.process.returncode
+
+
+def public_agent(directory):
+    """A copy of the agent any user may load (the installed one may sit under a private home)."""
+    agent = shutil.copy(agent_path(), os.path.join(directory, "agent.so"))
+    os.chmod(agent, 0o755)
+    return agent
+
+
+def run_in_traced_session(sup, agent, cmd, env, trace_path, **run):
+    """cmd (subprocess.run(**run): as another user, say) with the agent on sup's socket, in a
+    session of its own whose trace goes to trace_path (LSCA_REQUIRED: it cannot run
+    natively). Returns (CompletedProcess, the session's counts, the trace's parsed calls)."""
+    trace_fd = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    reader = TraceReader(trace_fd)
+    try:
+        session = SessionClient(sup.socket, trace_fd=reader.sender_fd())
+        reader.close_sender()
+        reader.start()
+        env = {**env, "LD_PRELOAD": agent, "LSCA_SOCKET": sup.socket, "LSCA_SESSION": session.token,
+               "LSCA_REQUIRED": "1"}
+        proc = subprocess.run(cmd, env=env, **run)
+        stats = session.end()
+        session.close()
+    finally:
+        reader.finish()
+        os.close(trace_fd)
+    with open(trace_path) as f:
+        return proc, stats, parse_trace(f.read().splitlines())
 
 
 def workers_of(sup):

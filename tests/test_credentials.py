@@ -9,9 +9,8 @@ import tempfile
 
 import pytest
 
-from lsca.runner import SessionClient, agent_path
-from lsca.tracestream import TraceReader
-from conftest import PROGRAMS, SupervisorProcess, clean_env, parse_trace, wait_until
+from lsca.runner import SessionClient
+from conftest import PROGRAMS, SupervisorProcess, clean_env, public_agent, run_in_traced_session, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a root supervisor and a client as nobody")
 
@@ -73,9 +72,7 @@ def test_unprivileged_client_gets_native_permission_errors():
         for root in (native_root, lsca_root):
             os.mkdir(root)
             build_tree(root)
-        agent = os.path.join(base, "agent.so")
-        shutil.copy(agent_path(), agent)
-        os.chmod(agent, 0o755)
+        agent = public_agent(base)
         whiteout = os.path.join(base, "rename_whiteout")
         subprocess.run(["cc", "-O2", "-o", whiteout, os.path.join(PROGRAMS, "rename_whiteout.c")], check=True)
         limits = shutil.copy(os.path.join(PROGRAMS, "beyond_limits.py"), base)
@@ -84,21 +81,11 @@ def test_unprivileged_client_gets_native_permission_errors():
                                 **as_nobody)
 
         sup = SupervisorProcess(base, workers=2)
-        trace_path = os.path.join(base, "trace")
-        trace_fd = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        reader = TraceReader(trace_fd)
         try:
-            session = SessionClient(sup.socket, trace_fd=reader.sender_fd())
-            reader.close_sender()
-            reader.start()
-            env = {**clean_env(), "WHITEOUT": whiteout, "LIMITS": limits}
-            env.update(LD_PRELOAD=agent, LSCA_SOCKET=sup.socket, LSCA_SESSION=session.token, LSCA_REQUIRED="1")
-            under = subprocess.run(["/bin/sh", "-c", SCRIPT], cwd=lsca_root, env=env, **as_nobody)
-            stats = session.end()
-            session.close()
+            under, stats, calls = run_in_traced_session(
+                sup, agent, ["/bin/sh", "-c", SCRIPT], {**clean_env(), "WHITEOUT": whiteout, "LIMITS": limits},
+                os.path.join(base, "trace"), cwd=lsca_root, **as_nobody)
         finally:
-            reader.finish()
-            os.close(trace_fd)
             assert sup.stop() == 0
 
         assert under.returncode == native.returncode
@@ -113,7 +100,6 @@ def test_unprivileged_client_gets_native_permission_errors():
         assert tree_state(lsca_root)["open/moved"][:2] == (nobody.pw_uid, nobody.pw_gid)
 
         # The denials came from workers acting as nobody, not from native calls.
-        calls = parse_trace(open(trace_path).read().splitlines())
         assert any(name == "openat" and '"secret"' in args and "EACCES" in result for _, name, args, result in calls)
         assert any(name == "mkdirat" and '"locked/d"' in args and "EACCES" in result for _, name, args, result in calls)
         assert stats["proxied"].get("openat", 0) > 0 and stats["declined"].get("openat", 0) == 0
@@ -139,9 +125,7 @@ def test_a_users_identity_kept_after_its_path_call_is_given_back_before_another_
         native = subprocess.run([sys.executable, "-c", WRITE_LOOP, target, "50"], env=clean_env(),
                                 capture_output=True, timeout=60, check=True)
         assert native.stdout.strip() == b"0o104755"
-        agent = os.path.join(base, "agent.so")
-        shutil.copy(agent_path(), agent)
-        os.chmod(agent, 0o755)
+        agent = public_agent(base)
         sup = SupervisorProcess(base, workers=1)     # in base: nobody reaches its socket
         try:
             def session_env():

@@ -20,9 +20,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import PROGRAMS, SupervisorProcess, clean_env, parse_trace, run_native
-from lsca.runner import SessionClient, agent_path
-from lsca.tracestream import TraceReader
+from conftest import (PROGRAMS, SupervisorProcess, clean_env, parse_trace, public_agent, run_in_traced_session,
+                      run_native)
 from test_differential_io import between_markers
 
 PATH_OPS = os.path.join(PROGRAMS, "path_ops.py")
@@ -205,10 +204,9 @@ class AsNobody:
         self.user = pwd.getpwnam("nobody")
         self.base = tempfile.mkdtemp(prefix="lsca-diff-nobody-")
         os.chmod(self.base, 0o755)
-        self.agent = shutil.copy(agent_path(), os.path.join(self.base, "agent.so"))
+        self.agent = public_agent(self.base)
         self.program = shutil.copy(PATH_OPS, os.path.join(self.base, "path_ops.py"))
-        for name in (self.agent, self.program):
-            os.chmod(name, 0o755)
+        os.chmod(self.program, 0o755)
         self.sup = SupervisorProcess(self.base, workers=2)
 
     def close(self):
@@ -217,9 +215,9 @@ class AsNobody:
         finally:
             shutil.rmtree(self.base, onerror=_make_writable)
 
-    def run(self, cmd, env):
-        return subprocess.run(cmd, env=env, user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[],
-                              cwd=self.base, capture_output=True, timeout=120)
+    def as_nobody(self):
+        return dict(user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[], cwd=self.base,
+                    capture_output=True, timeout=120)
 
     def __call__(self, spec):
         work = os.path.join(self.base, "work")
@@ -234,26 +232,13 @@ class AsNobody:
             dirs[side] = os.path.join(work, side)
             os.mkdir(dirs[side], 0o755)
             os.chown(dirs[side], self.user.pw_uid, self.user.pw_gid)
-        native = self.run([self.PYTHON, self.program, spec_file, dirs["native"]], clean_env())
+        native = subprocess.run([self.PYTHON, self.program, spec_file, dirs["native"]], env=clean_env(),
+                                **self.as_nobody())
         assert native.returncode == 0, native.stderr.decode()
-        trace_path = os.path.join(work, "trace")
-        trace_fd = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        reader = TraceReader(trace_fd)
-        try:
-            session = SessionClient(self.sup.socket, trace_fd=reader.sender_fd())
-            reader.close_sender()
-            reader.start()
-            env = {**clean_env(), "LD_PRELOAD": self.agent, "LSCA_SOCKET": self.sup.socket,
-                   "LSCA_SESSION": session.token, "LSCA_REQUIRED": "1"}
-            under = self.run([self.PYTHON, self.program, spec_file, dirs["lsca"]], env)
-            stats = session.end()
-            session.close()
-        finally:
-            reader.finish()
-            os.close(trace_fd)
+        under, stats, calls = run_in_traced_session(self.sup, self.agent, [self.PYTHON, self.program, spec_file,
+                                                                          dirs["lsca"]], clean_env(),
+                                                    os.path.join(work, "trace"), **self.as_nobody())
         assert under.returncode == 0, under.stderr.decode()
-        with open(trace_path) as f:
-            calls = parse_trace(f.read().splitlines())
         return (json.loads(native.stdout), json.loads(under.stdout)), stats, calls
 
 

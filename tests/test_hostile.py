@@ -71,10 +71,9 @@ import time
 import psutil
 import pytest
 
-from conftest import SupervisorProcess, clean_env, new_objects, remove_objects, wait_until, workers_of
+from conftest import SupervisorProcess, clean_env, new_objects, public_agent, remove_objects, wait_until, workers_of
 from lsca import ipc
 from lsca.abi import ABI_VERSION
-from lsca.runner import agent_path
 from lsca.stats import StatsClient, StatsError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a root supervisor and clients of other uids")
@@ -218,9 +217,7 @@ def world():
         pytest.skip(f"needs {SYSTEM_PYTHON}, gcc and dd")
     base = public_dir("lsca-hostile-")
     try:
-        agent = os.path.join(base, "agent.so")
-        shutil.copy(agent_path(), agent)
-        os.chmod(agent, 0o755)
+        agent = public_agent(base)
         hostile = os.path.join(base, "hostile")
         subprocess.run(["gcc", "-O2", "-Wall", "-I", os.path.join(REPO, "agent_lib", "include"), "-o", hostile,
                         os.path.join(PROGRAMS, "hostile.c"), os.path.join(REPO, "agent_lib", "src", "slots.c")],
