@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("lsca", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("lsca")
 
-from lsca.launch import clean_env, start_supervisor
+from lsca.launch import clean_env, start_supervisor, stop_supervisor
 from lsca import ipc
 from lsca.runner import SessionClient, agent_path
 from lsca.tracestream import TraceReader
@@ -117,24 +117,9 @@ class SupervisorProcess:
         return env
 
     def stop(self):
-        """TERM, then KILL after a grace period; returns the supervisor's exit status."""
-        try:
-            workers = [c.pid for c in psutil.Process(self.process.pid).children()]
-        except psutil.NoSuchProcess:
-            workers = []
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for pid in workers:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.NoSuchProcess:
-                pass
-        return self.process.returncode
+        """TERM, then KILL after a grace period, and its workers by pid; returns the
+        supervisor's exit status."""
+        return stop_supervisor(self.process)
 
 
 def public_agent(directory):

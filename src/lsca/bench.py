@@ -36,7 +36,7 @@ from collections import namedtuple
 from importlib import resources
 
 from lsca import __version__
-from lsca.launch import SupervisorStartError, clean_env, start_supervisor
+from lsca.launch import SupervisorStartError, clean_env, start_supervisor, stop_supervisor
 from lsca import settings
 from lsca.settings import argument_type
 
@@ -411,24 +411,8 @@ class Supervisor:
     def stop(self):
         if self.stopped:
             return
-        try:
-            import psutil
-            workers = psutil.Process(self.process.pid).children(recursive=True)
-        except Exception:
-            workers = []
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                say(f"lsca-supervisor {self.process.pid} ignored SIGTERM for {STOP_TIMEOUT_S:.0f} s: killing it")
-                self.process.kill()
-                self.process.wait()
-        for worker in workers:
-            try:
-                worker.kill()
-            except Exception:
-                pass
+        stop_supervisor(self.process, grace=STOP_TIMEOUT_S, on_kill=lambda p: say(
+            f"lsca-supervisor {p.pid} ignored SIGTERM for {STOP_TIMEOUT_S:.0f} s: killing it"))
         if self.process.returncode not in (0, -signal.SIGTERM):
             say(f"lsca-supervisor {self.process.pid} ended with status {self.process.returncode}: "
                 "removing the SysV objects of dead supervisors (lsca cleanup)")

@@ -1,12 +1,16 @@
-"""Starting an lsca-supervisor as a child process and knowing that it listens: the one
-helper for `lsca run`'s own supervisor, `lsca bench`, the stress program and the tests."""
+"""Starting an lsca-supervisor as a child process and knowing that it listens, and
+stopping it: the one helper for `lsca run`'s own supervisor, `lsca bench`, the stress
+program and the tests."""
 import os
 import socket
 import subprocess
 import sys
 import time
 
+import psutil
+
 READY_TIMEOUT_S = 20.0
+STOP_GRACE_S = 15.0
 PROBE_EVERY_S = 0.02
 
 
@@ -46,3 +50,28 @@ def start_supervisor(socket_path, args=(), env=None, timeout=READY_TIMEOUT_S, pa
             raise SupervisorStartError(f"the supervisor did not start listening within {timeout:.0f} s")
         (pause or time.sleep)(PROBE_EVERY_S)
     return process
+
+
+def stop_supervisor(process, grace=STOP_GRACE_S, workers_too=True, on_kill=None):
+    """SIGTERM, then SIGKILL when it has not exited within grace seconds (on_kill(process) is
+    called first, to say so); with workers_too, its workers still there afterwards are killed
+    by pid (psutil checks a pid was not reused). Returns its exit status."""
+    try:
+        workers = psutil.Process(process.pid).children() if workers_too else []
+    except psutil.Error:
+        workers = []
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            if on_kill is not None:
+                on_kill(process)
+            process.kill()
+            process.wait()
+    for worker in workers:
+        try:
+            worker.kill()
+        except psutil.Error:
+            pass
+    return process.returncode

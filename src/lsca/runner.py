@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from importlib import resources
-from lsca.launch import SupervisorStartError, start_supervisor
+from lsca.launch import SupervisorStartError, start_supervisor, stop_supervisor
 from lsca.command import SHELL, CommandError, agent_barrier, resolve, shell_command
 from lsca.opclasses import ALL as ALL_OPS, op_mask
 from lsca.statedir import StateDirError, instances_directory
@@ -78,13 +78,7 @@ class EmbeddedSupervisor:
             raise RunError(str(e)) from None
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_supervisor(self.process, grace=10)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
