@@ -809,7 +809,8 @@ def run(args):
                            "idle_seconds": args.idle_seconds, "worker_spin_us": args.worker_spin_us,
                            "sections": args.sections, "quick": args.quick,
                            **bench_sections.settings(args)}}
-    from lsca.bench_report import plot_scaling, print_report     # it imports this module
+    from lsca.bench_report import print_report     # it imports this module
+    from lsca.bench_plot import plot_scaling, plot_sections
     previous = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
     processes = Processes()
     workdir = tempfile.mkdtemp(prefix="lsca-bench-")
@@ -824,7 +825,7 @@ def run(args):
         if args.plot:
             if "scaling" in report:
                 plot_scaling(report["scaling"], args.plot)
-            bench_sections.plot(report, args.plot)
+            plot_sections(report, args.plot)
         failures = bench_sections.failures(report)
         if failures:
             say(f"error: {len(failures)} workload run(s) failed:\n" + "\n".join(failures))

@@ -71,29 +71,6 @@ def format_machine(facts):
     return text
 
 
-def plot_scaling(scaling, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    workers = list(range(1, scaling["max_workers"] + 1))
-    cells = {(c["workers"], c["clients"]): c["calls_per_s"] for c in scaling["matrix"]}
-    for k in range(1, scaling["max_clients"] + 1):
-        ax.plot(workers, [cells[(w, k)] for w in workers], marker="o",
-                label=f"{k} client" + ("" if k == 1 else "s"))
-    ax.set_xlabel("workers")
-    ax.set_ylabel("calls/s (all clients)")
-    ax.set_xticks(workers)
-    ax.set_ylim(bottom=0)
-    ax.set_title(f"LSCA throughput, {scaling['op']}")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
-
-
 def print_report(args, report):
     print(format_machine(report["machine"]))
     for note in report["notes"]:
