@@ -814,6 +814,23 @@ except OSError as e:
 """
 
 
+def waiting_in(pids, wchan):
+    """Whether a thread of one of pids sleeps in the kernel function wchan."""
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                    if f.read().strip() == wchan:
+                        return True
+            except OSError:
+                pass
+    return False
+
+
 def test_connect_to_a_full_backlog_stalls_no_worker(world, root_supervisor, procs):
     """nobody connects, under the agent, to a Unix socket file whose listener's backlog is full:
     a blocking connect waits for the listener to accept, which it never does. Natively only the
@@ -826,12 +843,17 @@ def test_connect_to_a_full_backlog_stalls_no_worker(world, root_supervisor, proc
         attack = procs.start([SYSTEM_PYTHON, "-c", FULL_BACKLOG, sock_dir], uid=NOBODY, env=env)
         lines = Lines(attack)
         listening = lines.next()
-        time.sleep(1.0)                                 # the second connect is under way
+        # The second connect is under way once some thread (the program's, or a worker's if
+        # the bug came back) waits for the listener; the checks below run either way.
+        waiting = wait_until(lambda: waiting_in([attack.pid, *workers_of(sup.sup)], "unix_wait_for_peer"),
+                             timeout=10)
         honest = honest_served(world, sup, procs)
         same = sup.same_processes()
-        observed = {"attacker": lines.seen, "honest": honest, "same processes": same, "log": sup.log()[-2000:]}
+        observed = {"attacker": lines.seen, "connect waiting": waiting, "honest": honest, "same processes": same,
+                    "log": sup.log()[-2000:]}
         print(explain(observed))
         assert listening is not None and listening.get("listening"), explain(observed)
+        assert waiting, explain(observed)
         assert not honest, explain(observed)
         assert same, explain(observed)
     finally:
