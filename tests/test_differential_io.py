@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import PROGRAMS, parse_trace, run_native
+from lsca.opclasses import syscall_name
 
 IO_OPS = os.path.join(PROGRAMS, "io_ops.py")
 ROLES = ["rw", "append", "ronly", "wonly", "null", "bad", "pipe_r", "pipe_w", "nb_r", "nb_w"]
 CLOSABLE = [r for r in ROLES if r != "null"]      # null carries the trace markers
-TRACE_NAMES = {"pread": "pread64", "pwrite": "pwrite64"}
 # Sizes around the inline limit exercise both ways bytes travel (slot, process_vm_*).
 SIZES = st.one_of(st.integers(0, 300), st.sampled_from([4096, 65535, 65536, 65537, 150000]))
 
@@ -67,7 +67,7 @@ def run_both(lsca_run, tmp_path, spec):
 
 def executed(spec, result):
     """Trace names of the ops that ran (skipped ones made no proxied call)."""
-    return [TRACE_NAMES.get(o["op"], o["op"]) for o, r in zip(spec["ops"], result["results"])
+    return [syscall_name(o["op"]) for o, r in zip(spec["ops"], result["results"])
             if not r.get("skipped")]
 
 
@@ -112,7 +112,7 @@ def test_forked_children_match_native(lsca_run, tmp_path, ops):
     assert lsca == native
     # Children registered on their own (their trace lines carry their pid) and were served.
     child_ops = Counter(name for o, r in zip(spec["ops"], native["results"]) if o["child"] and not r.get("skipped")
-                        for name in [TRACE_NAMES.get(o["op"], o["op"])])
+                        for name in [syscall_name(o["op"])])
     served = Counter(name for pid, name, _a, _r in calls if pid is not None)
     assert not child_ops - served
     assert stats["processes"] >= 1 + (1 if child_ops else 0)

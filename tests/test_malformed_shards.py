@@ -313,12 +313,11 @@ def flag(kind):
 
 @st.composite
 def path_call(draw):
-    opname = draw(st.sampled_from(["openat", "fstatat", "statx", "faccessat", "mkdirat", "unlinkat", "renameat2",
-                                   "linkat", "symlinkat", "readlinkat", "fchmodat", "fchownat", "truncate",
-                                   "utimensat"]))
+    opname = draw(st.sampled_from([ops.BY_CODE[code].name for code in sorted(PATH_OPS)]))
+    line = ops.BY_NAME[opname]
     r = draw(noise(OP[opname]))
     a = r["args"]
-    npaths = 2 if opname in ("renameat2", "linkat", "symlinkat") else 1
+    npaths = line.npaths
     looks = opname in ("openat", "fstatat", "statx", "faccessat", "readlinkat")
     if opname != "truncate":
         a[0] = fd_arg(draw(dir_look if looks else dir_change))
@@ -346,7 +345,7 @@ def path_call(draw):
     elif opname == "utimensat":
         a[1], a[2], a[3] = draw(flag("utime")), draw(flag("has")), draw(flag("has"))
     body = b"\0".join(draw(name) for _ in range(npaths)) + b"\0"
-    head = draw(TIMES) if opname == "utimensat" and draw(st.booleans()) else b""
+    head = draw(TIMES) if line.has(lib.LSCA_OPF_TIMES_FIRST) and draw(st.booleans()) else b""
     tail = draw(st.one_of(st.just(b""), st.text("0123456789abcdef\0", max_size=24).map(str.encode)))
     r["data"] = head + body + tail
     r["data_len"] = draw(st.integers(0, 5).flatmap(

@@ -186,7 +186,7 @@ struct lsca_trace_record {
     uint64_t seq;
     int32_t pid;
     int32_t tid;
-    int64_t result;
+    int64_t result;               /* what the program got (a creating call's: its number)     */
     int32_t err;
     uint32_t worker;
     int64_t args[LSCA_MAX_ARGS];
@@ -290,7 +290,7 @@ struct lsca_welcome {
     X(TRUNCATE,   truncate,   31, LSCA_OPC_FILE,                    LSCA_OPF_IDEMPOTENT,                                         1, 0, -1, -1) \
     /* args: dirfd, flags, has_times, has_path   data: times[2], path */                                                                       \
     X(UTIMENSAT,  utimensat,  32, LSCA_OPC_FILE | LSCA_OPC_DESC,    LSCA_OPF_TIMES_FIRST,                                        1, 0,  0, -1) \
-    /* args: native result, errno  data: path (already done natively) */                                                                       \
+    /* args: -1, native result, errno   data: path (already done natively) */                                                                  \
     X(CHDIR,      chdir,      33, LSCA_OPC_FILE,                    LSCA_OPF_REPORT | LSCA_OPF_IDEMPOTENT,                       1, 0, -1, -1) \
     /* args: fd, native result, errno (already done natively) */                                                                               \
     X(FCHDIR,     fchdir,     34, LSCA_OPC_DESC,                    LSCA_OPF_REPORT | LSCA_OPF_IDEMPOTENT,                       0, 0, -1, -1) \

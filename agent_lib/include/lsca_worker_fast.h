@@ -191,8 +191,9 @@ void lsca_trace_append(struct lsca_client_fast *c, const void *record, uint32_t 
 /* 1 once the client took the answer of call seq in slot i (descriptor numbers written). */
 int lsca_slot_taken(void *shard, unsigned slot_index, uint64_t seq);
 /* Hold back slot i's record (a descriptor-creating call's) until the client wrote the numbers
- * it got; release appends it with them; flush releases those the client took by now (all = 1:
- * every one, as they are, for a client that is gone). One list for both routes. */
+ * it got; release appends it with them and the outcome the program saw; flush releases those
+ * the client took by now (all = 1: every one, as they are, for a client that is gone). One
+ * list for both routes. */
 void lsca_trace_hold(struct lsca_client_fast *c, unsigned slot_index, const struct lsca_trace_record *r);
 void lsca_trace_release_held(struct lsca_client_fast *c, unsigned slot_index);
 void lsca_trace_flush_held(struct lsca_client_fast *c, int all);

@@ -130,38 +130,6 @@ int __openat64_2(int dirfd, const char *path, int flags) __attribute__((alias("_
 
 /* ---- dup family ---- */
 
-/* Ask the worker for a duplicate of oldfd; it lands at the lowest free number.
- * Returns 1 when the worker answered (result in *out, errno set), 0 to run natively. */
-static int worker_dup(enum lsca_op op, int oldfd, int a1, int a2, int cloexec, int *out)
-{
-    struct lsca_call c;
-    int fd;
-
-    if (!lsca_begin(&c, op))
-        return 0;
-    c.slot->args[0] = (uint64_t)(int64_t)oldfd;
-    c.slot->args[1] = (uint64_t)(int64_t)a1;
-    c.slot->args[2] = (uint64_t)(int64_t)a2;
-    if (!lsca_exchange_newfds(&c, &fd, 1, cloexec)) {
-        lsca_end(&c);
-        return 0;
-    }
-    if (c.slot->result >= 0)
-        c.slot->result = fd;
-    *out = (int)lsca_end(&c);
-    return 1;
-}
-
-int dup(int oldfd)
-{
-    int r;
-    if (lsca_agent_fd(oldfd)) {
-        errno = EBADF;
-        return -1;
-    }
-    return worker_dup(LSCA_OP_DUP, oldfd, 0, 0, 0, &r) ? r : REAL(dup)(oldfd);
-}
-
 /* Put a worker-made duplicate at the number the program asked for. */
 static int move_to(int fd, int newfd, int flags)
 {
@@ -180,6 +148,59 @@ static int move_to(int fd, int newfd, int flags)
     return (int)r;
 }
 
+/* F_DUPFD's duplicate landed below the minimum the program asked for: move it up natively. */
+static int move_up(int fd, int cmd, int minimum)
+{
+    int saved = errno;
+    long moved = lsca_sys(SYS_fcntl, fd, cmd, minimum);
+    int err = errno;
+
+    lsca_sys(SYS_close, fd);
+    errno = moved < 0 ? err : saved;
+    return (int)moved;
+}
+
+/* Ask the worker for a duplicate of oldfd; it lands at the lowest free number, then where
+ * dup3 (a1) or F_DUPFD (at least a2) asked. That happens before the slot is free: the
+ * worker's trace record takes the number the program got from it (new_fds[0]).
+ * Returns 1 when the worker answered (result in *out, errno set), 0 to run natively. */
+static int worker_dup(enum lsca_op op, int oldfd, int a1, int a2, int cloexec, int *out)
+{
+    struct lsca_call c;
+    int fd;
+
+    if (!lsca_begin(&c, op))
+        return 0;
+    c.slot->args[0] = (uint64_t)(int64_t)oldfd;
+    c.slot->args[1] = (uint64_t)(int64_t)a1;
+    c.slot->args[2] = (uint64_t)(int64_t)a2;
+    if (!lsca_exchange_newfds(&c, &fd, 1, cloexec)) {
+        lsca_end(&c);
+        return 0;
+    }
+    if (c.slot->result >= 0) {
+        if (op == LSCA_OP_DUP3)
+            fd = move_to(fd, a1, a2);
+        else if (op == LSCA_OP_FCNTL && fd < a2)
+            fd = move_up(fd, a1, a2);
+        c.slot->result = fd;
+        c.slot->err = fd < 0 ? errno : 0;
+        c.slot->new_fds[0] = fd;
+    }
+    *out = (int)lsca_end(&c);
+    return 1;
+}
+
+int dup(int oldfd)
+{
+    int r;
+    if (lsca_agent_fd(oldfd)) {
+        errno = EBADF;
+        return -1;
+    }
+    return worker_dup(LSCA_OP_DUP, oldfd, 0, 0, 0, &r) ? r : REAL(dup)(oldfd);
+}
+
 int dup3(int oldfd, int newfd, int flags)
 {
     int r;
@@ -191,7 +212,7 @@ int dup3(int oldfd, int newfd, int flags)
     lsca_agent_fd_evict(newfd);
     /* dup3(fd, fd) is EINVAL and flags other than O_CLOEXEC too: the kernel says so natively. */
     if (oldfd != newfd && (flags & ~O_CLOEXEC) == 0 && worker_dup(LSCA_OP_DUP3, oldfd, newfd, flags, 0, &r))
-        return r < 0 ? r : move_to(r, newfd, flags);
+        return r;
     return REAL(dup3)(oldfd, newfd, flags);
 }
 
@@ -259,15 +280,7 @@ int fcntl(int fd, int cmd, ...)
                 lsca_agent_fd_evict(chan);
                 return REAL(fcntl)(fd, cmd, arg);
             }
-            if (r < 0 || r >= arg)
-                return r;
-            /* It landed below the minimum the program asked for: move it up natively. */
-            int saved = errno;
-            long moved = lsca_sys(SYS_fcntl, r, cmd, arg);
-            int err = errno;
-            lsca_sys(SYS_close, r);
-            errno = moved < 0 ? err : saved;
-            return (int)moved;
+            return r;
         }
     } else if (lsca_begin(&c, LSCA_OP_FCNTL)) {
         c.slot->args[0] = (uint64_t)(int64_t)fd;

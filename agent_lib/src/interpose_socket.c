@@ -91,11 +91,25 @@ static int proxy_send(struct lsca_call *cp, int fd, const void *buf, size_t len,
 #undef c
 }
 
-/* The native run of a call the helper did not answer, and its report if it waited. */
+/* The native run of a call the helper did not answer, and its report if it waited; a
+ * send's or receive's report has the first bytes it moved, for its trace line. */
 #define NATIVE_REPORTED(c, call)                                                 \
     do {                                                                        \
         long r_ = (long)(call);                                                 \
         lsca_report_waited(&(c), r_, NULL, 0);                                  \
+        return r_;                                                              \
+    } while (0)
+#define NATIVE_SENT(c, call, buf, len)                                          \
+    do {                                                                        \
+        long r_ = (long)(call);                                                 \
+        lsca_report_waited(&(c), r_, (buf), (len));                             \
+        return r_;                                                              \
+    } while (0)
+/* What a receive moved: no more than the buffer holds (MSG_TRUNC may say more). */
+#define NATIVE_RECEIVED(c, call, buf, len)                                      \
+    do {                                                                        \
+        long r_ = (long)(call);                                                 \
+        lsca_report_waited(&(c), r_, (buf), r_ <= 0 ? 0 : (size_t)r_ < (len) ? (size_t)r_ : (len)); \
         return r_;                                                              \
     } while (0)
 
@@ -105,7 +119,7 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
     long r;
     if (proxy_send(&c, fd, buf, len, flags, addr, addrlen, &r))
         return r;
-    NATIVE_REPORTED(c, REAL(sendto)(fd, buf, len, flags, addr, addrlen));
+    NATIVE_SENT(c, REAL(sendto)(fd, buf, len, flags, addr, addrlen), buf, len);
 }
 
 ssize_t send(int fd, const void *buf, size_t len, int flags)
@@ -114,7 +128,7 @@ ssize_t send(int fd, const void *buf, size_t len, int flags)
     long r;
     if (proxy_send(&c, fd, buf, len, flags, NULL, 0, &r))
         return r;
-    NATIVE_REPORTED(c, REAL(send)(fd, buf, len, flags));
+    NATIVE_SENT(c, REAL(send)(fd, buf, len, flags), buf, len);
 }
 
 /* ---- recv ---- */
@@ -156,7 +170,7 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr
     long r;
     if (proxy_recv(&c, fd, buf, len, flags, addr, addrlen, &r))
         return r;
-    NATIVE_REPORTED(c, REAL(recvfrom)(fd, buf, len, flags, addr, addrlen));
+    NATIVE_RECEIVED(c, REAL(recvfrom)(fd, buf, len, flags, addr, addrlen), buf, len);
 }
 
 ssize_t recv(int fd, void *buf, size_t len, int flags)
@@ -165,7 +179,7 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
     long r;
     if (proxy_recv(&c, fd, buf, len, flags, NULL, NULL, &r))
         return r;
-    NATIVE_REPORTED(c, REAL(recv)(fd, buf, len, flags));
+    NATIVE_RECEIVED(c, REAL(recv)(fd, buf, len, flags), buf, len);
 }
 
 /* ---- sendmsg / recvmsg: without ancillary data, within the slot ---- */

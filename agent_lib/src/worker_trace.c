@@ -122,6 +122,24 @@ static char *record_payload(struct lsca_trace_record *r)
     return (char *)(r + 1);
 }
 
+/* The ops whose line shows the bytes they send (taken from the request) or received (from
+ * the answer). */
+#define SENDS(op) ((op) == LSCA_OP_WRITE || (op) == LSCA_OP_PWRITE || (op) == LSCA_OP_WRITEV || \
+                   (op) == LSCA_OP_SENDTO || (op) == LSCA_OP_SENDMSG)
+#define RECEIVES(op) ((op) == LSCA_OP_READ || (op) == LSCA_OP_PREAD || (op) == LSCA_OP_READV ||       \
+                      (op) == LSCA_OP_READLINKAT || (op) == LSCA_OP_GETCWD || (op) == LSCA_OP_RECVFROM || \
+                      (op) == LSCA_OP_RECVMSG)
+
+/* Where those bytes start in data[]: a socket call's follow its address, except in a report
+ * (the agent copies the first bytes alone, lsca_report_waited). */
+static uint32_t bytes_at(const struct lsca_slot *slot)
+{
+    unsigned op = slot->op;
+    int socket_io = op == LSCA_OP_SENDTO || op == LSCA_OP_SENDMSG || op == LSCA_OP_RECVFROM || op == LSCA_OP_RECVMSG;
+
+    return socket_io && slot->xfer != LSCA_XFER_REPORTED ? LSCA_ADDR_MAX : 0;
+}
+
 struct lsca_trace_record *lsca_trace_begin(struct lsca_client_fast *c, const struct lsca_slot *slot)
 {
     struct lsca_trace_record *r = (struct lsca_trace_record *)record_scratch;
@@ -161,12 +179,14 @@ struct lsca_trace_record *lsca_trace_begin(struct lsca_client_fast *c, const str
         r->path_len += (uint32_t)n + 1;
         start += (uint32_t)n + 1;
     }
-    if (op == LSCA_OP_WRITE || op == LSCA_OP_PWRITE || op == LSCA_OP_WRITEV) {
+    if (SENDS(op)) {
+        uint32_t at = bytes_at(slot);
         r->data_total = (uint32_t)(slot->args[1] < NO_DATA ? slot->args[1] : NO_DATA - 1);
-        /* Inline bytes; for a reported call, the first ones the agent copied. */
-        if (slot->xfer == LSCA_XFER_INLINE || slot->xfer == LSCA_XFER_REPORTED) {
-            r->data_len = len < LSCA_TRACE_SHOWN ? len : LSCA_TRACE_SHOWN;
-            memcpy(out + r->path_len, slot->data, r->data_len);
+        /* Inline bytes; for a reported call, the first ones the agent copied (none: it could not). */
+        if ((slot->xfer == LSCA_XFER_INLINE || (slot->xfer == LSCA_XFER_REPORTED && (len || !slot->args[1]))) &&
+            len >= at) {
+            r->data_len = len - at < LSCA_TRACE_SHOWN ? len - at : LSCA_TRACE_SHOWN;
+            memcpy(out + r->path_len, slot->data + at, r->data_len);
         }
     }
     return r;
@@ -189,18 +209,20 @@ uint32_t lsca_trace_end(struct lsca_client_fast *c, struct lsca_trace_record *r,
     r->latency_ns = latency_ns;
     r->result = slot->result;
     r->err = slot->err;
-    if ((op == LSCA_OP_READ || op == LSCA_OP_PREAD || op == LSCA_OP_READV || op == LSCA_OP_READLINKAT ||
-         op == LSCA_OP_GETCWD) && (slot->xfer == LSCA_XFER_INLINE || slot->xfer == LSCA_XFER_REPORTED) &&
-        slot->result >= 0) {
+    if (RECEIVES(op) && (slot->xfer == LSCA_XFER_INLINE || slot->xfer == LSCA_XFER_REPORTED) && slot->result >= 0 &&
+        !(slot->xfer == LSCA_XFER_REPORTED && !slot->data_len && slot->result)) {   /* the agent could not copy */
+        uint32_t at = bytes_at(slot);
         uint64_t shown = op == LSCA_OP_GETCWD ? LSCA_PATH_MAX : LSCA_TRACE_SHOWN;
         uint64_t n = (uint64_t)slot->result;
-        if (n > LSCA_INLINE_MAX)
-            n = LSCA_INLINE_MAX;
+        if (op != LSCA_OP_GETCWD && n > slot->args[1])
+            n = slot->args[1];          /* MSG_TRUNC says more than the buffer holds */
+        if (n > LSCA_INLINE_MAX - at)
+            n = LSCA_INLINE_MAX - at;
         r->data_total = (uint32_t)n;
         if (slot->xfer == LSCA_XFER_REPORTED && n > slot->data_len)
             n = slot->data_len;         /* the agent copied only the first bytes */
         r->data_len = (uint32_t)(n < shown ? n : shown);
-        memcpy(record_payload(r) + r->path_len, slot->data, r->data_len);
+        memcpy(record_payload(r) + r->path_len, slot->data + at, r->data_len);
     } else if ((op == LSCA_OP_FSTAT || op == LSCA_OP_FSTATAT) && slot->result == 0) {
         lsca_stat_summary(slot->data, &r->st_mode, &r->st_size);
     }
@@ -255,6 +277,10 @@ void lsca_trace_release_held(struct lsca_client_fast *c, unsigned i)
 
     if (!r)
         return;
+    /* What the program got: the numbers it put them at (dup3, F_DUPFD: where it moved them),
+     * or the failure it saw (a full descriptor table). */
+    r->result = slot->result;
+    r->err = slot->err;
     r->new_fds[0] = slot->new_fds[0];
     r->new_fds[1] = slot->new_fds[1];
     lsca_trace_append(c, r, r->size);

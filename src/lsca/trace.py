@@ -1,13 +1,14 @@
 """strace-like lines for proxied calls: write(1, "hello\\n", 6) = 6.
 
-Workers record calls as binary records (struct lsca_trace_record, appended by
-worker_fast.c on both of their routes) and send them in batches; the process that
+Workers record calls as binary records (struct lsca_trace_record, filled by
+worker_trace.c on both of their routes) and send them in batches; the process that
 asked for the trace (lsca run) decodes and formats them here, off the calls' path.
 """
 import errno
 import functools
 import json
 import os
+import socket
 import stat
 import struct
 
@@ -17,17 +18,30 @@ from lsca.ops import creates_fds
 
 SHOWN_BYTES = 32
 WHENCE = {0: "SEEK_SET", 1: "SEEK_CUR", 2: "SEEK_END", 3: "SEEK_DATA", 4: "SEEK_HOLE"}
-# The names strace prints: the system calls glibc issues for these ops.
+O_TMPFILE = 0o20000000
 OPEN_FLAGS = [(os.O_WRONLY, "O_WRONLY"), (os.O_RDWR, "O_RDWR"), (os.O_CREAT, "O_CREAT"),
               (os.O_EXCL, "O_EXCL"), (os.O_NOCTTY, "O_NOCTTY"), (os.O_TRUNC, "O_TRUNC"),
               (os.O_APPEND, "O_APPEND"), (os.O_NONBLOCK, "O_NONBLOCK"), (os.O_DSYNC, "O_DSYNC"),
               (os.O_DIRECT, "O_DIRECT"), (os.O_DIRECTORY, "O_DIRECTORY"), (os.O_NOFOLLOW, "O_NOFOLLOW"),
               (os.O_NOATIME, "O_NOATIME"), (os.O_CLOEXEC, "O_CLOEXEC"), (os.O_PATH, "O_PATH"),
-              (0o20000000, "O_TMPFILE")]
+              (O_TMPFILE, "O_TMPFILE")]
 AT_FLAGS = [(0x100, "AT_SYMLINK_NOFOLLOW"), (0x200, "AT_REMOVEDIR"), (0x400, "AT_SYMLINK_FOLLOW"),
             (0x800, "AT_NO_AUTOMOUNT"), (0x1000, "AT_EMPTY_PATH")]
-FCNTL_NAMES = {0: "F_DUPFD", 1030: "F_DUPFD_CLOEXEC", 3: "F_GETFL", 4: "F_SETFL", 1031: "F_SETPIPE_SZ",
-               1032: "F_GETPIPE_SZ", 1033: "F_ADD_SEALS", 1034: "F_GET_SEALS"}
+ACCESS_MODES = [(os.R_OK, "R_OK"), (os.W_OK, "W_OK"), (os.X_OK, "X_OK")]
+# faccessat's flags: there 0x200 is AT_EACCESS, not AT_REMOVEDIR.
+ACCESS_FLAGS = [(0x100, "AT_SYMLINK_NOFOLLOW"), (0x200, "AT_EACCESS"), (0x1000, "AT_EMPTY_PATH")]
+RENAME_FLAGS = [(1, "RENAME_NOREPLACE"), (2, "RENAME_EXCHANGE"), (4, "RENAME_WHITEOUT")]
+F_GETFL, F_SETFL, F_GETPIPE_SZ, F_ADD_SEALS, F_GET_SEALS = 3, 4, 1032, 1033, 1034
+FCNTL_NAMES = {0: "F_DUPFD", 1030: "F_DUPFD_CLOEXEC", F_GETFL: "F_GETFL", F_SETFL: "F_SETFL",
+               1031: "F_SETPIPE_SZ", F_GETPIPE_SZ: "F_GETPIPE_SZ", F_ADD_SEALS: "F_ADD_SEALS",
+               F_GET_SEALS: "F_GET_SEALS"}
+SEALS = [(1, "F_SEAL_SEAL"), (2, "F_SEAL_SHRINK"), (4, "F_SEAL_GROW"), (8, "F_SEAL_WRITE"),
+         (16, "F_SEAL_FUTURE_WRITE")]
+MSG_FLAGS = [(getattr(socket, name), name) for name in (
+    "MSG_OOB", "MSG_PEEK", "MSG_DONTROUTE", "MSG_CTRUNC", "MSG_TRUNC", "MSG_DONTWAIT", "MSG_EOR", "MSG_WAITALL",
+    "MSG_CONFIRM", "MSG_ERRQUEUE", "MSG_NOSIGNAL", "MSG_MORE", "MSG_FASTOPEN", "MSG_CMSG_CLOEXEC")]
+SOCK_FLAGS = [(socket.SOCK_NONBLOCK, "SOCK_NONBLOCK"), (socket.SOCK_CLOEXEC, "SOCK_CLOEXEC")]
+SHUT = {socket.SHUT_RD: "SHUT_RD", socket.SHUT_WR: "SHUT_WR", socket.SHUT_RDWR: "SHUT_RDWR"}
 _ESCAPES = {ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r", ord("\v"): "\\v",
             ord("\f"): "\\f", ord('"'): '\\"', ord("\\"): "\\\\"}
 
@@ -88,7 +102,6 @@ RECORD = "struct lsca_trace_record *"
 RECORD_SIZE = ffi.sizeof("struct lsca_trace_record")
 NO_DATA = lib.LSCA_TRACE_NO_DATA
 DROPPED = lib.LSCA_TRACE_DROPPED
-READ_OPS = ("read", "pread", "readv", "readlinkat", "getcwd")
 MAGIC = lib.LSCA_TRACE_MAGIC
 
 # The record's fields in one unpack (cffi reads them one attribute at a time, which was most
@@ -150,89 +163,159 @@ def _call(r, payload):
     call = {"op": op, "args": args, "data": data, "paths": paths,
             "result": result, "err": r[9], "pid": r[6], "tid": r[7], "worker": r[10],
             "time_ns": r[3], "latency_ns": r[4], "seq": r[5], "program": _program(r[-1])}
+    # The result of a creating call is already the number the program got (worker_trace.c);
+    # pipe2's line shows both of its numbers.
     if result >= 0 and creates_fds(code, args[1]):
-        call = with_fds(call, r[_NEW_FDS], r[_NEW_FDS + 1])
+        call["fds"] = (r[_NEW_FDS], r[_NEW_FDS + 1])
     return call
 
 
-def with_fds(snap, fd0, fd1):
-    """The line of a descriptor-creating call, with the numbers the client got."""
-    snap["fds"] = (fd0, fd1)
-    if snap["op"] in ("openat", "dup", "fcntl", "accept4"):
-        snap["result"] = fd0
-    elif snap["op"] == "dup3":
-        snap["result"] = snap["args"][1]
-    return snap
+def _path(snap, i):
+    """Path i of the call, quoted; '...' when its record does not carry it."""
+    paths = snap["paths"]
+    return quote(paths[i], limit=4096) if i < len(paths) else "..."
+
+
+def _sent(snap):
+    """The first bytes a call sends (args[1] of them): '...' where its record has none."""
+    return quote(snap["data"], snap["args"][1]) if snap["data"] is not None else "..."
+
+
+def _received(snap):
+    """The first bytes a call received; its buffer (args[1]) holds no more than it asked for."""
+    if snap["data"] is None or snap["result"] < 0:
+        return "..."
+    return quote(snap["data"], min(snap["result"], snap["args"][1]))
+
+
+def _stat(snap):
+    data = snap["data"]
+    return f"{{st_mode={mode_string(data[0])}, st_size={data[1]}, ...}}" if data else "0x..."
+
+
+def _at(flags):
+    return flag_names(flags, AT_FLAGS, "0")
+
+
+def _openat(s, a):
+    mode = f", {a[2]:04o}" if a[1] & (os.O_CREAT | O_TMPFILE) else ""
+    return f"{dirfd(a[0])}, {_path(s, 0)}, {open_flags(a[1])}{mode}"
+
+
+def _fcntl(s, a):
+    cmd = FCNTL_NAMES.get(a[1], a[1])
+    if a[1] in (F_GETFL, F_GETPIPE_SZ, F_GET_SEALS):
+        return f"{a[0]}, {cmd}"                 # no third argument
+    arg = open_flags(a[2]) if a[1] == F_SETFL else flag_names(a[2], SEALS, "0") if a[1] == F_ADD_SEALS else a[2]
+    return f"{a[0]}, {cmd}, {arg}"
+
+
+def _pipe2(s, a):
+    fds = s.get("fds")
+    shown = f"[{fds[0]}, {fds[1]}]" if fds and s["result"] == 0 else "..."
+    return f"{shown}, {flag_names(a[0], OPEN_FLAGS[2:], '0')}"
+
+
+def _getcwd(s, a):
+    ok = s["data"] is not None and s["result"] > 0
+    return f"{quote(s['data'].rstrip(bytes(1)), limit=4096) if ok else '...'}, {a[0]}"
+
+
+def _utimensat(s, a):
+    return f"{dirfd(a[0])}, {_path(s, 0) if a[3] else 'NULL'}, {'[...]' if a[2] else 'NULL'}, {_at(a[1])}"
+
+
+# Sockets: the record carries no address, only whether there was one (and its length).
+def _sockaddr(addrlen):
+    return "{...}" if addrlen else "NULL"
+
+
+def _msg(flags):
+    return flag_names(flags, MSG_FLAGS, "0")
+
+
+def _sendto(s, a):
+    return f"{a[0]}, {_sent(s)}, {a[1]}, {_msg(a[2])}, {_sockaddr(a[3])}, {a[3]}"
+
+
+def _recvfrom(s, a):
+    return f"{a[0]}, {_received(s)}, {a[1]}, {_msg(a[2])}, {'{...}, [...]' if a[3] else 'NULL, NULL'}"
+
+
+def _sendmsg(s, a):
+    return (f"{a[0]}, {{msg_name={_sockaddr(a[3])}, msg_namelen={a[3]}, msg_iov=[{{iov_base={_sent(s)}, "
+            f"iov_len={a[1]}}}], ...}}, {_msg(a[2])}")
+
+
+def _recvmsg(s, a):
+    return (f"{a[0]}, {{msg_name={_sockaddr(a[3])}, msg_iov=[{{iov_base={_received(s)}, iov_len={a[1]}}}], ...}}, "
+            f"{_msg(a[2])}")
+
+
+def _accept4(s, a):
+    return f"{a[0]}, {'{...}, [...]' if a[2] else 'NULL, NULL'}, {flag_names(a[1], SOCK_FLAGS, '0')}"
+
+
+def _fd(s, a):
+    return str(a[0])
+
+
+# The arguments of each op's line as strace shows its system call, from the decoded call s
+# and its args a. Every op of the table has one (tests/test_trace.py).
+LINES = {
+    "read": lambda s, a: f"{a[0]}, {_received(s)}, {a[1]}",
+    "write": lambda s, a: f"{a[0]}, {_sent(s)}, {a[1]}",
+    "pread": lambda s, a: f"{a[0]}, {_received(s)}, {a[1]}, {a[2]}",
+    "pwrite": lambda s, a: f"{a[0]}, {_sent(s)}, {a[1]}, {a[2]}",
+    "readv": lambda s, a: f"{a[0]}, [{{iov_base={_received(s)}, iov_len={a[1]}}}], {a[2]}",
+    "writev": lambda s, a: f"{a[0]}, [{{iov_base={_sent(s)}, iov_len={a[1]}}}], {a[2]}",
+    "lseek": lambda s, a: f"{a[0]}, {a[1]}, {WHENCE.get(a[2], a[2])}",
+    "fsync": _fd,
+    "fdatasync": _fd,
+    "ftruncate": lambda s, a: f"{a[0]}, {a[1]}",
+    "fstat": lambda s, a: f"{a[0]}, {_stat(s)}",
+    "close": _fd,
+    "openat": _openat,
+    "dup": _fd,
+    "dup3": lambda s, a: f"{a[0]}, {a[1]}, {flag_names(a[2], OPEN_FLAGS[2:], '0')}",
+    "fcntl": _fcntl,
+    "pipe2": _pipe2,
+    "fstatat": lambda s, a: f"{dirfd(a[0])}, {_path(s, 0)}, {_stat(s)}, {_at(a[1])}",
+    "statx": lambda s, a: f"{dirfd(a[0])}, {_path(s, 0)}, {_at(a[1])}, {a[2]:#x}, {{...}}",
+    "faccessat": lambda s, a: (f"{dirfd(a[0])}, {_path(s, 0)}, {flag_names(a[1], ACCESS_MODES, 'F_OK')}, "
+                               f"{flag_names(a[2], ACCESS_FLAGS, '0')}"),
+    "mkdirat": lambda s, a: f"{dirfd(a[0])}, {_path(s, 0)}, {a[1]:04o}",
+    "unlinkat": lambda s, a: f"{dirfd(a[0])}, {_path(s, 0)}, {_at(a[1])}",
+    "renameat2": lambda s, a: (f"{dirfd(a[0])}, {_path(s, 0)}, {dirfd(a[1])}, {_path(s, 1)}, "
+                               f"{flag_names(a[2], RENAME_FLAGS, '0')}"),
+    "linkat": lambda s, a: f"{dirfd(a[0])}, {_path(s, 0)}, {dirfd(a[1])}, {_path(s, 1)}, {_at(a[2])}",
+    "symlinkat": lambda s, a: f"{_path(s, 0)}, {dirfd(a[0])}, {_path(s, 1)}",
+    "readlinkat": lambda s, a: f"{dirfd(a[0])}, {_path(s, 0)}, {_received(s)}, {a[1]}",
+    "fchmodat": lambda s, a: f"{dirfd(a[0])}, {_path(s, 0)}, {a[1]:04o}",
+    "fchmod": lambda s, a: f"{a[0]}, {a[1]:04o}",
+    "fchownat": lambda s, a: f"{dirfd(a[0])}, {_path(s, 0)}, {a[1]}, {a[2]}, {_at(a[3])}",
+    "fchown": lambda s, a: f"{a[0]}, {a[1]}, {a[2]}",
+    "truncate": lambda s, a: f"{_path(s, 0)}, {a[0]}",
+    "utimensat": _utimensat,
+    "chdir": lambda s, a: _path(s, 0),
+    "fchdir": _fd,
+    "getcwd": _getcwd,
+    "sendto": _sendto,
+    "recvfrom": _recvfrom,
+    "sendmsg": _sendmsg,
+    "recvmsg": _recvmsg,
+    "accept4": _accept4,
+    "connect": lambda s, a: f"{a[0]}, {{...}}, {a[1]}",
+    "shutdown": lambda s, a: f"{a[0]}, {SHUT.get(a[1], a[1])}",
+}
 
 
 def format_call(snap):
-    op, a, data, p = snap["op"], snap["args"], snap["data"], snap["paths"]
-    name = SYSCALL_NAMES.get(op, op)
-    path = [quote(x, limit=4096) for x in p] + ["NULL"] * 2
-    result = snap["result"]
-    if op in ("write", "pwrite", "writev"):
-        buf = quote(data, a[1]) if data is not None else "..."
-    elif op in ("read", "pread", "readv", "readlinkat"):
-        buf = quote(data, result) if data is not None and result >= 0 else "..."
-    if op in ("write", "read"):
-        text = f"{name}({a[0]}, {buf}, {a[1]})"
-    elif op in ("pwrite", "pread"):
-        text = f"{name}({a[0]}, {buf}, {a[1]}, {a[2]})"
-    elif op in ("writev", "readv"):
-        text = f"{name}({a[0]}, [{{iov_base={buf}, iov_len={a[1]}}}], {a[2]})"
-    elif op == "lseek":
-        text = f"lseek({a[0]}, {a[1]}, {WHENCE.get(a[2], a[2])})"
-    elif op == "ftruncate":
-        text = f"ftruncate({a[0]}, {a[1]})"
-    elif op in ("fstat", "fstatat"):
-        shown = f"{{st_mode={mode_string(data[0])}, st_size={data[1]}, ...}}" if data else "0x..."
-        text = (f"fstat({a[0]}, {shown})" if op == "fstat" else
-                f"newfstatat({dirfd(a[0])}, {path[0]}, {shown}, {flag_names(a[1], AT_FLAGS, '0')})")
-    elif op == "openat":
-        mode = f", {a[2]:04o}" if a[1] & (os.O_CREAT | 0o20000000) else ""
-        text = f"openat({dirfd(a[0])}, {path[0]}, {open_flags(a[1])}{mode})"
-    elif op == "statx":
-        text = f"statx({dirfd(a[0])}, {path[0]}, {flag_names(a[1], AT_FLAGS, '0')}, {a[2]:#x}, {{...}})"
-    elif op == "faccessat":
-        text = f"faccessat2({dirfd(a[0])}, {path[0]}, {a[1]}, {flag_names(a[2], AT_FLAGS, '0')})"
-    elif op == "mkdirat":
-        text = f"mkdirat({dirfd(a[0])}, {path[0]}, {a[1]:04o})"
-    elif op == "unlinkat":
-        text = f"unlinkat({dirfd(a[0])}, {path[0]}, {flag_names(a[1], AT_FLAGS, '0')})"
-    elif op in ("renameat2", "linkat"):
-        text = f"{op}({dirfd(a[0])}, {path[0]}, {dirfd(a[1])}, {path[1]}, {a[2]})"
-    elif op == "symlinkat":
-        text = f"symlinkat({path[0]}, {dirfd(a[0])}, {path[1]})"
-    elif op == "readlinkat":
-        text = f"readlinkat({dirfd(a[0])}, {path[0]}, {buf}, {a[1]})"
-    elif op == "fchmodat":
-        text = f"fchmodat({dirfd(a[0])}, {path[0]}, {a[1]:04o})"
-    elif op == "fchownat":
-        text = f"fchownat({dirfd(a[0])}, {path[0]}, {a[1]}, {a[2]}, {flag_names(a[3], AT_FLAGS, '0')})"
-    elif op == "fchmod":
-        text = f"fchmod({a[0]}, {a[1]:04o})"
-    elif op == "fchown":
-        text = f"fchown({a[0]}, {a[1]}, {a[2]})"
-    elif op == "truncate":
-        text = f"truncate({path[0]}, {a[0]})"
-    elif op == "utimensat":
-        text = f"utimensat({dirfd(a[0])}, {path[0] if a[3] else 'NULL'}, {'[...]' if a[2] else 'NULL'}, " \
-               f"{flag_names(a[1], AT_FLAGS, '0')})"
-    elif op == "chdir":
-        text = f"chdir({path[0]})"
-    elif op == "getcwd":
-        text = f"getcwd({quote(data.rstrip(bytes(1)), limit=4096) if data is not None and result > 0 else '...'}, {a[0]})"
-    elif op == "dup3":
-        text = f"dup3({a[0]}, {a[1]}, {open_flags(a[2]) if a[2] else 0})"
-    elif op == "fcntl":
-        text = f"fcntl({a[0]}, {FCNTL_NAMES.get(a[1], a[1])}, {a[2]})"
-    elif op == "pipe2":
-        fds = snap.get("fds")
-        shown = f"[{fds[0]}, {fds[1]}]" if fds and result == 0 else "..."
-        text = f"pipe2({shown}, {flag_names(a[0], OPEN_FLAGS[2:], '0')})"
-    else:                               # close, fsync, fdatasync, dup, fchdir
-        text = f"{name}({a[0]})"
-    return f"{text} = {result_string(result, snap['err'])}"
+    op, a = snap["op"], snap["args"]
+    line = LINES.get(op)
+    # An op this reader has no line for (a newer worker's): its raw arguments.
+    shown = line(snap, a) if line else ", ".join(map(str, a))
+    return f"{SYSCALL_NAMES.get(op, op)}({shown}) = {result_string(snap['result'], snap['err'])}"
 
 
 def format_dropped(event):
