@@ -256,6 +256,54 @@ def run_native(cmd, cwd=None, input=None, timeout=120):
                           timeout=timeout)
 
 
+# strace's names, the same on x86_64 and arm64, of the descriptor calls native_calls counts →
+# LSCA's ops. Path calls are left out: their syscall differs by arch (creat, open, unlink on
+# x86_64 are openat and unlinkat on arm64).
+STRACE_OPS = {"read": "read", "write": "write", "pread64": "pread", "pwrite64": "pwrite", "lseek": "lseek",
+              "close": "close", "fsync": "fsync", "fdatasync": "fdatasync", "fchown": "fchown", "fchmod": "fchmod"}
+# A call as strace -y prints it: its name, then its first descriptor and the path it names.
+STRACE_CALL = re.compile(r"^([a-z0-9_]+)\((?:-?\d+)<([^>]*)>")
+
+
+def native_calls(cmd, ops, root, cwd=None, input=None, env_extra=None, timeout=120):
+    """How many calls of each of ops (LSCA names of STRACE_OPS) a native run of cmd under
+    strace -f makes on files under root and on its own stdin, stdout and stderr pipes. Where
+    the program makes them through libc's exported functions, the same run under LSCA sends
+    exactly these to workers; calls glibc makes to its own internals (stdio's read and write,
+    fopen, opendir) never reach the agent, so a test compares only ops its program calls itself."""
+    names = [name for name, op in STRACE_OPS.items() if op in ops]
+    assert len(names) == len(ops), f"not descriptor calls strace names alike on every arch: {ops}"
+    root = os.path.realpath(root)
+    counts = dict.fromkeys(ops, 0)
+    with tempfile.TemporaryDirectory(prefix="lsca-strace-") as outdir:
+        # -ff: one file per process, so no call is split into "unfinished" and "resumed" lines.
+        child = subprocess.Popen(["strace", "-f", "-ff", "-qq", "-y", "-e", "signal=none", "-e",
+                                  "trace=" + ",".join(names), "-o", os.path.join(outdir, "t"), *cmd],
+                                 cwd=cwd, env={**clean_env(), **(env_extra or {})},
+                                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # The pipes given to the program: strace -y names them pipe:[inode].
+        stdio = {f"pipe:[{os.fstat(f.fileno()).st_ino}]" for f in (child.stdin, child.stdout, child.stderr) if f}
+        try:
+            _, err = child.communicate(input, timeout=timeout)
+        finally:
+            child.kill()
+            child.wait()
+        assert os.listdir(outdir), f"strace traced nothing: {err.decode(errors='replace')}"
+        for name in os.listdir(outdir):
+            with open(os.path.join(outdir, name)) as f:
+                for m in filter(None, map(STRACE_CALL.match, f)):
+                    where = m.group(2)
+                    if m.group(1) in names and (where in stdio or where.startswith(root + "/")):
+                        counts[STRACE_OPS[m.group(1)]] += 1
+    return counts
+
+
+def through_workers(stats, ops):
+    """{op: through_worker(stats, op)} for each of ops: what native_calls is compared with."""
+    return {op: through_worker(stats, op) for op in ops}
+
+
 TRACE_LINE = re.compile(r"^(?:\[pid\s+(\d+)\] )?([a-z0-9_]+)\((.*)\) = (.*)$")
 
 

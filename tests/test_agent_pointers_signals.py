@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import run_native, through_worker
+from conftest import run_native, through_worker, through_workers
 
 PY = sys.executable
 
@@ -29,9 +29,12 @@ def test_bad_pointers_get_the_native_answer_without_faulting(lsca_run, c_program
     assert b"write edge             r=100 errno=0" in proc.stdout      # a partial count, as natively
     assert b"read edge              r=5 errno=0" in proc.stdout
     assert b"stat path edge         r=-1 errno=14" in proc.stdout
-    # The good calls went through a worker; the bad ones ran natively (counted).
-    assert stats["proxied"].get("read", 0) >= 1 and stats["proxied"].get("pread", 0) >= 1
-    assert stats["proxied"].get("write", 0) >= 4 and stats["proxied"].get("fstatat", 0) >= 2
+    # Every call with good memory went through a worker: the writes that fill the scratch files
+    # and a pipe (3) and the "good:" ones (3); the reads of what a pipe or socket has left (3)
+    # and "good: read"; "good: pread heap"; the two "good: stat". The bad ones ran natively
+    # (counted).
+    assert through_workers(stats, ("write", "read", "pread")) == {"write": 6, "read": 4, "pread": 1}, stats
+    assert stats["proxied"].get("fstatat", 0) == 2, stats
     for op in ("write", "writev", "read", "readv", "fstatat", "readlinkat", "recvmsg", "sendmsg"):
         assert stats["passthrough"].get(op, 0) >= 1, op
 
@@ -48,7 +51,7 @@ def test_writer_without_reader_dies_of_sigpipe(lsca_run, c_program, mode):
     assert native.returncode == -signal.SIGPIPE
     assert outcome(proc) == outcome(native), proc.stderr.decode()
     op = {"send": "sendto"}.get(mode, mode)
-    assert through_worker(stats, op) >= 1
+    assert through_worker(stats, op) == 1                   # its one write, the fatal one
 
 
 @pytest.mark.parametrize("mode", ["handler", "ignored", "blocked", "nosignal", "dgram", "thread"])
@@ -58,7 +61,8 @@ def test_sigpipe_disposition_mask_and_thread_are_native(lsca_run, c_program, mod
     proc, stats, _ = lsca_run([binary, mode])
     assert native.returncode == 0 and native.stdout.endswith(b"end\n")
     assert outcome(proc) == outcome(native), proc.stderr.decode()
-    assert sum(through_worker(stats, op) for op in ("write", "sendto")) >= 1
+    # One write or send each; the handler mode makes both.
+    assert sum(through_worker(stats, op) for op in ("write", "sendto")) == (2 if mode == "handler" else 1), stats
 
 
 SHELL = 'yes | head -1; echo "status ${PIPESTATUS[*]}"'
@@ -71,8 +75,10 @@ def test_yes_into_head_in_a_shell_pipeline(lsca_run):
     assert proc.stdout == native.stdout and proc.returncode == native.returncode
     assert b"Broken pipe" not in proc.stderr
     # yes's 8 KiB writes may wait for head: a worker tried each and handed it back (then its
-    # SIGPIPE is the kernel's own, as natively).
-    assert through_worker(stats, "write") >= 1
+    # SIGPIPE is the kernel's own, as natively). How many head's exit leaves room for is its
+    # timing; at least the one head read and the one that met no reader (status 141). head
+    # and bash write through stdio (unseen).
+    assert through_worker(stats, "write") >= 2, stats
 
 
 CLOSED_READER = r"""
@@ -89,4 +95,4 @@ def test_python_subprocess_with_closed_reader(lsca_run):
     proc, stats, _ = lsca_run([PY, "-c", CLOSED_READER])
     assert native.stdout == b"y\nyes ended by -13\n"
     assert outcome(proc) == outcome(native), proc.stderr.decode()
-    assert through_worker(stats, "write") >= 1
+    assert through_worker(stats, "write") >= 2, stats      # yes's: the line read, the one that met no reader

@@ -53,6 +53,7 @@ def test_quick_bench_writes_its_report(tmp_path):
                 positive(run["warmup"], f"{op}/{mode} warmup")
                 if mode != "native":
                     # Every call of the loop was counted as proxied by the workers.
+                    assert run["proxied"], (op, mode, run)
                     for name, count in run["proxied"].items():
                         assert count >= run["calls"] + run["warmup"], (op, mode, name, run)
                 if mode == "lsca+trace":

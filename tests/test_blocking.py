@@ -3,13 +3,14 @@ handed back by the worker and waits natively in that thread (its outcome reporte
 trace), so the worker keeps serving others, signals interrupt or restart it exactly as
 natively, and a client killed in one costs the worker nothing."""
 import json
+import os
 import signal
 import subprocess
 import sys
 
 import psutil
 
-from conftest import SupervisorProcess, parse_trace, run_native, wait_until, through_worker, wchan
+from conftest import SupervisorProcess, parse_trace, run_native, wait_until, through_worker, through_workers, wchan
 
 PY = sys.executable
 
@@ -22,11 +23,17 @@ def test_signal_interrupts_or_restarts_a_blocked_read_as_natively(lsca_run, c_pr
         assert native.stdout.startswith(expected)
         assert proc.stdout == native.stdout, mode
         reads = [(args, result) for _, name, args, result in parse_trace(lines) if name == "read"]
-        # The blocked read was the worker's: its trace line carries the native outcome.
+        # The blocked read was the worker's: handed back to wait natively, its one trace line
+        # carries the native outcome (a restart is the kernel's, inside that wait).
+        assert len(reads) == 1, reads
         if mode == "eintr":
-            assert any("EINTR" in result for _, result in reads), reads
+            assert "EINTR" in reads[0][1], reads
         else:
-            assert any(args.startswith('3, "x"') and result == "1" for args, result in reads), reads
+            assert reads[0][0].startswith('3, "x"') and reads[0][1] == "1", reads
+        # Its pipe, the handler's write (the read waits natively, so the handler is not inside
+        # a call of the agent's) and the read: each through a worker.
+        assert through_workers(stats, ("pipe2", "write", "read")) == {"pipe2": 1, "write": 1, "read": 1}, stats
+        assert stats["waited"].get("read") == 1, stats
 
 
 def own_thread_waits_in_pipe_read(pid):
@@ -46,21 +53,26 @@ def test_a_blocked_client_does_not_stall_the_worker(tmp_path):
     blocked = None
     stats_file = tmp_path / "stats.json"
     try:
-        blocked = run_under(sup, stats_file, "import os; os.write(1, b'go\\n'); print(os.read(0, 5))")
+        blocked = run_under(sup, stats_file, "import os; os.write(1, b'go\\n'); os.write(1, b'%r\\n' % os.read(0, 5))")
         assert blocked.stdout.readline() == b"go\n"
         program = psutil.Process(blocked.pid).children()[0].pid
         # The worker tried the read, found it would wait and handed it back: it waits natively.
         assert wait_until(lambda: own_thread_waits_in_pipe_read(program), 60)
-        busy = subprocess.run(["dd", "if=/dev/zero", "of=/dev/null", "bs=512", "count=2000", "status=none"],
+        busy_stats = tmp_path / "busy.json"
+        busy = subprocess.run([PY, "-m", "lsca.cli", "run", "--stats-file", str(busy_stats), "--", "dd",
+                               "if=/dev/zero", "of=/dev/null", "bs=512", "count=2000", "status=none"],
                               env=sup.client_env(), timeout=300)
         assert busy.returncode == 0
         assert own_thread_waits_in_pipe_read(program)    # still waiting: dd was served beside it
+        # Every one of dd's calls was the worker's (/dev/zero and /dev/null never make one wait).
+        busy = json.loads(busy_stats.read_text())
+        assert (busy["proxied"].get("read"), busy["proxied"].get("write")) == (2000, 2000), busy
         blocked.stdin.write(b"hello")
         blocked.stdin.flush()
         assert blocked.stdout.readline() == b"b'hello'\n"
         assert blocked.wait(60) == 0
         stats = json.loads(stats_file.read_text())
-        assert stats["waited"]["read"] == 1 and through_worker(stats, "write") >= 1
+        assert stats["waited"].get("read") == 1 and through_worker(stats, "write") == 2, stats   # "go", the echo
     finally:
         if blocked:
             blocked.kill()
@@ -70,18 +82,26 @@ def test_a_blocked_client_does_not_stall_the_worker(tmp_path):
 
 def test_client_killed_while_it_waits_leaves_the_worker_serving(tmp_path):
     sup = SupervisorProcess(str(tmp_path), workers=1)
+    victim = None
     try:
-        victim = subprocess.Popen([PY, "-c", "import os; os.write(1, b'go\\n'); os.read(0, 5)"],
-                                  env=sup.client_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        victim = run_under(sup, tmp_path / "victim.json", "import os; os.write(1, b'go\\n'); os.read(0, 5)")
         assert victim.stdout.readline() == b"go\n"
-        assert wait_until(lambda: own_thread_waits_in_pipe_read(victim.pid), 60)
-        victim.send_signal(signal.SIGTERM)          # fatal: the program ends, as natively
+        program = psutil.Process(victim.pid).children()[0].pid
+        assert wait_until(lambda: own_thread_waits_in_pipe_read(program), 60)
+        os.kill(program, signal.SIGTERM)            # fatal: the program ends, as natively
         assert victim.wait(60) == -signal.SIGTERM
+        # Its read was the worker's, handed back to wait natively; its write went through it too.
+        stats = json.loads((tmp_path / "victim.json").read_text())
+        assert stats["waited"].get("read") == 1 and through_worker(stats, "write") == 1, stats
         (worker,) = [p.pid for p in psutil.Process(sup.process.pid).children()]
-        again = subprocess.run([PY, "-c", "print('still served')"], env=sup.client_env(), capture_output=True,
-                               timeout=300)
+        again = subprocess.run([PY, "-m", "lsca.cli", "run", "--stats-file", str(tmp_path / "again.json"), "--",
+                                PY, "-c", "import os; os.write(1, b'still served\\n')"],
+                               env=sup.client_env(), capture_output=True, timeout=300)
         assert again.stdout == b"still served\n"
+        assert through_worker(json.loads((tmp_path / "again.json").read_text()), "write") == 1
         assert [p.pid for p in psutil.Process(sup.process.pid).children()] == [worker]
-        victim.stdin.close()
     finally:
+        if victim:
+            victim.kill()
+            victim.wait()
         assert sup.stop() == 0

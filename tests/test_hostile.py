@@ -1070,7 +1070,7 @@ def test_forged_hellos_are_refused(world, root_supervisor, procs):
     honest = honest_served(world, sup, procs)
     observed = {"outcomes": outcomes, "honest": honest, "log": sup.log()[-2000:]}
     print(explain(observed))     # shown with -rP: what each attack did
-    assert outcomes is not None, explain(observed)
+    assert outcomes, explain(observed)         # not None, and some forgery was tried
     assert all(o == "closed" or o.startswith("refused") for o in outcomes.values()), explain(observed)
     assert sup.same_processes(), explain(observed)
     assert not honest, explain(observed)
@@ -1095,7 +1095,7 @@ def test_garbage_and_oversized_requests(world, root_supervisor, procs):
     observed = {"garbage": results, "bigline": big_result, "honest": honest, "rss growth": rss_growth,
                 "alive after garbage": alive_after_garbage, "log": sup.log()[-3000:]}
     print(explain(observed))     # shown with -rP: what each attack did
-    assert results is not None, explain(observed)
+    assert results, explain(observed)          # not None, and some garbage was sent
     for name, result in results.items():
         # Whatever nobody sends, it never gets the statistics (only root may read them).
         assert '"stats"' not in result["reply"] or "error" in result["reply"], explain({"request": name, **observed})

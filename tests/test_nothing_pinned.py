@@ -54,9 +54,13 @@ def test_a_mount_the_program_used_and_let_go_of_unmounts_at_once(slow_to_idle, c
     proc = run_under(slow_to_idle, [binary, str(tmp_path / "lsca")])
     out, err = proc.communicate(timeout=60)
     after = proxied(slow_to_idle)
-    # The relative calls inside the mount and the closes went through the worker (not native).
-    for op in ("fstatat", "openat", "mkdirat", "unlinkat", "close"):
-        assert after.get(op, 0) > before.get(op, 0), (op, before, after)
+    # The relative calls inside the mount and the closes went through the worker (not native),
+    # each of them (cwd_mounts.c): stats of ".", f, sub, the directory's descriptor, then in the
+    # removed cwd of sub and "."; opens of f, the 6 touched files, /dev/null, then f and g; mkdirs
+    # of mnt, sub, gone, its sub, h; unlinks and rmdirs of f, sub, mnt, then f, sub and gone.
+    made = {op: after.get(op, 0) - before.get(op, 0) for op in ("fstatat", "openat", "mkdirat", "unlinkat")}
+    assert made == {"fstatat": 6, "openat": 10, "mkdirat": 5, "unlinkat": 6}, (before, after)
+    assert after.get("close", 0) > before.get("close", 0), (before, after)
     assert proc.returncode == native.returncode == 0, err.decode()
     assert out == native.stdout
     for how in (b"relative calls inside it", b"close", b"fclose", b"freopen", b"closedir", b"dup2 over it",
@@ -91,7 +95,9 @@ def test_no_worker_references_a_removed_cwd_after_the_calls_made_in_it(slow_to_i
         assert line == b"ready\n", proc.stderr.read().decode()
         assert b"gone: rmdir cwd: 0\n" in lines and b"gone: fstat f: 0\n" in lines
         mine = next(c for c in slow_to_idle.stats()["clients"] if c["pid"] == proc.pid)
-        assert mine["proxied"].get("openat", 0) >= 1 and mine["proxied"].get("fstat", 0) >= 1, mine
+        # Its opens (f, the 6 touched files, /dev/null, then f and g) and fstats (each touched
+        # file, then f) were the worker's, each of them.
+        assert (mine["proxied"].get("openat"), mine["proxied"].get("fstat")) == (10, 7), mine
         (worker,) = workers_of(slow_to_idle)
         gone = str(tmp_path / "gone")
         # Right after the calls (the worker still spinning, its cache as the calls left it)...

@@ -721,8 +721,11 @@ int lsca_begin(struct lsca_call *c, enum lsca_op op)
     c->report = 0;
     if (!lsca_own_process())
         return 0;                /* a child sharing our memory (vfork): native, nothing of ours touched */
-    if (self.in_call)
-        return 0;                /* re-entered from a signal handler during a call: native */
+    if (self.in_call) {
+        /* Re-entered from a signal handler during a call: native, and counted as such. */
+        lsca_count_passthrough(op);
+        return 0;
+    }
     shard = current_shard();
     if (!shard)
         return agent.socket_path[0] ? refuse_or_native(c, op) : 0;
