@@ -79,13 +79,13 @@ def worker(index, pid, busy_ns, ops, shards=0, trace_dropped=0):
 
 def client(pid, program="prog", worker=0, proxied=None, passthrough=None, failed=None, trace_dropped=0):
     return {"pid": pid, "uid": 1000, "program": program, "worker": worker, "proxied": proxied or {},
-            "failed": failed or {}, "passthrough": passthrough or {}, "declined": {}, "worker_ns": {},
+            "failed": failed or {}, "passthrough": passthrough or {}, "declined": {}, "waited": {}, "worker_ns": {},
             "trace_dropped": trace_dropped}
 
 
 def snap(t, workers, clients=(), exited=None):
     return {"time": t, "pid": 4242, "workers": list(workers), "clients": list(clients),
-            "exited": exited or {"clients": 0, "proxied": {}, "failed": {}, "passthrough": {}, "declined": {},
+            "exited": exited or {"clients": 0, "proxied": {}, "failed": {}, "passthrough": {}, "declined": {}, "waited": {},
                                  "worker_ns": {}, "trace_dropped": 0}}
 
 
@@ -97,7 +97,7 @@ CUR = snap(102.0, [worker(0, 11, 1_500_000_000, {"write": op_entry(300, errors=7
            [client(501, "dd", 0, {"write": 300, "pread": 10}, {"fcntl": 3}),
             client(502, "cat", 1, {"write": 100})],
            {"clients": 2, "proxied": {"write": 4}, "failed": {}, "passthrough": {"fcntl": 2},
-            "declined": {}, "worker_ns": {}, "trace_dropped": 0})
+            "declined": {}, "waited": {}, "worker_ns": {}, "trace_dropped": 0})
 
 
 def check_schema(s, workers=None):
@@ -125,11 +125,11 @@ def check_schema(s, workers=None):
             assert set(e) == {"calls", "errors", "total_ns", "hist"} and len(e["hist"]) == BUCKETS
     for c in s["clients"]:
         assert set(c) == {"pid", "uid", "program", "worker", "proxied", "failed", "passthrough", "declined",
-                          "worker_ns", "trace_dropped"}
-        for field in ("proxied", "failed", "passthrough", "declined", "worker_ns"):
+                          "waited", "worker_ns", "trace_dropped"}
+        for field in ("proxied", "failed", "passthrough", "declined", "waited", "worker_ns"):
             assert all(op in OP_CODES and n > 0 for op, n in c[field].items())
     assert set(s["totals"]) == {"calls", "errors", "calls_per_s", "proxied", "failed", "passthrough", "declined",
-                                "clients", "exited_clients", "workers", "trace_dropped", "load"}
+                                "waited", "clients", "exited_clients", "workers", "trace_dropped", "load"}
     assert s["totals"]["clients"] == len(s["clients"]) and s["totals"]["workers"] == len(s["workers"])
 
 
@@ -285,6 +285,7 @@ def fake_supervisor():
     header.proxied[write], header.failed[write], header.worker_ns[write] = 12, 2, 48000
     header.passthrough[OP_CODES["fcntl"]], header.declined[OP_CODES["openat"]] = 4, 1
     header.passthrough[OP_CODES["openat"]] = 1
+    header.waited[OP_CODES["read"]] = 5
     header.proxied[60] = 9                                  # no such op: left out
     header.trace_dropped = 3
     procfd = os.open(f"/proc/{os.getpid()}", os.O_PATH | os.O_DIRECTORY)   # closed at exit
@@ -314,11 +315,11 @@ def test_snapshot_reads_worker_rows_and_shard_headers():
     me, gone = s["clients"]
     assert me == {"pid": os.getpid(), "uid": 0, "program": open("/proc/self/comm").read().strip(), "worker": 2,
                   "proxied": {"write": 12}, "failed": {"write": 2}, "passthrough": {"fcntl": 4, "openat": 1},
-                  "declined": {"openat": 1}, "worker_ns": {"write": 48000}, "trace_dropped": 3}
+                  "declined": {"openat": 1}, "waited": {"read": 5}, "worker_ns": {"write": 48000}, "trace_dropped": 3}
     assert gone["program"] == "?"
     assert s["exited"] == {"clients": 1, "proxied": {"write": 12}, "failed": {"write": 2},
                            "passthrough": {"fcntl": 4, "openat": 1}, "declined": {"openat": 1},
-                           "worker_ns": {"write": 48000}, "trace_dropped": 3}
+                           "waited": {"read": 5}, "worker_ns": {"write": 48000}, "trace_dropped": 3}
     assert stats.snapshot(sup, programs=False)["clients"][0]["program"] == "?"
     check_schema(json.loads(stats.format_json(s, s)), workers=2)
 

@@ -23,7 +23,8 @@ from lsca.opclasses import syscall_name
 
 BUCKETS = lib.LSCA_LAT_BUCKETS
 SHIFT = lib.LSCA_LAT_SHIFT
-CLIENT_FIELDS = ("proxied", "failed", "passthrough", "declined", "worker_ns")
+# Per op, of each client's shard: "waited" are calls a worker handed back to wait in the program.
+CLIENT_FIELDS = ("proxied", "failed", "passthrough", "declined", "waited", "worker_ns")
 REQUEST_TIMEOUT_S = 10.0
 
 
@@ -185,13 +186,14 @@ def rates(prev, cur):
 
 def _totals(cur, rate):
     ops = _op_totals(cur)
-    live = {field: sum(sum(c[field].values()) for c in cur["clients"]) for field in CLIENT_FIELDS}
+    live = {field: sum(sum((c.get(field) or {}).values()) for c in cur["clients"]) for field in CLIENT_FIELDS}
     exited = cur.get("exited") or {}
     since_start = {field: live[field] + sum((exited.get(field) or {}).values()) for field in CLIENT_FIELDS}
     return {"calls": sum(t["calls"] for t in ops.values()), "errors": sum(t["errors"] for t in ops.values()),
             "calls_per_s": rate["calls"],
             "proxied": since_start["proxied"], "failed": since_start["failed"],
             "passthrough": since_start["passthrough"], "declined": since_start["declined"],
+            "waited": since_start["waited"],
             "clients": len(cur["clients"]), "exited_clients": exited.get("clients", 0),
             "workers": len(cur["workers"]),
             # The workers' count: it also has what released clients' readers never took.
