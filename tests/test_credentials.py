@@ -111,6 +111,72 @@ WRITE_LOOP = ("import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY)\n"
               "print(oct(os.fstat(fd).st_mode))\n")
 
 
+SETID_WRITES = ("import os, sys\n"
+                "fds = {name: os.open(name, os.O_WRONLY) for name in ('suid', 'sgid', 'suid-trunc')}\n"
+                "print('ready', flush=True)\n"
+                "sys.stdin.readline()\n"
+                "os.write(fds['suid'], b'x')\n"
+                "os.pwrite(fds['sgid'], b'x', 0)\n"
+                "os.ftruncate(fds['suid-trunc'], 1)\n"
+                "print(sorted((name, oct(os.fstat(fd).st_mode)) for name, fd in fds.items()), flush=True)\n"
+                "sys.stdin.readline()\n")
+SETID_FILES = {"suid": 0o4777, "sgid": 0o2777, "suid-trunc": 0o4777}
+
+
+def test_a_users_write_clears_set_id_bits_as_natively():
+    """A write or truncate clears a file's set-uid and set-gid bits unless the writer has
+    CAP_FSETID. A root worker has it for everyone: a user writing into a root-owned set-uid
+    file it may write kept the bit (its bytes then ran as root) when the worker had served
+    another client since the user's last path call. On a set-id file the worker acts with the
+    caller's identity, and the bits go as natively."""
+    nobody = pwd.getpwnam("nobody")
+    as_nobody = dict(user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])
+    with tempfile.TemporaryDirectory(prefix="lsca-setid-") as base:
+        os.chmod(base, 0o755)
+        for how in ("native", "lsca"):
+            d = os.path.join(base, how)
+            os.mkdir(d)
+            for name, mode in SETID_FILES.items():
+                with open(os.path.join(d, name), "wb") as f:
+                    f.write(b"#!/bin/sh\n")
+                os.chmod(os.path.join(d, name), mode)               # root's, and anyone may write it
+        native = subprocess.run(["/usr/bin/python3", "-c", SETID_WRITES], cwd=os.path.join(base, "native"),
+                                input=b"go\nend\n", env=clean_env(), capture_output=True, timeout=60, **as_nobody)
+        assert native.returncode == 0, native.stderr
+        agent = public_agent(base)
+        sup = SupervisorProcess(base, workers=1)     # one worker: root's stats and nobody's writes
+        try:
+            env = {**clean_env(), "LD_PRELOAD": agent, "LSCA_SOCKET": sup.socket, "LSCA_REQUIRED": "1"}
+            stats_loop = subprocess.Popen([sys.executable, "-c", STAT_LOOP, base, "1000000000"], env=env)
+            writer = subprocess.Popen(["/usr/bin/python3", "-c", SETID_WRITES], cwd=os.path.join(base, "lsca"),
+                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **as_nobody)
+            try:
+                def roots_stats():
+                    return sum(c["proxied"].get("fstatat", 0) for c in sup.stats()["clients"] if c["uid"] == 0)
+                assert writer.stdout.readline() == b"ready\n"
+                # The worker serves root's stats after nobody's last path call (its opens)...
+                since = roots_stats()
+                assert wait_until(lambda: roots_stats() > since + 100)
+                # ...and then nobody's write, pwrite and ftruncate, with no path call before them.
+                writer.stdin.write(b"go\n")
+                writer.stdin.flush()
+                out = writer.stdout.readline()
+                writes = [c for c in sup.stats()["clients"] if c["pid"] == writer.pid]
+                writer.communicate(b"end\n", timeout=60)
+            finally:
+                stats_loop.kill()
+                stats_loop.wait()
+                writer.kill()
+                writer.wait()
+        finally:
+            assert sup.stop() == 0
+        assert writer.returncode == 0
+        assert b"ready\n" + out == native.stdout
+        assert b"('suid', '0o100777')" in out and b"('sgid', '0o100777')" in out and b"('suid-trunc', '0o100777')" in out
+        # A worker made them.
+        assert len(writes) == 1 and (writes[0]["proxied"].get("pwrite"), writes[0]["proxied"].get("ftruncate")) == (1, 1)
+
+
 def test_a_users_identity_kept_after_its_path_call_is_given_back_before_another_client():
     """A worker keeps a user's filesystem identity after its path call (taking and giving it
     back costs two credential changes); root's writes served in between must still be made

@@ -137,6 +137,11 @@ void lsca_path_forget_tasks(struct lsca_client_fast *c);
 /* Give back a client's filesystem identity kept after its path call unless the thread goes on
  * with that client c (NULL: give it back). */
 void lsca_path_settle(const struct lsca_client_fast *c);
+/* Take the calling thread's filesystem identity (credentials and capabilities, read afresh as
+ * for a path call) for a descriptor call whose effect depends on them; lsca_path_settle gives
+ * it back. -1: it cannot be taken here (the call goes the Python way, and from there runs in
+ * the program). */
+int lsca_path_take_caller(struct lsca_client_fast *c, const struct lsca_slot *slot);
 int lsca_path_fstatat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
 int lsca_path_openat(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);
 int lsca_path_name_call(struct lsca_client_fast *c, struct lsca_slot *slot, int64_t *result, int32_t *err);

@@ -345,6 +345,20 @@ static int incoming(struct lsca_client_fast *c, struct lsca_slot *slot, unsigned
     return lsca_client_write(c, buf, slot->remote_addr, (size_t)n) < 0 ? -1 : 0;
 }
 
+/* A write or truncate clears a set-id file's set-uid bit (and its set-gid bit, with group
+ * execute) unless the writer has CAP_FSETID, which a root worker has for whomever it serves:
+ * on such a file it acts with the calling thread's identity (lsca_path_take_caller). */
+static int setid_file(const struct lsca_fd_entry *e)
+{
+    static int worker_root = -1;
+    struct stat st;
+
+    if (worker_root < 0)
+        worker_root = geteuid() == 0;
+    return worker_root && e->fd >= 0 && S_ISREG(e->mode) && fstat(e->fd, &st) == 0 &&
+           ((st.st_mode & S_ISUID) || (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP));
+}
+
 int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const struct lsca_fd_entry *e,
                    int64_t *result, int32_t *err)
 {
@@ -352,7 +366,7 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
     uint32_t xfer = slot->xfer;
     uint64_t count = slot->args[1];
     int fd = e->fd;
-    int mapped = 0, error = 0, nowait;
+    int mapped = 0, error = 0, nowait, as_caller;
     void *buf;
     int64_t n;
 
@@ -385,12 +399,20 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
             return LSCA_WOULD_BLOCK;
         /* A pipe's writer here never waits: see lsca_do_write_nowait. */
         nowait = op != LSCA_OP_PWRITE && fd >= 0 && S_ISFIFO(e->mode);
+        as_caller = setid_file(e);
+        if (as_caller && lsca_path_take_caller(c, slot) < 0)
+            return LSCA_DECLINE;
         data = outgoing(c, slot, op, count, xfer, &mapped, &error);
-        if (!data)
+        if (!data) {
+            if (as_caller)
+                lsca_path_settle(NULL);
             FAIL(error);
+        }
         n = op == LSCA_OP_PWRITE ? lsca_do_pwrite(fd, data, count, (int64_t)slot->args[2])
             : nowait ? lsca_do_write_nowait(fd, data, count) : lsca_do_write(fd, data, count);
         error = errno;
+        if (as_caller)
+            lsca_path_settle(NULL);     /* a set-id file's write is rare: no identity kept for it */
         if (mapped)
             munmap((void *)data, count);
         /* EOPNOTSUPP: a kernel whose pipes refuse RWF_NOWAIT (Debian 12's 6.1 does). */
@@ -433,7 +455,16 @@ int lsca_handle_io(struct lsca_client_fast *c, struct lsca_slot *slot, const str
     case LSCA_OP_FDATASYNC:
         ANSWER(lsca_do_fdatasync(fd));
     case LSCA_OP_FTRUNCATE:
-        ANSWER(lsca_do_ftruncate(fd, (int64_t)slot->args[1]));
+        as_caller = setid_file(e);
+        if (as_caller && lsca_path_take_caller(c, slot) < 0)
+            return LSCA_DECLINE;
+        n = lsca_do_ftruncate(fd, (int64_t)slot->args[1]);
+        if (as_caller) {
+            error = errno;
+            lsca_path_settle(NULL);
+            errno = error;
+        }
+        ANSWER(n);
     case LSCA_OP_FSTAT:
         n = lsca_fstat_into(fd, slot->data);
         if (n == 0)

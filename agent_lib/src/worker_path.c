@@ -378,6 +378,15 @@ fail:
     return -1;
 }
 
+int lsca_path_take_caller(struct lsca_client_fast *c, const struct lsca_slot *slot)
+{
+    int base;
+
+    if (!self.ready || !c->id_known || c->proc_dir < 0)
+        return -1;
+    return prologue(c, slot, NO_BASE, 0, &base);
+}
+
 #define PLACE_NOT_HERE (-2)
 
 /* gate.resolve for a name that is not a symlink to follow: its directory, opened without
