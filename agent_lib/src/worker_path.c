@@ -306,11 +306,15 @@ static int plain_name(const char *path)
 }
 
 #define NO_BASE INT64_MIN              /* prologue: an absolute name, no directory to start from */
+#define BAD_BASE (INT64_MIN + 1)       /* prologue: a dirfd no C int holds (the Python route: EBADF) */
 
-/* Where a name starts: nowhere for an absolute one, else the call's dirfd (AT_FDCWD: the cwd). */
+/* Where a name starts: nowhere for an absolute one, else the call's dirfd (AT_FDCWD: the cwd).
+ * A client writes any 64-bit value there, NO_BASE's too: only an int is a dirfd. */
 static int64_t base_for(int64_t dirfd, const char *path)
 {
-    return path[0] == '/' ? NO_BASE : dirfd;
+    if (path[0] == '/')
+        return NO_BASE;
+    return dirfd >= INT32_MIN && dirfd <= INT32_MAX ? dirfd : BAD_BASE;
 }
 
 /* handlers_path.dirfd_of: our duplicate of the client's directory descriptor dirfd; -1 (the
@@ -345,6 +349,8 @@ static int prologue(struct lsca_client_fast *c, const struct lsca_slot *slot, in
     struct stat st;
 
     *base = -1;
+    if (base_of == BAD_BASE)
+        return -1;
     /* The calling thread (an untrusted tid: not a thread of the client has no entry there). */
     if (slot->owner_tid <= 0 || !(t = task_files(c, slot->owner_tid)))
         return -1;
