@@ -58,9 +58,10 @@ def test_a_blocked_client_does_not_stall_the_worker(tmp_path):
         program = psutil.Process(blocked.pid).children()[0].pid
         # The worker tried the read, found it would wait and handed it back: it waits natively.
         assert wait_until(lambda: own_thread_waits_in_pipe_read(program), 60)
-        # The supervisor's live view counts it while it waits (lsca stats, lsca top).
+        # The supervisor's live view counts it while it waits (lsca stats, lsca top). ("go" may
+        # have waited too: Debian 12's 6.1 kernel refuses RWF_NOWAIT on pipes.)
         live = [c for c in sup.stats()["clients"] if c["pid"] == program]
-        assert len(live) == 1 and live[0]["waited"] == {"read": 1}, live
+        assert len(live) == 1 and live[0]["waited"].get("read") == 1, live
         busy_stats = tmp_path / "busy.json"
         busy = subprocess.run([PY, "-m", "lsca.cli", "run", "--stats-file", str(busy_stats), "--", "dd",
                                "if=/dev/zero", "of=/dev/null", "bs=512", "count=2000", "status=none"],
