@@ -67,7 +67,7 @@ so a `pip install .` meanwhile cannot mix versions. The working directory (data 
 supervisor and client logs) is removed after a passing run unless --keep; it is kept
 and named after a failure.
 
-The program is five modules, each with one job:
+The program is seven modules, each with one job:
 
   run_stress.py    this entry point: options, the working directory, the snapshot
   orchestrator.py  the run: supervisors, clients, their reports, hangs, the summary
